@@ -1,0 +1,1 @@
+"""Event-to-feature pipelines: raw logs in, timestamped offline sources (Parquet) out."""

@@ -1,0 +1,27 @@
+"""Feature services: the feature sets models are trained and served with, by name."""
+
+from feast import FeatureService
+from item_features import item_attributes_fv, item_stats_fv
+from on_demand_features import item_freshness, user_item_affinity
+from user_features import user_behavior_seq_fv, user_cross_domain_fv
+
+# Recall (two towers): who the user is by behaviour, what the item is.
+recall_service = FeatureService(
+    name="recall",
+    features=[user_behavior_seq_fv, user_cross_domain_fv, item_attributes_fv],
+    description="Features of the multimodal recall model (query and item towers).",
+)
+
+# Ranking (multi-task MMoE): recall's features plus timeliness and user x item features.
+ranking_service = FeatureService(
+    name="ranking",
+    features=[
+        user_behavior_seq_fv,
+        user_cross_domain_fv,
+        item_attributes_fv,
+        item_stats_fv,
+        item_freshness,
+        user_item_affinity,
+    ],
+    description="Features of the multi-task ranking model.",
+)

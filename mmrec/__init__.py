@@ -1,0 +1,1 @@
+"""mmrec: the shared core (settings, paths, world vocabulary, CLI) that every stage imports."""

@@ -1,0 +1,93 @@
+"""Opening, applying and materializing the Feast feature store of a workspace.
+
+`feast apply` runs as a subprocess in the feature repo, exactly as a user would run it: Feast
+imports the repo's modules by name and changes directory while applying, which must not
+leak into the calling process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from mmrec.io import read_json
+from mmrec.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class FeatureStoreError(RuntimeError):
+    """The feature store cannot do what was asked; the message says what to run first."""
+
+
+def store_yaml(settings: Settings) -> Path:
+    """The feature_store*.yaml of the selected online-store profile."""
+    name = "feature_store.yaml" if settings.online_store == "sqlite" else "feature_store.redis.yaml"
+    return settings.feature_repo / name
+
+
+def feast_env(settings: Settings) -> dict[str, str]:
+    """The environment Feast needs: MMREC_REDIS_URL feeds the redis profile's yaml."""
+    env = dict(os.environ)
+    env["MMREC_REDIS_URL"] = settings.redis_url
+    return env
+
+
+def open_store(settings: Settings):
+    """A FeatureStore for the workspace; reuse one per process (it caches the registry)."""
+    from feast import FeatureStore
+
+    os.environ["MMREC_REDIS_URL"] = settings.redis_url  # read by the redis profile's yaml
+    if not (settings.data_dir / "feast" / "registry.db").exists():
+        raise FeatureStoreError(
+            f"no feature registry in {settings.data_dir / 'feast'}: run `mmrec features apply` first"
+        )
+    return FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=store_yaml(settings))
+
+
+def apply_repo(settings: Settings) -> str:
+    """`feast apply` the workspace's feature repo; returns Feast's summary lines."""
+    (settings.data_dir / "feast").mkdir(parents=True, exist_ok=True)
+    feast_cli = Path(sys.executable).parent / "feast"  # the venv's, whether or not it is activated
+    cmd = [str(feast_cli), "-f", str(store_yaml(settings)), "apply"]
+    result = subprocess.run(
+        cmd, cwd=settings.feature_repo, env=feast_env(settings), capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise FeatureStoreError(f"feast apply failed:\n{result.stderr[-4000:]}")
+    return "\n".join(
+        line
+        for line in result.stdout.splitlines()
+        if line.startswith(("Created", "Deleted", "Updated", "No changes"))
+    )
+
+
+def world_end(settings: Settings) -> datetime:
+    """The end of the generated world's last day: the clock the world's data is 'now' at."""
+    manifest = settings.raw_dir / "manifest.json"
+    if not manifest.exists():
+        raise FeatureStoreError(f"no world in {settings.raw_dir}: run `mmrec generate` first")
+    return datetime.fromisoformat(read_json(manifest)["end"])
+
+
+def materialize(store, end: datetime, views: list[str] | None = None) -> dict[str, timedelta]:
+    """Load each feature view's latest rows within its TTL before `end` into the online store.
+
+    Per view, the window is [end - ttl, end), so the online store holds what a point-in-time
+    join at `end` returns (Feast's online reads do not apply TTL themselves). Re-running is
+    safe: the online store keeps the latest row per entity.
+    """
+    known = {view.name: view for view in store.list_feature_views()}
+    unknown = sorted(set(views or []) - set(known))
+    if unknown:
+        raise FeatureStoreError(f"unknown feature views {unknown}; known: {sorted(known)}")
+    windows = {}
+    for name in views or sorted(known):
+        ttl = known[name].ttl
+        store.materialize(start_date=end - ttl, end_date=end, feature_views=[name])
+        windows[name] = ttl
+    return windows
