@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SCALE ?= small
 SEED ?= 7
-export MMREC_DATA_DIR ?= $(CURDIR)/data/$(SCALE)
+SHELL := /bin/bash
 
 ## help: list the targets
 .PHONY: help
@@ -14,8 +14,9 @@ help:
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	# pip warns about every package missing from this machine's local mirrors: keep errors only
+	$(BIN)/pip install --quiet --upgrade pip 2> >(grep -v 'is ignored' >&2)
+	$(BIN)/pip install --quiet -e '.[dev]' 2> >(grep -v 'is ignored' >&2)
 	touch $@
 
 ## venv: create .venv/ from pyproject.toml (done by every target that needs it)
@@ -29,9 +30,9 @@ demo: venv
 	$(BIN)/mmrec features build
 	$(BIN)/mmrec features apply
 	$(BIN)/mmrec features materialize
-	$(BIN)/mmrec features show --user-id 1 --item-id 1
+	$(BIN)/mmrec features show --user-id 3 --item-id 5
 
-## test: the pytest suite (tiny world; slow end-to-end tests included)
+## test: the pytest suite on tiny worlds (needs redis-server on PATH; .ci/run installs it)
 .PHONY: test
 test: venv
 	$(BIN)/python -m pytest
@@ -45,9 +46,9 @@ lint: venv
 ## bench-features: PIT join, materialize and online-read benchmarks at bench scale
 .PHONY: bench-features
 bench-features: venv
-	$(BIN)/python -m bench.feature_store_bench
+	$(BIN)/python -m bench.feature_store_bench --rows 1000000
 
 ## clean: remove generated data (keeps .venv/)
 .PHONY: clean
 clean:
-	rm -rf data bench/results
+	rm -rf data bench/results bench/workspace

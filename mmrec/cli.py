@@ -21,7 +21,7 @@ features_app = typer.Typer(
 )
 app.add_typer(features_app, name="features")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 Workspace = Annotated[
     Path | None,

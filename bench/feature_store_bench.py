@@ -1,0 +1,298 @@
+"""Feature-store benchmark at bench scale (issue #2).
+
+(a) Point-in-time join through Feast (`ranking` service, DuckDB offline store) for N entity
+    rows vs a hand-written DuckDB ASOF join of the same sources in the same run: seconds,
+    ratio, rows returned, peak RSS (each side runs in its own child process so RSS is its own).
+(b) Materialize throughput (entity rows/s) into SQLite and into a real redis-server.
+(c) Online read latency of the `ranking` service for 1 user + 500 items, p50/p99.
+
+    python -m bench.feature_store_bench [--rows 1000000] [--scale bench] [--workspace DIR]
+
+Writes bench/results/feature_store.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmrec.settings import REPO_ROOT, Settings
+
+RESULTS = REPO_ROOT / "bench" / "results"
+
+
+def _ensure_world(settings: Settings, scale: str, seed: int) -> None:
+    from datagen.world import generate_world
+    from feature_pipelines.run import build_features
+    from mmrec.feast_store import apply_repo
+
+    if not (settings.feature_repo).exists():
+        shutil.copytree(
+            REPO_ROOT / "feature_repo",
+            settings.feature_repo,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    if not (settings.raw_dir / "manifest.json").exists():
+        generate_world(settings, scale, seed)
+    if not (settings.offline_dir / "item_stats").exists():
+        build_features(settings)
+    apply_repo(settings)
+
+
+def _entity_rows(settings: Settings, n: int, seed: int) -> Path:
+    """N (user, item, time) rows sampled from impressions, written to Parquet."""
+    path = settings.data_dir / "bench" / f"entity_rows_{n}.parquet"
+    if path.exists():
+        return path
+    import duckdb
+
+    con = duckdb.connect()
+    frame = con.execute(
+        f"""SELECT user_id, item_id, event_timestamp FROM read_parquet($f)
+            WHERE event_type = 'impression' USING SAMPLE {n} ROWS (reservoir, {seed})""",
+        {"f": str(settings.raw_dir / "events" / "*" / "*.parquet")},
+    ).df()
+    frame["event_timestamp"] = (
+        pd.to_datetime(frame.event_timestamp, utc=True).dt.floor("s").astype("datetime64[us, UTC]")
+    )
+    frame["request_ts"] = frame.event_timestamp.astype("int64") // 10**6
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path)
+    return path
+
+
+def _child(mode: str, settings: Settings, rows_path: Path) -> dict:
+    """Run one measurement in a fresh process; returns its JSON line plus its peak RSS."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.feature_store_bench",
+        "--child",
+        mode,
+        "--workspace",
+        str(settings.workspace),
+        "--rows-file",
+        str(rows_path),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{mode} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def feast_pit(settings: Settings, rows: pd.DataFrame) -> pd.DataFrame:
+    from mmrec.feast_store import open_store
+
+    store = open_store(settings)
+    return store.get_historical_features(
+        entity_df=rows, features=store.get_feature_service("ranking")
+    ).to_df()
+
+
+def duckdb_asof(settings: Settings, rows: pd.DataFrame) -> pd.DataFrame:
+    """The same join by hand: one ASOF JOIN per source with the views' TTLs, plus the two
+    request-time features computed in SQL."""
+    import duckdb
+
+    from mmrec.vocab import CATEGORIES
+
+    off = settings.offline_dir
+    src = {
+        name: str(off / name / "*" / "*.parquet")
+        for name in ("user_behavior_seq", "user_cross_domain", "item_attributes", "item_stats")
+    }
+    con = duckdb.connect()
+    con.register("rows", rows)
+    case = " ".join(f"WHEN '{c}' THEN {i + 1}" for i, c in enumerate(CATEGORIES))
+    return con.execute(
+        f"""
+        WITH r AS (SELECT row_number() OVER () AS rid, * FROM rows),
+        s AS (SELECT * FROM read_parquet('{src["user_behavior_seq"]}')),
+        c AS (SELECT * FROM read_parquet('{src["user_cross_domain"]}')),
+        a AS (SELECT * FROM read_parquet('{src["item_attributes"]}')),
+        t AS (SELECT * FROM read_parquet('{src["item_stats"]}')),
+        j AS (
+          SELECT r.*,
+            CASE WHEN s.event_timestamp > r.event_timestamp - INTERVAL 30 DAY THEN s.item_click_seq END AS item_click_seq,
+            CASE WHEN s.event_timestamp > r.event_timestamp - INTERVAL 30 DAY THEN s.sku_click_seq END AS sku_click_seq,
+            CASE WHEN c.event_timestamp > r.event_timestamp - INTERVAL 30 DAY THEN c.cdr_category_affinity END AS cdr_category_affinity,
+            CASE WHEN a.event_timestamp > r.event_timestamp - INTERVAL 365 DAY THEN a.category END AS category,
+            CASE WHEN a.event_timestamp > r.event_timestamp - INTERVAL 365 DAY THEN a.publish_ts_s END AS publish_ts_s,
+            CASE WHEN t.event_timestamp > r.event_timestamp - INTERVAL 7 DAY THEN t.ctr_7d END AS ctr_7d
+          FROM r
+          ASOF LEFT JOIN s ON r.user_id = s.user_id AND r.event_timestamp >= s.event_timestamp
+          ASOF LEFT JOIN c ON r.user_id = c.user_id AND r.event_timestamp >= c.event_timestamp
+          ASOF LEFT JOIN a ON r.item_id = a.item_id AND r.event_timestamp >= a.event_timestamp
+          ASOF LEFT JOIN t ON r.item_id = t.item_id AND r.event_timestamp >= t.event_timestamp
+        )
+        SELECT *, greatest(0, (request_ts - publish_ts_s) / 3600.0) AS item_age_hours,
+               coalesce(cdr_category_affinity[CASE category {case} END], 0) AS cdr_item_category_affinity
+        FROM j
+        """
+    ).df()
+
+
+def run_child(mode: str, settings: Settings, rows_file: Path) -> None:
+    rows = pd.read_parquet(rows_file)
+    start = time.perf_counter()
+    frame = feast_pit(settings, rows) if mode == "feast" else duckdb_asof(settings, rows)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "rows_in": len(rows),
+                "rows_out": len(frame),
+                "peak_rss_mb": peak_mb,
+            }
+        )
+    )
+
+
+def _redis(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def materialize_and_read(settings: Settings, reps: int) -> dict:
+    from mmrec.feast_store import apply_repo, materialize, open_store, world_end
+
+    end = world_end(settings)
+    items = pd.read_parquet(settings.offline_dir / "item_stats").item_id.unique()
+    users = pd.read_parquet(
+        settings.offline_dir / "user_behavior_seq", columns=["user_id"]
+    ).user_id.unique()
+    rng = np.random.default_rng(0)
+    out = {}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    redis = _redis(port)
+    try:
+        for backend in ("sqlite", "redis"):
+            cfg = replace(settings, online_store=backend, redis_url=f"127.0.0.1:{port}")
+            apply_repo(cfg)
+            store = open_store(cfg)
+            start = time.perf_counter()
+            windows = materialize(store, end)
+            seconds = time.perf_counter() - start
+            entity_rows = _rows_in_windows(settings, end, windows)
+            service = store.get_feature_service("ranking")
+            latencies = []
+            for _ in range(reps):
+                user = int(rng.choice(users))
+                request = [
+                    {"user_id": user, "item_id": int(i), "request_ts": int(end.timestamp())}
+                    for i in rng.choice(items, 500, replace=False)
+                ]
+                t0 = time.perf_counter()
+                store.get_online_features(features=service, entity_rows=request)
+                latencies.append((time.perf_counter() - t0) * 1000)
+            out[backend] = {
+                "materialize_seconds": seconds,
+                "materialized_entity_rows": entity_rows,
+                "materialize_rows_per_s": entity_rows / seconds,
+                "online_ranking_1user_500items_ms": {
+                    "p50": float(np.percentile(latencies, 50)),
+                    "p99": float(np.percentile(latencies, 99)),
+                    "reps": reps,
+                },
+            }
+    finally:
+        redis.terminate()
+    return out
+
+
+def _rows_in_windows(settings: Settings, end, windows: dict) -> int:
+    """Distinct entities per view within its TTL window: the rows materialize writes."""
+    import duckdb
+
+    con = duckdb.connect()
+    keys = {
+        "user_behavior_seq": "user_id",
+        "user_cross_domain": "user_id",
+        "item_attributes": "item_id",
+        "item_stats": "item_id",
+        "sku_attributes": "sku_id",
+    }
+    total = 0
+    for view, ttl in windows.items():
+        glob = str(settings.offline_dir / view / "*" / "*.parquet")
+        total += con.execute(
+            f"SELECT count(DISTINCT {keys[view]}) FROM read_parquet($g) WHERE event_timestamp >= $s AND event_timestamp < $e",
+            {"g": glob, "s": end - ttl, "e": end},
+        ).fetchone()[0]
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000, help="entity rows for the PIT join")
+    parser.add_argument("--scale", default="bench", help="world scale to generate if missing")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=200, help="online reads per backend")
+    parser.add_argument("--workspace", type=Path, default=REPO_ROOT / "bench" / "workspace")
+    parser.add_argument("--child", choices=("feast", "duckdb"), help=argparse.SUPPRESS)
+    parser.add_argument("--rows-file", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rows < 1 or args.reps < 1:
+        parser.error("--rows and --reps must be >= 1")
+    settings = Settings(workspace=args.workspace.resolve())
+    if args.child:
+        run_child(args.child, settings, args.rows_file)
+        return
+    _ensure_world(settings, args.scale, args.seed)
+    rows_path = _entity_rows(settings, args.rows, args.seed)
+    raw = _child("duckdb", settings, rows_path)
+    feast = _child("feast", settings, rows_path)
+    result = {
+        "scale": args.scale,
+        "pit_join": {
+            "entity_rows": args.rows,
+            "duckdb_asof": raw,
+            "feast_ranking_service": feast,
+            "ratio_feast_over_asof": feast["seconds"] / raw["seconds"],
+            "rows_dropped_by_feast": feast["rows_in"] - feast["rows_out"],
+        },
+        "online": materialize_and_read(settings, args.reps),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "feature_store.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

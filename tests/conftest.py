@@ -1,0 +1,106 @@
+"""Shared fixtures: one tiny world per test session, built through the real `mmrec` CLI."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mmrec.cli import app
+from mmrec.settings import REPO_ROOT, Settings
+
+TINY_SEED = 1
+
+
+def make_workspace(root: Path) -> Settings:
+    """A workspace folder with a copy of the feature repo, as a user's clone would have."""
+    shutil.copytree(
+        REPO_ROOT / "feature_repo",
+        root / "feature_repo",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    return Settings(workspace=root)
+
+
+def run_cli(*args: str) -> str:
+    """Run `mmrec ARGS` in-process; fail the test with the output when it exits non-zero."""
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, (
+        f"mmrec {' '.join(args)} exited {result.exit_code}:\n{result.output}"
+    )
+    return result.output
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A generated tiny world with offline sources, an applied repo and a materialized SQLite
+    online store. Read-only for tests: copy it (or make your own) to change things."""
+    settings = make_workspace(tmp_path_factory.mktemp("tiny"))
+    ws = str(settings.workspace)
+    run_cli("generate", "--scale", "tiny", "--seed", str(TINY_SEED), "--workspace", ws)
+    run_cli("features", "build", "--workspace", ws)
+    run_cli("features", "apply", "--workspace", ws)
+    run_cli("features", "materialize", "--workspace", ws)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def feature_store(tiny_world: Settings):
+    from mmrec.feast_store import open_store
+
+    return open_store(tiny_world)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server on a free loopback port, without persistence; stopped at the end."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(
+            "redis-server is not installed: `apt-get install redis-server` (.ci/run does this)"
+        )
+    port = _free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("redis-server did not start")
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_world(tiny_world: Settings, redis_url: str) -> Settings:
+    """The tiny world's features materialized into the Redis online store as well."""
+    settings = replace(tiny_world, online_store="redis", redis_url=redis_url)
+    ws = str(settings.workspace)
+    runner_env = {"MMREC_REDIS_URL": redis_url}
+    for args in (["features", "apply"], ["features", "materialize"]):
+        result = CliRunner().invoke(
+            app, [*args, "--workspace", ws, "--online-store", "redis"], env=runner_env
+        )
+        assert result.exit_code == 0, result.output
+    return settings

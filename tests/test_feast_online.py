@@ -1,0 +1,98 @@
+"""Online store after materialize: equal to the offline point-in-time values at the world's
+end, on SQLite and on a real Redis server; unknown entities read as nulls; bad config fails
+with a clear message."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmrec.feast_store import FeatureStoreError, apply_repo, open_store, world_end
+from mmrec.settings import Settings, SettingsError
+from tests.conftest import make_workspace
+
+COMPARED = {
+    "user_id": [
+        "user_behavior_seq:item_click_seq",
+        "user_behavior_seq:sku_click_seq",
+        "user_cross_domain:cdr_category_affinity",
+    ],
+    "item_id": [
+        "item_attributes:sku_ids",
+        "item_attributes:material",
+        "item_stats:ctr_7d",
+        "item_stats:impressions_7d",
+    ],
+}
+
+
+def _normalize(value):
+    if value is None or (np.isscalar(value) and pd.isna(value)):
+        return None
+    if isinstance(value, (list, np.ndarray)):
+        return [round(float(v), 5) for v in value]
+    return value if isinstance(value, str) else round(float(value), 5)
+
+
+def _assert_online_equals_offline(settings: Settings) -> None:
+    store = open_store(settings)
+    end = world_end(settings)
+    for key, refs in COMPARED.items():
+        ids = list(range(1, 301, 7))
+        rows = pd.DataFrame({key: ids, "event_timestamp": pd.Timestamp(end)})
+        offline = (
+            store.get_historical_features(entity_df=rows, features=refs).to_df().set_index(key)
+        )
+        online = store.get_online_features(
+            features=refs, entity_rows=[{key: i} for i in ids]
+        ).to_dict()
+        found = 0
+        for ref in refs:
+            column = ref.split(":")[1]
+            for entity, value in zip(online[key], online[column], strict=True):
+                want = _normalize(offline.at[entity, column])
+                assert _normalize(value) == want, (
+                    f"{ref} for {key}={entity}: online {value!r} offline {want!r}"
+                )
+                found += want is not None
+        assert found > 0
+
+
+def test_sqlite_online_values_equal_offline_point_in_time(tiny_world: Settings) -> None:
+    _assert_online_equals_offline(tiny_world)
+
+
+@pytest.mark.redis
+def test_redis_online_values_equal_offline_point_in_time(redis_world: Settings) -> None:
+    _assert_online_equals_offline(redis_world)
+
+
+def test_unknown_entities_read_as_nulls_not_errors(feature_store) -> None:
+    online = feature_store.get_online_features(
+        features=feature_store.get_feature_service("ranking"),
+        entity_rows=[{"user_id": 10**9, "item_id": 10**9, "request_ts": 0}],
+    ).to_dict()
+    assert online["item_click_seq"] == [None]
+    assert online["ctr_7d"] == [None]
+    assert online["cdr_item_category_affinity"] == [0.0]
+
+
+def test_malformed_feature_store_yaml_gives_a_clear_error(
+    tiny_world: Settings, tmp_path: Path
+) -> None:
+    settings = make_workspace(tmp_path)
+    shutil.copytree(tiny_world.data_dir / "raw", settings.raw_dir)
+    (settings.feature_repo / "feature_store.yaml").write_text(
+        "project: mmrec\nonline_store:\n  type: nosuchstore\n"
+    )
+    with pytest.raises(FeatureStoreError, match="feast apply failed"):
+        apply_repo(settings)
+
+
+def test_unsupported_online_store_setting_is_rejected() -> None:
+    with pytest.raises(SettingsError, match="sqlite, redis"):
+        Settings(online_store="cassandra")
