@@ -1,0 +1,382 @@
+"""Behaviour of the multi-task ranking model (training/models/ranking.py) on tiny tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from training.models.ranking import (
+    MODALITIES,
+    TASKS,
+    CandidateInputs,
+    RankingConfig,
+    RankingLoss,
+    RankingModel,
+    UserInputs,
+    ranking_parameter_groups,
+    score_candidates,
+    train_step,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread; more threads spin against other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = RankingConfig(
+    n_item_buckets=2048,
+    embed_dim=8,
+    text_dim=16,
+    visual_dim=12,
+    context_dim=4,
+    n_ctr_windows=3,
+    attention_hidden=16,
+    n_experts=2,
+    expert_dims=(16,),
+    tower_dims=(8,),
+)
+ALL_OFF = {
+    "use_multimodal": False,
+    "use_dsn": False,
+    "use_min": False,
+    "use_cdr": False,
+    "use_timeliness": False,
+}
+ID_ONLY = replace(TINY, **ALL_OFF)
+SWITCH_CASES = {
+    "id-only": {},
+    "multimodal": {"use_multimodal": True},
+    "dsn": {"use_multimodal": True, "use_dsn": True},
+    "min": {"use_multimodal": True, "use_min": True},
+    "min+cdr": {"use_multimodal": True, "use_min": True, "use_cdr": True},
+    "cdr": {"use_cdr": True},
+    "timeliness": {"use_timeliness": True},
+    "all": {k: True for k in ALL_OFF},
+}
+
+
+def random_user(b: int, length: int = 5, config: RankingConfig = TINY, seed: int = 0) -> UserInputs:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(b, length, generator=g) < 0.8
+    mask[0, 0] = True
+    if b > 1:
+        mask[1] = False  # a user without history
+    return UserInputs(
+        seq_item_ids=torch.randint(0, 1000, (b, length), generator=g),
+        seq_mask=mask,
+        position=torch.randint(0, config.n_positions, (b,), generator=g),
+        source=torch.randint(0, config.n_sources, (b,), generator=g),
+        category_affinity=torch.rand(b, config.n_categories, generator=g),
+        seq_text_emb=torch.randn(b, length, config.text_dim, generator=g),
+        seq_visual_emb=torch.randn(b, length, config.visual_dim, generator=g),
+    )
+
+
+def random_candidates(n: int, config: RankingConfig = TINY, seed: int = 1) -> CandidateInputs:
+    g = torch.Generator().manual_seed(seed)
+    return CandidateInputs(
+        item_id=torch.randint(0, 1000, (n,), generator=g),
+        material=torch.randint(0, config.n_materials, (n,), generator=g),
+        category=torch.randint(0, config.n_categories, (n,), generator=g),
+        text_emb=torch.randn(n, config.text_dim, generator=g),
+        visual_emb=torch.randn(n, config.visual_dim, generator=g),
+        age_hours=torch.rand(n, generator=g) * 200,
+        ctr_windows=torch.rand(n, config.n_ctr_windows, generator=g) * 0.1,
+        is_cold=torch.rand(n, generator=g) < 0.2,
+    )
+
+
+def random_labels(n: int, tasks: tuple[str, ...] = TASKS, seed: int = 2) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {t: (torch.rand(n, generator=g) < 0.4).float() for t in tasks}
+
+
+def binary_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties given their average rank."""
+    order = scores.argsort()
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=scores.dtype)
+    _, inverse = scores.unique(return_inverse=True)
+    rank_sums = torch.zeros(int(inverse.max()) + 1).scatter_add_(0, inverse, ranks)
+    ranks = (rank_sums / torch.bincount(inverse).to(scores.dtype))[inverse]  # tied: mean rank
+    positive = labels > 0.5
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def test_binary_auc_matches_hand_counted_pairs() -> None:
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8, 0.4])
+    labels = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0])
+    # positive/negative pairs: (0.35>0.1), (0.35<0.4), (0.8>both), (0.4>0.1), (0.4=0.4 -> 1/2)
+    assert binary_auc(scores, labels) == pytest.approx(4.5 / 6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes, gradients, switches
+
+
+def test_forward_returns_logits_per_task_and_gmf_internals() -> None:
+    model = RankingModel(TINY)
+    out = model(random_user(6), random_candidates(6))
+    for task in TASKS:
+        assert out[f"logits_{task}"].shape == (6,)
+    for m in ("text", "visual"):
+        assert out[f"dsn_real_{m}"].shape == out[f"dsn_fake_{m}"].shape == (6, TINY.embed_dim)
+    assert out["min_weights"].shape == (6, len(MODALITIES))
+    torch.testing.assert_close(out["min_weights"].sum(1), torch.ones(6))
+
+
+@pytest.mark.parametrize("switches", list(SWITCH_CASES.values()), ids=list(SWITCH_CASES))
+def test_each_switch_runs_forward_backward_and_trains_every_parameter(switches: dict) -> None:
+    config = replace(ID_ONLY, **switches)
+    model = RankingModel(config)
+    user, items = random_user(8), random_candidates(8)
+    if not config.use_multimodal:  # inputs a disabled block reads may be left out
+        items = replace(items, text_emb=None, visual_emb=None)
+        user = replace(user, seq_text_emb=None, seq_visual_emb=None)
+    losses = RankingLoss(model)(user, items, random_labels(8))
+    losses["loss"].backward()
+    assert torch.isfinite(losses["loss"])
+    for name, param in model.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, f"{name} got no gradient"
+    assert (model.text_proj is not None) == config.use_multimodal
+    assert (model.dsn is not None) == config.use_dsn
+    assert (model.min is not None) == config.use_min
+    assert ("loss_disc" in losses) == config.use_dsn
+
+
+def test_loss_falls_on_a_small_batch() -> None:
+    torch.manual_seed(0)
+    n = 64
+    user, items = random_user(n, seed=3), random_candidates(n, seed=4)
+    labels = random_labels(n, seed=5)
+    loss_fn = RankingLoss(RankingModel(TINY))
+    optimizer = torch.optim.Adam(loss_fn.parameters(), lr=1e-2)
+    history = [train_step(loss_fn, user, items, labels, optimizer)["loss_tasks"] for _ in range(80)]
+    assert sum(history[-5:]) / 5 < 0.5 * sum(history[:5]) / 5, history
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss details
+
+
+def test_label_mask_leaves_undefined_labels_out() -> None:
+    model = RankingModel(replace(TINY, id_dropout=0.0)).eval()
+    loss_fn = RankingLoss(model)
+    user, items, labels = random_user(6), random_candidates(6), random_labels(6)
+    watch_defined = torch.tensor([True, True, True, False, False, False])
+    base = loss_fn(user, items, labels, {"watch": watch_defined})
+    flipped = dict(labels, watch=torch.where(watch_defined, labels["watch"], 1 - labels["watch"]))
+    again = loss_fn(user, items, flipped, {"watch": watch_defined})
+    torch.testing.assert_close(again["loss_watch"], base["loss_watch"])
+    unmasked = loss_fn(user, items, flipped)
+    assert not torch.allclose(unmasked["loss_watch"], base["loss_watch"])
+    none = loss_fn(user, items, labels, {"watch": torch.zeros(6, dtype=torch.bool)})
+    assert float(none["loss_watch"]) == 0.0
+
+
+def test_pos_weight_scales_positive_rows_and_task_weight_scales_the_task() -> None:
+    config = replace(TINY, pos_weight={"share": 10.0}, task_weights={"click": 0.0}, id_dropout=0.0)
+    weighted = RankingLoss(RankingModel(config).eval())
+    plain = RankingLoss(RankingModel(replace(config, pos_weight={}, task_weights={})).eval())
+    user, items = random_user(5), random_candidates(5)
+    labels = {t: torch.ones(5) for t in TASKS}
+    a, b = weighted(user, items, labels), plain(user, items, labels)
+    torch.testing.assert_close(a["loss_share"], 10 * b["loss_share"])
+    torch.testing.assert_close(a["loss_cart"], b["loss_cart"])
+    expected = sum(a[f"loss_{t}"] for t in TASKS if t != "click")
+    torch.testing.assert_close(a["loss_tasks"], expected)
+
+
+def test_dsn_losses_are_finite_and_each_moves_only_its_own_player() -> None:
+    model = RankingModel(TINY)
+    loss_fn = RankingLoss(model)
+    out = model(random_user(8), random_candidates(8))
+    loss_gen_adv, loss_disc = loss_fn.dsn_losses(out)
+    assert torch.isfinite(loss_gen_adv) and torch.isfinite(loss_disc)
+
+    generators = list(model.dsn.generators.parameters())
+    discriminators = list(model.discriminator_parameters())
+    gen_grads = torch.autograd.grad(loss_gen_adv, generators + discriminators, allow_unused=True)
+    assert all(g is not None and g.abs().sum() > 0 for g in gen_grads[: len(generators)])
+    assert all(g is None for g in gen_grads[len(generators) :])
+    disc_grads = torch.autograd.grad(loss_disc, generators + discriminators, allow_unused=True)
+    assert all(g is None for g in disc_grads[: len(generators)])
+    assert all(g is not None and g.abs().sum() > 0 for g in disc_grads[len(generators) :])
+
+
+def test_adversarial_train_step_changes_generator_and_discriminator() -> None:
+    model = RankingModel(TINY)
+    ranker_params, disc_params = ranking_parameter_groups(model)
+    assert {id(p) for p in disc_params} == {id(p) for p in model.discriminator_parameters()}
+    assert len(ranker_params) + len(disc_params) == len(list(model.parameters()))
+    optimizer = torch.optim.Adam(ranker_params, lr=1e-2)
+    disc_optimizer = torch.optim.Adam(disc_params, lr=1e-3)
+    before = {k: v.clone() for k, v in model.dsn.state_dict().items()}
+    user, items = random_user(8), random_candidates(8)
+    losses = train_step(
+        RankingLoss(model), user, items, random_labels(8), optimizer, disc_optimizer
+    )
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    after = model.dsn.state_dict()
+    for prefix in ("generators.text", "generators.visual", "discriminators.text"):
+        changed = [not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix)]
+        assert changed and all(changed), prefix
+
+
+# ---------------------------------------------------------------------------------------------
+# Cold start and scoring
+
+
+def test_cold_candidates_ignore_their_id_and_id_dropout_only_acts_in_training() -> None:
+    model = RankingModel(replace(TINY, id_dropout=0.5))
+    user = random_user(1)
+    items = replace(random_candidates(4), is_cold=torch.tensor([True, True, False, False]))
+    relabelled = replace(items, item_id=items.item_id + 17)
+    model.eval()
+    a, b = model(user, items), model(user, relabelled)
+    torch.testing.assert_close(a["logits_click"][:2], b["logits_click"][:2])
+    assert not torch.allclose(a["logits_click"][2:], b["logits_click"][2:])
+    torch.testing.assert_close(model(user, items)["logits_click"], a["logits_click"])
+    model.train()
+    torch.manual_seed(0)
+    draws = torch.stack([model(user, items)["logits_click"] for _ in range(8)])
+    assert not torch.allclose(draws[:, 2:], draws[:1, 2:].expand(8, -1))
+
+
+def test_scoring_500_candidates_for_one_user_matches_per_row_scoring() -> None:
+    model = RankingModel(TINY)
+    user, candidates = random_user(1, length=8), random_candidates(500)
+    probs = score_candidates(model, user, candidates)
+    assert model.training  # restored
+    assert set(probs) == set(TASKS)
+    model.eval()
+    with torch.no_grad():
+        per_row = model(user.take(torch.zeros(500, dtype=torch.long)), candidates)
+    for task in TASKS:
+        assert probs[task].shape == (500,)
+        torch.testing.assert_close(probs[task], torch.sigmoid(per_row[f"logits_{task}"]))
+
+
+def planted_cold_start(seed: int, n_users: int = 64, n_latent: int = 4):
+    """Users like one latent category; an item's category shows only in its text and visual
+    embeddings. Train on items 0..199; test on items 1000..1099 whose IDs never appear."""
+    g = torch.Generator().manual_seed(seed)
+    text_centroids = F.normalize(torch.randn(n_latent, TINY.text_dim, generator=g), dim=1)
+    visual_centroids = F.normalize(torch.randn(n_latent, TINY.visual_dim, generator=g), dim=1)
+    user_category = torch.arange(n_users) % n_latent
+
+    def items(ids: torch.Tensor) -> tuple[CandidateInputs, torch.Tensor]:
+        n = len(ids)
+        category = torch.randint(0, n_latent, (n,), generator=g)
+        inputs = CandidateInputs(
+            item_id=ids,
+            material=torch.zeros(n, dtype=torch.long),
+            text_emb=text_centroids[category] + 0.3 * torch.randn(n, TINY.text_dim, generator=g),
+            visual_emb=visual_centroids[category]
+            + 0.3 * torch.randn(n, TINY.visual_dim, generator=g),
+        )
+        return inputs, category
+
+    train_items, train_category = items(torch.arange(200))
+    test_items, test_category = items(torch.arange(1000, 1100))
+
+    # Each user's history: 6 training items of its category, with their embeddings.
+    members = [torch.nonzero(train_category == c).squeeze(1) for c in range(n_latent)]
+    history = torch.stack(
+        [members[c][torch.randperm(len(members[c]), generator=g)[:6]] for c in user_category]
+    )  # (U, 6)
+    users = UserInputs(
+        seq_item_ids=history,
+        seq_mask=torch.ones_like(history, dtype=torch.bool),
+        position=torch.zeros(n_users, dtype=torch.long),
+        source=torch.ones(n_users, dtype=torch.long),
+        seq_text_emb=train_items.text_emb[history],  # (U, 6, text_dim)
+        seq_visual_emb=train_items.visual_emb[history],  # (U, 6, visual_dim)
+    )
+
+    def pairs(items: CandidateInputs, category: torch.Tensor, per_user: int, cold: bool):
+        user_rows = torch.arange(n_users).repeat_interleave(per_user)
+        item_rows = torch.randint(0, items.batch_size, (len(user_rows),), generator=g)
+        match = (category[item_rows] == user_category[user_rows]).float()
+        noise = torch.rand(len(match), generator=g) < 0.1
+        labels = torch.where(noise, 1 - match, match)
+        batch_items = replace(items.take(item_rows), is_cold=torch.full((len(item_rows),), cold))
+        return users.take(user_rows), batch_items, {"click": labels, "share": labels * match}
+
+    return pairs(train_items, train_category, 16, False), pairs(test_items, test_category, 12, True)
+
+
+def test_multimodal_beats_id_only_on_cold_items_auc() -> None:
+    (train_user, train_items, train_labels), test = planted_cold_start(seed=0)
+    base = replace(TINY, tasks=("click", "share"), pos_weight={}, id_dropout=0.3)
+    aucs = {}
+    for name, switches in {
+        "id-only": ALL_OFF,
+        "multimodal": {"use_multimodal": True, "use_dsn": True, "use_min": True},
+    }.items():
+        model = RankingModel(replace(base, **{**ALL_OFF, **switches}))
+        loss_fn = RankingLoss(model)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        torch.manual_seed(0)
+        for step in range(100):
+            rows = torch.arange(256) + (step % 4) * 256
+            labels = {t: v[rows] for t, v in train_labels.items()}
+            train_step(loss_fn, train_user.take(rows), train_items.take(rows), labels, optimizer)
+        test_user, test_items, test_labels = test
+        model.eval()
+        with torch.no_grad():
+            logits = model(test_user, test_items)["logits_click"]
+        aucs[name] = binary_auc(logits, test_labels["click"])
+    assert aucs["multimodal"] > 0.75, aucs
+    assert aucs["multimodal"] > aucs["id-only"] + 0.15, aucs
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_config_raises_value_error_naming_the_field() -> None:
+    with pytest.raises(ValueError, match="use_dsn needs use_multimodal"):
+        RankingConfig(use_multimodal=False, use_min=False)
+    with pytest.raises(ValueError, match="pos_weight names unknown tasks"):
+        RankingConfig(pos_weight={"purchase": 3.0})
+    with pytest.raises(ValueError, match="id_dropout"):
+        RankingConfig(id_dropout=1.0)
+    with pytest.raises(ValueError, match="embed_dim"):
+        RankingConfig(embed_dim=0)
+
+
+def test_mismatched_dims_raise_value_error_with_the_shapes() -> None:
+    model = RankingModel(TINY)
+    user, items = random_user(5), random_candidates(5)
+    with pytest.raises(
+        ValueError, match=r"candidates\.text_emb must have shape \(5, 16\), got \(5, 384\)"
+    ):
+        model(user, replace(items, text_emb=torch.randn(5, 384)))
+    with pytest.raises(ValueError, match=r"user\.seq_visual_emb must have shape \(5, 5, 12\)"):
+        model(replace(user, seq_visual_emb=torch.randn(5, 4, 12)), items)
+    with pytest.raises(
+        ValueError, match=r"1 row \(broadcast\) or one row per candidate \(5\), got 3"
+    ):
+        model(random_user(3), items)
+    with pytest.raises(ValueError, match=r"user\.seq_text_emb is required"):
+        model(replace(user, seq_text_emb=None), items)
+    with pytest.raises(ValueError, match=r"candidates\.category must hold indices in \[0, 12\)"):
+        model(user, replace(items, category=torch.full((5,), 12)))
+    with pytest.raises(ValueError, match=r"candidates\.ctr_windows must have shape \(5, 3\)"):
+        model(user, replace(items, ctr_windows=torch.rand(5, 4)))
+    with pytest.raises(ValueError, match="labels lack tasks"):
+        RankingLoss(model)(user, items, {"click": torch.ones(5)})
+    with pytest.raises(ValueError, match="one user"):
+        score_candidates(model, user, items)

@@ -1,0 +1,1 @@
+"""Model training: training-set builders, models, training loops, evaluation, export."""

@@ -1,0 +1,1 @@
+"""PyTorch models: two-tower multimodal recall (`recall`) and MMoE ranking with GMF (`ranking`)."""

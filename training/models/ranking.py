@@ -1,0 +1,675 @@
+"""Multi-task multimodal ranking (issue #5): MMoE over ID, multimodal, GMF, CDR and timeliness.
+
+Scope: the PyTorch model over tensors, its loss and a one-user scoring function. Feast
+training-set builders, training loops and evaluation live elsewhere and talk to this file
+through `UserInputs`, `CandidateInputs` and per-task label dicts.
+
+Feature blocks, each switched by `RankingConfig` (all off = the ID-only MMoE baseline):
+
+- always: hashed item-ID embedding, DIN target attention of the candidate ID over the user's
+  clicked-item sequence, context embeddings (position, source, material).
+- `use_multimodal`: text (384-d MiniLM) and visual (1280-d EfficientNet-lite0) embeddings,
+  each projected into the `embed_dim` space the ID embeddings live in.
+- `use_dsn` (GMF, needs multimodal): per modality, a generator maps the item-ID embedding into
+  that modality's projected space and a discriminator, conditioned on the ID embedding, tells
+  the real projected modality vector from the generated one (our reading of the talk's CGGN:
+  a conditional GAN). The ranker gets the residual real - generated: what the modality says
+  that the ID embedding does not.
+- `use_min` (GMF, needs multimodal): the user's interest distribution over the modalities
+  (ID, text, visual) is a softmax over user features (pooled histories + CDR affinities); the
+  candidate attends over the user's history in each modality's space, and the three pooled
+  vectors are fused with those weights.
+- `use_cdr`: the user's product-domain category affinities (n_categories floats) and the
+  affinity at the candidate's category (a scalar).
+- `use_timeliness`: log1p(item age in hours) and windowed CTRs (`n_ctr_windows` floats).
+
+Cold start: a candidate with `is_cold` True gets an all-zero ID embedding, so it is ranked by
+its modality projections (and DSN residuals, which become real - G(0)). During training
+`id_dropout` zeroes the ID embedding of random candidates so the model learns that path.
+
+Adversarial training (DSN) without a second backward pass: `RankingLoss` returns
+`loss_gen_adv` computed through a frozen copy of the discriminator's parameters (so it moves
+only the generator and the ID embeddings) and `loss_disc` computed on detached inputs (so it
+moves only the discriminator). The two players' objectives touch disjoint parameters, so
+`loss` = task losses + adversarial_weight * loss_gen_adv + loss_disc can be backpropagated once
+and stepped with one optimizer, or with two (`ranking_parameter_groups`, `train_step`) when
+the discriminator needs its own learning rate.
+
+Sparse labels (share, comment, cart, favorite): both levers exist in the config and both are
+used by default. `pos_weight` (BCEWithLogits pos_weight) upweights a task's rare positives
+inside its own loss, so its tower does not collapse to "never"; `task_weights` sets each
+task's share of the total. pos_weight != 1 shifts that task's probabilities upward (they are
+no longer calibrated); ranking order within a task is what it is trained for. Label masks
+leave undefined labels out (e.g. watch for shop pages).
+
+References:
+- seed-article.md (/work/shared): the multimodal ranking, GMF (DSN + MIN) and CDR sections.
+- Ma et al., "Modeling Task Relationships in Multi-task Learning with Multi-gate
+  Mixture-of-Experts", KDD 2018 (MMoE).
+- Zhou et al., "Deep Interest Network for Click-Through Rate Prediction", KDD 2018.
+- Bousmalis et al., "Domain Separation Networks", NeurIPS 2016 (shared vs private parts).
+- Mirza and Osindero, "Conditional Generative Adversarial Nets", 2014.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from mmrec.vocab import MATERIALS, N_CATEGORIES, POSITIONS, SOURCES
+from training.models.layers import (
+    MLP,
+    HashEmbedding,
+    TargetAttention,
+    TensorBatch,
+    check_index_range,
+    check_tensor,
+    inference,
+    masked_mean,
+    projection,
+)
+
+TASKS = ("click", "watch", "share", "comment", "cart", "favorite")
+MODALITIES = ("id", "text", "visual")  # MIN's interest distribution; visual = cover or video frames
+CONTENT_MODALITIES = ("text", "visual")  # modalities with a DSN generator
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass
+class UserInputs(TensorBatch):
+    """The user and the request context; B = 1 (broadcast to all N candidates) or B = N.
+
+    Fields:
+        seq_item_ids: (B, L) int64 recently clicked content items, padded.
+        seq_mask: (B, L) bool, True = real click (an all-False row = no history).
+        position: (B,) int64 index into POSITIONS (home, inner, detail).
+        source: (B,) int64 index into SOURCES (search, rec).
+        category_affinity: (B, n_categories) float product-domain category affinities;
+            needed by use_cdr.
+        seq_text_emb: (B, L, text_dim) float text embeddings of the clicked items; use_min.
+        seq_visual_emb: (B, L, visual_dim) float visual embeddings of them; use_min.
+    """
+
+    seq_item_ids: Tensor
+    seq_mask: Tensor
+    position: Tensor
+    source: Tensor
+    category_affinity: Tensor | None = None
+    seq_text_emb: Tensor | None = None
+    seq_visual_emb: Tensor | None = None
+
+
+@dataclass
+class CandidateInputs(TensorBatch):
+    """N candidate content items.
+
+    Fields:
+        item_id: (N,) int64.
+        material: (N,) int64 index into MATERIALS (video, live, shop, aggregated).
+        category: (N,) int64 index into CATEGORIES; needed by use_cdr.
+        text_emb: (N, text_dim) float; use_multimodal.
+        visual_emb: (N, visual_dim) float; use_multimodal.
+        age_hours: (N,) float hours since the item was published; use_timeliness.
+        ctr_windows: (N, n_ctr_windows) float windowed CTRs (e.g. 1h, 6h, 1d, 7d); use_timeliness.
+        is_cold: (N,) bool, True = no interaction history, ID embedding is zeroed. Optional.
+    """
+
+    item_id: Tensor
+    material: Tensor
+    category: Tensor | None = None
+    text_emb: Tensor | None = None
+    visual_emb: Tensor | None = None
+    age_hours: Tensor | None = None
+    ctr_windows: Tensor | None = None
+    is_cold: Tensor | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+
+
+def _default_pos_weight() -> dict[str, float]:
+    # Roughly inverse positive rates of the sparse tasks relative to click: shares, comments
+    # and carts are ~10x rarer than clicks on content, favourites ~5x.
+    return {"share": 10.0, "comment": 10.0, "cart": 10.0, "favorite": 5.0}
+
+
+@dataclass
+class RankingConfig:
+    """Sizes, switches and loss settings of `RankingModel` and `RankingLoss`."""
+
+    tasks: tuple[str, ...] = TASKS
+    n_item_buckets: int = 200_000  # hashed item-ID rows; about the catalog size
+    # Width of ID embeddings and of every modality projection: one space, so DSN residuals
+    # (real - generated) and MIN's weighted sum of modality pools are well defined.
+    embed_dim: int = 32
+    text_dim: int = 384  # all-MiniLM-L6-v2
+    visual_dim: int = 1280  # EfficientNet-lite0 pooled
+    n_categories: int = N_CATEGORIES
+    n_positions: int = len(POSITIONS)
+    n_sources: int = len(SOURCES)
+    n_materials: int = len(MATERIALS)
+    context_dim: int = 8  # position / source / material embedding width
+    n_ctr_windows: int = 4
+    attention_hidden: int = 32  # hidden width of target-attention, DSN and MIN nets
+    n_experts: int = 4
+    expert_dims: tuple[int, ...] = (128, 64)
+    tower_dims: tuple[int, ...] = (32,)
+    dropout: float = 0.0
+    use_multimodal: bool = True
+    use_dsn: bool = True
+    use_min: bool = True
+    use_cdr: bool = True
+    use_timeliness: bool = True
+    # Training-only probability of zeroing a candidate's ID embedding (the cold path).
+    id_dropout: float = 0.1
+    # BCE pos_weight per task (missing = 1.0); see the module docstring on sparse labels.
+    pos_weight: dict[str, float] = field(default_factory=_default_pos_weight)
+    task_weights: dict[str, float] = field(default_factory=dict)  # missing = 1.0
+    adversarial_weight: float = 0.1  # generator's adversarial loss in the total; small = stable
+    seed: int = 0  # parameter initialisation seed (the global RNG is left untouched)
+
+    def __post_init__(self) -> None:
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(
+                f"RankingConfig.tasks must be distinct and non-empty, got {self.tasks}"
+            )
+        positive = {
+            "n_item_buckets": self.n_item_buckets,
+            "embed_dim": self.embed_dim,
+            "text_dim": self.text_dim,
+            "visual_dim": self.visual_dim,
+            "n_categories": self.n_categories,
+            "n_positions": self.n_positions,
+            "n_sources": self.n_sources,
+            "n_materials": self.n_materials,
+            "context_dim": self.context_dim,
+            "n_ctr_windows": self.n_ctr_windows,
+            "attention_hidden": self.attention_hidden,
+            "n_experts": self.n_experts,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"RankingConfig.{name} must be >= 1, got {value}")
+        if not self.expert_dims:
+            raise ValueError("RankingConfig.expert_dims must name at least one layer width")
+        for name in ("use_dsn", "use_min"):
+            if getattr(self, name) and not self.use_multimodal:
+                raise ValueError(f"RankingConfig.{name} needs use_multimodal=True")
+        if not 0.0 <= self.id_dropout < 1.0:
+            raise ValueError(f"RankingConfig.id_dropout must be in [0, 1), got {self.id_dropout}")
+        for name in ("pos_weight", "task_weights"):
+            weights = getattr(self, name)
+            unknown = set(weights) - set(self.tasks)
+            if unknown:
+                raise ValueError(f"RankingConfig.{name} names unknown tasks {sorted(unknown)}")
+            negative = {t: w for t, w in weights.items() if w < 0}
+            if negative:
+                raise ValueError(f"RankingConfig.{name} must be >= 0, got {negative}")
+        if self.adversarial_weight < 0:
+            raise ValueError(
+                f"RankingConfig.adversarial_weight must be >= 0, got {self.adversarial_weight}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks
+
+
+class DSNResidual(nn.Module):
+    """GMF's DSN: per content modality, a generator G_m(id) into the modality's projected
+    space and a conditional discriminator D_m(id, v) -> logit(v is the item's real vector).
+
+    The ranker consumes residual_m = real_m - G_m(id), computed by the model.
+    """
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.generators = nn.ModuleDict({m: MLP(dim, (hidden,), dim) for m in CONTENT_MODALITIES})
+        self.discriminators = nn.ModuleDict(
+            {m: MLP(2 * dim, (hidden,), 1) for m in CONTENT_MODALITIES}
+        )
+
+    def forward(self, id_emb: Tensor) -> dict[str, Tensor]:
+        """id_emb (N, d) -> {modality: generated (N, d)}"""
+        return {m: generator(id_emb) for m, generator in self.generators.items()}
+
+    def discriminate(
+        self, modality: str, id_emb: Tensor, vecs: Tensor, *, frozen: bool = False
+    ) -> Tensor:
+        """Discriminator logits (N,) for `vecs` (N, d) given the condition `id_emb` (N, d).
+
+        frozen=True runs the discriminator with detached parameters: gradients reach `vecs`
+        (the generator) but never the discriminator.
+        """
+        disc = self.discriminators[modality]
+        x = torch.cat([id_emb, vecs], dim=1)  # (N, 2d)
+        if frozen:
+            params = {name: p.detach() for name, p in disc.named_parameters()}
+            return functional_call(disc, params, (x,)).squeeze(1)
+        return disc(x).squeeze(1)
+
+
+class ModalityInterest(nn.Module):
+    """GMF's MIN: user features -> softmax weights over MODALITIES; candidates attend over the
+    user's history in the text and visual spaces (the ID-space pool comes from the model);
+    the fused interest is the weighted sum of the three pooled vectors.
+    """
+
+    def __init__(self, user_dim: int, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.interest = MLP(user_dim, (hidden,), len(MODALITIES))
+        self.attention = nn.ModuleDict(
+            {m: TargetAttention(dim, hidden) for m in CONTENT_MODALITIES}
+        )
+
+    def forward(
+        self,
+        user_vec: Tensor,
+        id_pool: Tensor,
+        queries: dict[str, Tensor],
+        histories: dict[str, Tensor],
+        mask: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """
+        Args:
+            user_vec: (B, user_dim), B = 1 or N.
+            id_pool: (N, d) the candidate's attention pool over the history in ID space.
+            queries: {text, visual} -> (N, d) candidate projections.
+            histories: {text, visual} -> (B, L, d) projected history.
+            mask: (B, L) bool.
+        Returns:
+            fused (N, d) and the interest weights (B, 3) over MODALITIES.
+        """
+        weights = torch.softmax(self.interest(user_vec), dim=-1)  # (B, 3)
+        pools = [id_pool] + [
+            self.attention[m](queries[m], histories[m], mask) for m in CONTENT_MODALITIES
+        ]
+        stacked = torch.stack(pools, dim=1)  # (N, 3, d)
+        fused = (weights.unsqueeze(-1) * stacked).sum(1)  # (B, 3, 1) * (N, 3, d) -> (N, d)
+        return fused, weights
+
+
+class MMoE(nn.Module):
+    """Shared experts, one softmax gate and one tower per task: x (N, D) -> {logits_t: (N,)}."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        tasks: tuple[str, ...],
+        n_experts: int,
+        expert_dims: tuple[int, ...],
+        tower_dims: tuple[int, ...],
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.experts = nn.ModuleList(
+            [MLP(in_dim, expert_dims, dropout=dropout) for _ in range(n_experts)]
+        )
+        expert_out = expert_dims[-1]
+        self.gates = nn.ModuleDict({t: nn.Linear(in_dim, n_experts) for t in tasks})
+        self.towers = nn.ModuleDict({t: MLP(expert_out, tower_dims, 1, dropout) for t in tasks})
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        experts = torch.stack([expert(x) for expert in self.experts], dim=1)  # (N, E, h)
+        logits = {}
+        for task, gate in self.gates.items():
+            weights = torch.softmax(gate(x), dim=-1).unsqueeze(1)  # (N, 1, E)
+            mixed = torch.bmm(weights, experts).squeeze(1)  # (N, h)
+            logits[f"logits_{task}"] = self.towers[task](mixed).squeeze(1)  # (N,)
+        return logits
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+
+
+class RankingModel(nn.Module):
+    """MMoE ranker; `forward(user, candidates)` returns logits per task and GMF internals.
+
+    Returned keys: "logits_{task}" (N,) for every task; with use_dsn "dsn_condition" (N, d)
+    and "dsn_real_{m}", "dsn_fake_{m}" (N, d) for m in (text, visual), which `RankingLoss`
+    uses for the adversarial losses; with use_min "min_weights" (B, 3) over MODALITIES.
+    """
+
+    def __init__(self, config: RankingConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        d = c.embed_dim
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed)
+            self.item_id_embedding = HashEmbedding(c.n_item_buckets, d)
+            self.id_attention = TargetAttention(d, c.attention_hidden)
+            self.position_embedding = nn.Embedding(c.n_positions, c.context_dim)
+            self.source_embedding = nn.Embedding(c.n_sources, c.context_dim)
+            self.material_embedding = nn.Embedding(c.n_materials, c.context_dim)
+            # item_id, id interest; context: position, source, material
+            in_dim = 2 * d + 3 * c.context_dim
+            self.text_proj = self.visual_proj = None
+            self.dsn = self.min = None
+            if c.use_multimodal:
+                self.text_proj = projection(c.text_dim, d)
+                self.visual_proj = projection(c.visual_dim, d)
+                in_dim += 2 * d
+            if c.use_dsn:
+                self.dsn = DSNResidual(d, c.attention_hidden)
+                in_dim += len(CONTENT_MODALITIES) * d
+            if c.use_min:
+                user_dim = len(MODALITIES) * d + (c.n_categories if c.use_cdr else 0)
+                self.min = ModalityInterest(user_dim, d, c.attention_hidden)
+                in_dim += d
+            if c.use_cdr:
+                in_dim += c.n_categories + 1
+            if c.use_timeliness:
+                in_dim += 1 + c.n_ctr_windows
+            self.mmoe = MMoE(in_dim, c.tasks, c.n_experts, c.expert_dims, c.tower_dims, c.dropout)
+
+    def discriminator_parameters(self) -> Iterator[nn.Parameter]:
+        """The DSN discriminators' parameters (empty without use_dsn)."""
+        if self.dsn is not None:
+            yield from self.dsn.discriminators.parameters()
+
+    def check_inputs(self, user: UserInputs, items: CandidateInputs) -> int:
+        """Raise ValueError when the inputs do not fit the config; return N (candidates)."""
+        c = self.config
+        check_tensor("candidates.item_id", items.item_id, (None,), kind="int")
+        n = items.item_id.shape[0]
+        if n < 1:
+            raise ValueError("candidates must hold at least one item")
+        check_tensor("candidates.material", items.material, (n,), kind="int")
+        check_index_range("candidates.material", items.material, c.n_materials)
+        if items.is_cold is not None:
+            check_tensor("candidates.is_cold", items.is_cold, (n,), kind="bool")
+
+        seq = check_tensor("user.seq_item_ids", user.seq_item_ids, (None, None), kind="int")
+        b, length = seq.shape
+        if b not in (1, n):
+            raise ValueError(
+                f"user inputs must have 1 row (broadcast) or one row per candidate ({n}), got {b}"
+            )
+        check_tensor("user.seq_mask", user.seq_mask, (b, length), kind="bool")
+        check_tensor("user.position", user.position, (b,), kind="int")
+        check_index_range("user.position", user.position, c.n_positions)
+        check_tensor("user.source", user.source, (b,), kind="int")
+        check_index_range("user.source", user.source, c.n_sources)
+
+        if c.use_multimodal:
+            check_tensor("candidates.text_emb", items.text_emb, (n, c.text_dim), kind="float")
+            check_tensor("candidates.visual_emb", items.visual_emb, (n, c.visual_dim), kind="float")
+        if c.use_min:
+            check_tensor(
+                "user.seq_text_emb", user.seq_text_emb, (b, length, c.text_dim), kind="float"
+            )
+            check_tensor(
+                "user.seq_visual_emb", user.seq_visual_emb, (b, length, c.visual_dim), kind="float"
+            )
+        if c.use_cdr:
+            check_tensor(
+                "user.category_affinity",
+                user.category_affinity,
+                (b, c.n_categories),
+                kind="float",
+            )
+            check_tensor("candidates.category", items.category, (n,), kind="int")
+            check_index_range("candidates.category", items.category, c.n_categories)
+        if c.use_timeliness:
+            check_tensor("candidates.age_hours", items.age_hours, (n,), kind="float")
+            check_tensor(
+                "candidates.ctr_windows", items.ctr_windows, (n, c.n_ctr_windows), kind="float"
+            )
+        return n
+
+    def _candidate_id_embedding(self, items: CandidateInputs) -> Tensor:
+        """(N, d) ID embeddings, zeroed for cold candidates and, in training, for a random
+        `id_dropout` share of them (the cold path)."""
+        emb = self.item_id_embedding(items.item_id)  # (N, d)
+        keep = None
+        if items.is_cold is not None:
+            keep = ~items.is_cold
+        if self.training and self.config.id_dropout > 0:
+            kept = torch.rand(emb.shape[0], device=emb.device) >= self.config.id_dropout
+            keep = kept if keep is None else keep & kept
+        return emb if keep is None else emb * keep.unsqueeze(1).to(emb.dtype)
+
+    def forward(self, user: UserInputs, items: CandidateInputs) -> dict[str, Tensor]:
+        n = self.check_inputs(user, items)
+        c = self.config
+        out: dict[str, Tensor] = {}
+        item_id = self._candidate_id_embedding(items)  # (N, d)
+        history_id = self.item_id_embedding(user.seq_item_ids)  # (B, L, d)
+        id_interest = self.id_attention(item_id, history_id, user.seq_mask)  # (N, d)
+        user_side = [self.position_embedding(user.position), self.source_embedding(user.source)]
+        item_side = [item_id, id_interest, self.material_embedding(items.material)]
+
+        if c.use_multimodal:
+            real = {
+                "text": self.text_proj(items.text_emb),
+                "visual": self.visual_proj(items.visual_emb),
+            }
+            item_side += [real["text"], real["visual"]]
+            if self.dsn is not None:
+                fake = self.dsn(item_id)
+                item_side += [real[m] - fake[m] for m in CONTENT_MODALITIES]
+                out["dsn_condition"] = item_id
+                for m in CONTENT_MODALITIES:
+                    out[f"dsn_real_{m}"] = real[m]
+                    out[f"dsn_fake_{m}"] = fake[m]
+            if self.min is not None:
+                histories = {
+                    "text": self.text_proj(user.seq_text_emb),  # (B, L, d)
+                    "visual": self.visual_proj(user.seq_visual_emb),  # (B, L, d)
+                }
+                user_parts = [masked_mean(history_id, user.seq_mask)] + [
+                    masked_mean(histories[m], user.seq_mask) for m in CONTENT_MODALITIES
+                ]
+                if c.use_cdr:
+                    user_parts.append(user.category_affinity)
+                user_vec = torch.cat(user_parts, dim=1)  # (B, 3d [+ n_categories])
+                fused, out["min_weights"] = self.min(
+                    user_vec, id_interest, real, histories, user.seq_mask
+                )
+                item_side.append(fused)
+
+        if c.use_cdr:
+            affinity = user.category_affinity.expand(n, -1)  # (N, n_categories), a view
+            user_side.append(user.category_affinity)
+            item_side.append(affinity.gather(1, items.category.unsqueeze(1)))  # (N, 1)
+
+        if c.use_timeliness:
+            age = torch.log1p(items.age_hours.clamp(min=0)).unsqueeze(1)  # (N, 1)
+            item_side += [age, items.ctr_windows]
+
+        x = torch.cat([u.expand(n, -1) for u in user_side] + item_side, dim=1)  # (N, D)
+        out.update(self.mmoe(x))
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss
+
+
+class RankingLoss(nn.Module):
+    """Training wrapper: masked, pos-weighted BCE per task plus the DSN adversarial losses.
+
+    forward(user, candidates, labels, label_masks) returns:
+        "loss": scalar to backpropagate = loss_tasks + adversarial_weight * loss_gen_adv
+            + loss_disc (the last two only with use_dsn);
+        "loss_tasks": sum over tasks of task_weight * loss_{task};
+        "loss_{task}": mean BCE over the task's unmasked rows (0 when none);
+        "loss_gen_adv", "loss_disc": the generator's and discriminator's losses (use_dsn);
+        "logits_{task}": the model's logits.
+    Everything except "loss" is detached, for logging.
+    """
+
+    def __init__(self, model: RankingModel) -> None:
+        super().__init__()
+        self.model = model
+        c = model.config
+        self.register_buffer(
+            "pos_weight",
+            torch.tensor([c.pos_weight.get(t, 1.0) for t in c.tasks]),
+            persistent=False,
+        )
+        self.task_weights = [c.task_weights.get(t, 1.0) for t in c.tasks]
+
+    def dsn_losses(self, out: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(loss_gen_adv, loss_disc) from a forward output with DSN internals.
+
+        loss_gen_adv: BCE(D(fake), real) through frozen discriminator parameters; moves the
+            generators (and through them the ID embeddings).
+        loss_disc: BCE(D(real), real) + BCE(D(fake), fake) on detached inputs, halved; moves
+            only the discriminators. Both are averaged over the content modalities.
+        """
+        dsn = self.model.dsn
+        if dsn is None:
+            raise ValueError("dsn_losses needs a model built with use_dsn=True")
+        condition = out["dsn_condition"].detach()
+        gen, disc = [], []
+        for m in CONTENT_MODALITIES:
+            real, fake = out[f"dsn_real_{m}"], out[f"dsn_fake_{m}"]
+            fooled = dsn.discriminate(m, condition, fake, frozen=True)
+            gen.append(F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled)))
+            on_real = dsn.discriminate(m, condition, real.detach())
+            on_fake = dsn.discriminate(m, condition, fake.detach())
+            disc.append(
+                0.5 * F.binary_cross_entropy_with_logits(on_real, torch.ones_like(on_real))
+                + 0.5 * F.binary_cross_entropy_with_logits(on_fake, torch.zeros_like(on_fake))
+            )
+        return torch.stack(gen).mean(), torch.stack(disc).mean()
+
+    def forward(
+        self,
+        user: UserInputs,
+        items: CandidateInputs,
+        labels: dict[str, Tensor],
+        label_masks: dict[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """
+        Args:
+            user, items: model inputs (see `RankingModel`).
+            labels: {task: (N,) float in [0, 1]} for every task in the config; soft targets
+                are allowed (e.g. watch ratio).
+            label_masks: optional {task: (N,) bool}, True = the label is defined for the row.
+                Tasks without a mask use every row.
+        """
+        c = self.model.config
+        label_masks = label_masks or {}
+        missing = [t for t in c.tasks if t not in labels]
+        if missing:
+            raise ValueError(f"labels lack tasks {missing}; give every task in config.tasks")
+        unknown = set(label_masks) - set(c.tasks)
+        if unknown:
+            raise ValueError(f"label_masks name unknown tasks {sorted(unknown)}")
+        out = self.model(user, items)
+        n = items.item_id.shape[0]
+        losses: dict[str, Tensor] = {}
+        loss_tasks = out[f"logits_{c.tasks[0]}"].new_zeros(())
+        for i, task in enumerate(c.tasks):
+            target = check_tensor(f"labels[{task!r}]", labels[task], (n,), kind="float")
+            per_row = F.binary_cross_entropy_with_logits(
+                out[f"logits_{task}"], target, pos_weight=self.pos_weight[i], reduction="none"
+            )
+            mask = label_masks.get(task)
+            if mask is None:
+                task_loss = per_row.mean()
+            else:
+                check_tensor(f"label_masks[{task!r}]", mask, (n,), kind="bool")
+                weights = mask.to(per_row.dtype)
+                task_loss = (per_row * weights).sum() / weights.sum().clamp(min=1.0)
+            losses[f"loss_{task}"] = task_loss
+            loss_tasks = loss_tasks + self.task_weights[i] * task_loss
+        loss = loss_tasks
+        if self.model.dsn is not None:
+            loss_gen_adv, loss_disc = self.dsn_losses(out)
+            losses["loss_gen_adv"], losses["loss_disc"] = loss_gen_adv, loss_disc
+            loss = loss + c.adversarial_weight * loss_gen_adv + loss_disc
+        result = {name: value.detach() for name, value in losses.items()}
+        result.update({k: v.detach() for k, v in out.items() if k.startswith("logits_")})
+        result["loss_tasks"] = loss_tasks.detach()
+        result["loss"] = loss
+        return result
+
+
+def ranking_parameter_groups(model: RankingModel) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(ranker parameters, discriminator parameters), for two optimizers in `train_step`."""
+    disc_ids = {id(p) for p in model.discriminator_parameters()}
+    ranker = [p for p in model.parameters() if id(p) not in disc_ids]
+    return ranker, list(model.discriminator_parameters())
+
+
+def train_step(
+    loss_fn: RankingLoss,
+    user: UserInputs,
+    items: CandidateInputs,
+    labels: dict[str, Tensor],
+    optimizer: torch.optim.Optimizer,
+    disc_optimizer: torch.optim.Optimizer | None = None,
+    label_masks: dict[str, Tensor] | None = None,
+) -> dict[str, float]:
+    """One step of the ranker and (with use_dsn) the adversarial game.
+
+    One backward pass suffices because the generator's and the discriminator's losses touch
+    disjoint parameters (see the module docstring). With `disc_optimizer`, `optimizer` holds
+    the ranker parameters and `disc_optimizer` the discriminators' (`ranking_parameter_groups`);
+    without it, `optimizer` holds all of them.
+
+    Returns:
+        every loss in the wrapper's output, as floats.
+    """
+    optimizers = [optimizer] + ([disc_optimizer] if disc_optimizer is not None else [])
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    losses = loss_fn(user, items, labels, label_masks)
+    losses["loss"].backward()
+    for opt in optimizers:
+        opt.step()
+    return {k: float(v.detach()) for k, v in losses.items() if k.startswith("loss")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving
+
+
+def score_candidates(
+    model: RankingModel, user: UserInputs, candidates: CandidateInputs
+) -> dict[str, Tensor]:
+    """Rank N candidates for ONE user in one forward pass, in eval mode.
+
+    Args:
+        user: a single row (B = 1); its sequence and context are computed once and broadcast
+            to the candidates (target attention and the MMoE input expand views, the history
+            is not copied N times).
+        candidates: N rows.
+    Returns:
+        {task: probabilities (N,)} for every task in the config.
+    """
+    if user.seq_item_ids.dim() != 2 or user.seq_item_ids.shape[0] != 1:
+        raise ValueError(
+            f"score_candidates takes one user (seq_item_ids of shape (1, L)), got "
+            f"{tuple(user.seq_item_ids.shape)}"
+        )
+    with inference(model):
+        out = model(user, candidates)
+    return {task: torch.sigmoid(out[f"logits_{task}"]) for task in model.config.tasks}
+
+
+__all__ = [
+    "MODALITIES",
+    "TASKS",
+    "CandidateInputs",
+    "RankingConfig",
+    "RankingLoss",
+    "RankingModel",
+    "UserInputs",
+    "ranking_parameter_groups",
+    "score_candidates",
+    "train_step",
+]
