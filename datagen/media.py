@@ -18,7 +18,7 @@ from mmrec.vocab import N_CATEGORIES
 _HUES = np.linspace(0.0, 1.0, N_CATEGORIES, endpoint=False)
 CATEGORY_RGB = np.stack(
     [np.clip(np.abs(((_HUES * 6 + k) % 6) - 3) - 1, 0, 1) for k in (0, 4, 2)], axis=1
-)
+).astype(np.float32)
 
 
 def render_pixels(
@@ -34,11 +34,13 @@ def render_pixels(
     """
     axis = np.linspace(0.0, 1.0, size, dtype=np.float32)
     y, x = np.meshgrid(axis, axis, indexing="ij")  # (size, size)
-    angle = (category * np.pi / N_CATEGORIES)[:, None, None]  # (B, 1, 1)
-    freq = (3 + category % 4 * 2)[:, None, None]
+    # float32 throughout: this renders hundreds of thousands of images at bench scale
+    angle = (category * np.pi / N_CATEGORIES).astype(np.float32)[:, None, None]  # (B, 1, 1)
+    freq = (3 + category % 4 * 2).astype(np.float32)[:, None, None]
     stripes = np.sin(
-        2 * np.pi * freq * (x * np.cos(angle) + y * np.sin(angle)) + phase[:, None, None]
+        2 * np.pi * freq * (x * np.cos(angle) + y * np.sin(angle)) + phase.astype(np.float32)[:, None, None]
     )
+    quality = quality.astype(np.float32)
     contrast = (0.25 + 0.6 * quality)[:, None, None, None]
     base = CATEGORY_RGB[category][:, None, None, :]  # (B, 1, 1, 3)
     img = base * (0.55 + contrast * stripes[..., None] * 0.5) + 0.2 * (1 - base) * 0.5
@@ -48,14 +50,14 @@ def render_pixels(
         soft = img[blurry]
         soft = sum(np.roll(soft, s, axis=1) for s in range(-2, 3)) / 5
         img[blurry] = sum(np.roll(soft, s, axis=2) for s in range(-2, 3)) / 5
-    noise = rng.normal(0.0, 1.0, img.shape) * (0.25 * (1 - quality))[:, None, None, None]
+    noise = rng.standard_normal(img.shape, dtype=np.float32) * (0.25 * (1 - quality))[:, None, None, None]
     return (np.clip(img + noise, 0, 1) * 255).astype(np.uint8)
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
     """PNG bytes of one (H, W, 3) uint8 image."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="RGB").save(buffer, format="PNG")
+    Image.fromarray(pixels, mode="RGB").save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
