@@ -4,7 +4,9 @@
     rows vs a hand-written DuckDB ASOF join of the same sources in the same run: seconds,
     ratio, rows returned, peak RSS (each side runs in its own child process so RSS is its own).
 (b) Materialize throughput (entity rows/s) into SQLite and into a real redis-server.
-(c) Online read latency of the `ranking` service for 1 user + 500 items, p50/p99.
+(c) Online read latency of the `ranking` service for 1 user + 500 items, p50/p99: Feast's
+    get_online_features vs serving's CandidateFeatureReader (item snapshot + Feast user read),
+    on the same requests.
 
     python -m bench.feature_store_bench [--rows 1000000] [--scale bench] [--workspace DIR]
 
@@ -189,7 +191,12 @@ def materialize_and_read(settings: Settings, reps: int) -> dict:
     from mmrec.feast_store import apply_repo, materialize, open_store, world_end
 
     end = world_end(settings)
+    from serving.online_features import CandidateFeatureReader
+
     items = pd.read_parquet(settings.offline_dir / "item_stats").item_id.unique()
+    catalog = pd.read_parquet(
+        settings.offline_dir / "item_attributes", columns=["item_id"]
+    ).item_id.to_numpy()
     users = pd.read_parquet(
         settings.offline_dir / "user_behavior_seq", columns=["user_id"]
     ).user_id.unique()
@@ -205,33 +212,50 @@ def materialize_and_read(settings: Settings, reps: int) -> dict:
             apply_repo(cfg)
             store = open_store(cfg)
             start = time.perf_counter()
-            windows = materialize(store, end)
+            ranking_views = [
+                p.name
+                for p in store.get_feature_service("ranking").feature_view_projections
+                if p.name in {v.name for v in store.list_feature_views()}
+            ]
+            windows = materialize(store, end, ranking_views)
             seconds = time.perf_counter() - start
             entity_rows = _rows_in_windows(settings, end, windows)
             service = store.get_feature_service("ranking")
-            latencies = []
+            reader = CandidateFeatureReader(store, "ranking", catalog)
+            t0 = time.perf_counter()
+            reader.read(int(users[0]), items[:1], {"request_ts": 0})  # loads the item snapshot
+            snapshot_seconds = time.perf_counter() - t0
+            feast_ms, reader_ms = [], []
             for _ in range(reps):
                 user = int(rng.choice(users))
-                request = [
-                    {"user_id": user, "item_id": int(i), "request_ts": int(end.timestamp())}
-                    for i in rng.choice(items, 500, replace=False)
-                ]
+                candidates = rng.choice(items, 500, replace=False)
+                now = {"request_ts": int(end.timestamp())}
+                rows = [{"user_id": user, "item_id": int(i), **now} for i in candidates]
                 t0 = time.perf_counter()
-                store.get_online_features(features=service, entity_rows=request)
-                latencies.append((time.perf_counter() - t0) * 1000)
+                store.get_online_features(features=service, entity_rows=rows)
+                t1 = time.perf_counter()
+                reader.read(user, candidates, now)
+                t2 = time.perf_counter()
+                feast_ms.append((t1 - t0) * 1000)
+                reader_ms.append((t2 - t1) * 1000)
             out[backend] = {
                 "materialize_seconds": seconds,
                 "materialized_entity_rows": entity_rows,
                 "materialize_rows_per_s": entity_rows / seconds,
                 "online_ranking_1user_500items_ms": {
-                    "p50": float(np.percentile(latencies, 50)),
-                    "p99": float(np.percentile(latencies, 99)),
+                    "feast_get_online_features": _percentiles(feast_ms),
+                    "candidate_feature_reader": _percentiles(reader_ms),
+                    "reader_snapshot_load_seconds": snapshot_seconds,
                     "reps": reps,
                 },
             }
     finally:
         redis.terminate()
     return out
+
+
+def _percentiles(ms: list[float]) -> dict[str, float]:
+    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}
 
 
 def _rows_in_windows(settings: Settings, end, windows: dict) -> int:
@@ -265,6 +289,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--reps", type=int, default=200, help="online reads per backend")
     parser.add_argument("--workspace", type=Path, default=REPO_ROOT / "bench" / "workspace")
+    parser.add_argument("--skip-pit", action="store_true", help="only (b) and (c)")
     parser.add_argument("--child", choices=("feast", "duckdb"), help=argparse.SUPPRESS)
     parser.add_argument("--rows-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -275,22 +300,23 @@ def main() -> None:
         run_child(args.child, settings, args.rows_file)
         return
     _ensure_world(settings, args.scale, args.seed)
-    rows_path = _entity_rows(settings, args.rows, args.seed)
-    raw = _child("duckdb", settings, rows_path)
-    feast = _child("feast", settings, rows_path)
-    result = {
-        "scale": args.scale,
-        "pit_join": {
+    path = RESULTS / "feature_store.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    result["scale"] = args.scale
+    if not args.skip_pit:
+        rows_path = _entity_rows(settings, args.rows, args.seed)
+        raw = _child("duckdb", settings, rows_path)
+        feast = _child("feast", settings, rows_path)
+        result["pit_join"] = {
             "entity_rows": args.rows,
             "duckdb_asof": raw,
             "feast_ranking_service": feast,
             "ratio_feast_over_asof": feast["seconds"] / raw["seconds"],
             "rows_dropped_by_feast": feast["rows_in"] - feast["rows_out"],
-        },
-        "online": materialize_and_read(settings, args.reps),
-    }
+        }
+    result["online"] = materialize_and_read(settings, args.reps)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "feature_store.json").write_text(json.dumps(result, indent=2) + "\n")
+    path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -1,14 +1,14 @@
 """Feature services: the feature sets models are trained and served with, by name."""
 
 from feast import FeatureService
-from item_features import item_attributes_fv, item_stats_fv
+from item_features import item_attributes_fv, item_stats_fv, sku_attributes_fv
 from on_demand_features import item_freshness, user_item_affinity
 from user_features import user_behavior_seq_fv, user_cross_domain_fv
 
-# Recall (two towers): who the user is by behaviour, what the item is.
+# Recall (two towers): who the user is by behaviour, what the item is, the seed SKU (S2V).
 recall_service = FeatureService(
     name="recall",
-    features=[user_behavior_seq_fv, user_cross_domain_fv, item_attributes_fv],
+    features=[user_behavior_seq_fv, user_cross_domain_fv, item_attributes_fv, sku_attributes_fv],
     description="Features of the multimodal recall model (query and item towers).",
 )
 

@@ -60,6 +60,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return (ValueError, FileNotFoundError, FeatureStoreError, NoWorldError, WorldExistsError)
 
 
+def _mount_stage_apps() -> None:
+    """Each stage owns its sub-commands in <stage>/cli.py; mounted here, imported lazily there."""
+    from training.cli import app as train_app
+
+    app.add_typer(train_app, name="train")
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
@@ -188,3 +195,6 @@ def features_show(
     for name, column in values.items():
         table.add_row(name, repr(column[0]))
     console.print(table)
+
+
+_mount_stage_apps()

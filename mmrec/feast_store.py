@@ -7,6 +7,7 @@ leak into the calling process.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import subprocess
@@ -74,6 +75,12 @@ def world_end(settings: Settings) -> datetime:
     return datetime.fromisoformat(read_json(manifest)["end"])
 
 
+def _source_has_files(view) -> bool:
+    """Whether a file-backed view's source path (a glob) matches any file."""
+    path = getattr(view.batch_source, "path", None)
+    return path is None or bool(glob.glob(path))
+
+
 def materialize(store, end: datetime, views: list[str] | None = None) -> dict[str, timedelta]:
     """Load each feature view's latest rows within its TTL before `end` into the online store.
 
@@ -85,8 +92,15 @@ def materialize(store, end: datetime, views: list[str] | None = None) -> dict[st
     unknown = sorted(set(views or []) - set(known))
     if unknown:
         raise FeatureStoreError(f"unknown feature views {unknown}; known: {sorted(known)}")
+    chosen = views or sorted(known)
+    empty = [name for name in chosen if not _source_has_files(known[name])]
+    if empty:
+        raise FeatureStoreError(
+            f"feature views {empty} have no offline data yet: run the stage that writes them "
+            "(`mmrec features build`, `mmrec content encode`) or pass --view for the others"
+        )
     windows = {}
-    for name in views or sorted(known):
+    for name in chosen:
         ttl = known[name].ttl
         store.materialize(start_date=end - ttl, end_date=end, feature_views=[name])
         windows[name] = ttl

@@ -1,0 +1,1 @@
+"""The recall-plus-ranking service and what it reads online."""

@@ -1,0 +1,194 @@
+"""`mmrec train build-sets`: point-in-time-correct training sets through Feast.
+
+Samples (keys, labels, split) come from the logs (training/samples.py); every feature comes
+from `get_historical_features` with the `ranking` / `recall` feature services, in chunks so the
+bench-scale world fits in memory. Output: Parquet parts DuckDB can query plus a manifest:
+
+  data/training/<name>/split=<train|valid|test>/part-00000.parquet
+  data/training/<name>/manifest.json   (feature service, time range, row counts, label rates)
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from feature_pipelines.run import world_days
+from mmrec.feast_store import open_store
+from mmrec.io import progress, write_json, write_parquet
+from mmrec.settings import Settings
+from training.samples import RANKING_TASKS, NegativeSampler, ranking_samples, recall_positives
+from training.splits import DaySplit
+
+log = logging.getLogger(__name__)
+NO_SKU = 0  # sku ids start at 1: rows of channels without a seed SKU read nulls for it
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    chunk_rows: int = 200_000  # entity rows per Feast call (memory bound, see README)
+    valid_days: int = 1
+    test_days: int = 2
+    negative_ratio: int = 4
+    popularity_alpha: float = 0.0  # 0 = uniform negatives; 0.75 = popularity-corrected
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
+
+
+def training_dir(settings: Settings, name: str) -> Path:
+    return settings.data_dir / "training" / name
+
+
+def read_split(settings: Settings, name: str, split: str) -> pd.DataFrame:
+    """One split of a built training set."""
+    files = sorted((training_dir(settings, name) / f"split={split}").glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(
+            f"no {name} {split} split in {training_dir(settings, name)}: run `mmrec train build-sets`"
+        )
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def item_feature_names(store, service) -> list[str]:
+    """Features of the service's views keyed on the item entity."""
+    names = []
+    for projection in service.feature_view_projections:
+        try:
+            view = store.get_feature_view(projection.name)
+        except Exception:  # an on-demand view: not a stored item feature
+            continue
+        if view.entities == ["item"]:
+            names += [f.name for f in projection.features]
+    return names
+
+
+def _retrieve(
+    store, service, entity_rows: pd.DataFrame, chunk_rows: int, label: str
+) -> pd.DataFrame:
+    """Point-in-time features for every entity row, through Feast, chunk by chunk."""
+    entity_rows = entity_rows.assign(
+        event_timestamp=pd.to_datetime(entity_rows.event_timestamp, utc=True).astype(
+            "datetime64[us, UTC]"
+        )
+    )
+    starts = range(0, len(entity_rows), chunk_rows)
+    parts = []
+    for start in progress(starts, f"features for {label}"):
+        chunk = entity_rows.iloc[start : start + chunk_rows]
+        out = store.get_historical_features(entity_df=chunk, features=service).to_df()
+        if len(out) != len(chunk):
+            raise RuntimeError(f"Feast returned {len(out)} rows for {len(chunk)} entity rows")
+        parts.append(out)
+    return pd.concat(parts, ignore_index=True) if parts else entity_rows
+
+
+def _write_splits(frame: pd.DataFrame, folder: Path) -> dict[str, int]:
+    """Replace `folder` with the frame split by its split column (re-running is safe)."""
+    tmp = folder.with_name(f".{folder.name}.building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    counts = {}
+    for split_name, part in frame.groupby("split", sort=True):
+        write_parquet(
+            part.sort_values("event_timestamp").reset_index(drop=True),
+            tmp / f"split={split_name}" / "part-00000.parquet",
+        )
+        counts[str(split_name)] = len(part)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return counts
+
+
+def build_ranking_set(settings: Settings, config: BuildConfig, store=None) -> dict:
+    store = store or open_store(settings)
+    split = DaySplit.from_days(world_days(settings), config.valid_days, config.test_days)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    samples = ranking_samples(
+        con, _events_glob(settings), str(settings.raw_dir / "items.parquet"), split
+    )
+    frame = _retrieve(
+        store, store.get_feature_service("ranking"), samples, config.chunk_rows, "ranking"
+    )
+    folder = training_dir(settings, "ranking")
+    counts = _write_splits(frame, folder)
+    manifest = {
+        "feature_service": "ranking",
+        "time_range": [str(frame.event_timestamp.min()), str(frame.event_timestamp.max())],
+        "days": {"train": split.train, "valid": split.valid, "test": split.test},
+        "rows": counts,
+        "label_rates": {t: float(frame[f"label_{t}"].mean()) for t in RANKING_TASKS},
+        "cold_item_rows_in_test": int(frame.loc[frame.split == "test", "is_cold"].sum()),
+    }
+    write_json(manifest, folder / "manifest.json")
+    return manifest
+
+
+def build_recall_set(settings: Settings, config: BuildConfig, store=None) -> dict:
+    store = store or open_store(settings)
+    split = DaySplit.from_days(world_days(settings), config.valid_days, config.test_days)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    items_file = str(settings.raw_dir / "items.parquet")
+    positives = recall_positives(con, _events_glob(settings), items_file, split)
+    catalog = con.execute(
+        """SELECT i.item_id, epoch_us(i.publish_ts::TIMESTAMPTZ) AS publish_us, count(e.item_id) AS impressions
+           FROM read_parquet($items) i LEFT JOIN read_parquet($events) e
+             ON e.item_id = i.item_id AND e.event_type = 'impression'
+           GROUP BY ALL ORDER BY i.item_id""",
+        {"items": items_file, "events": _events_glob(settings)},
+    ).df()
+    sampler = NegativeSampler(config.negative_ratio, config.popularity_alpha)
+    negatives = sampler.sample(
+        positives,
+        catalog.item_id.to_numpy(),
+        catalog.publish_us.to_numpy(),
+        catalog.impressions.to_numpy(),
+        np.random.default_rng(config.seed),
+    )
+    samples = pd.concat([positives.assign(label=1), negatives.assign(label=0)], ignore_index=True)
+    samples["sku_id"] = samples.sku_id.fillna(NO_SKU).astype("int64")
+    service = store.get_feature_service("recall")
+    frame = _retrieve(store, service, samples, config.chunk_rows, "recall")
+    # V2V queries: the seed video's item features at the same time, through the same service
+    item_features = item_feature_names(store, service)
+    seeds = frame.loc[
+        frame.channel == "v2v", ["seed_item_id", "event_timestamp", "user_id", "sku_id"]
+    ].drop_duplicates(["seed_item_id", "event_timestamp"])
+    seed_rows = seeds.rename(columns={"seed_item_id": "item_id"})
+    seed_features = _retrieve(store, service, seed_rows, config.chunk_rows, "v2v seeds")[
+        ["item_id", "event_timestamp", *item_features]
+    ]
+    seed_features = seed_features.rename(
+        columns={"item_id": "seed_item_id", **{f: f"seed_{f}" for f in item_features}}
+    )
+    frame = frame.merge(seed_features, on=["seed_item_id", "event_timestamp"], how="left")
+    folder = training_dir(settings, "recall")
+    counts = _write_splits(frame, folder)
+    manifest = {
+        "feature_service": "recall",
+        "time_range": [str(frame.event_timestamp.min()), str(frame.event_timestamp.max())],
+        "days": {"train": split.train, "valid": split.valid, "test": split.test},
+        "rows": counts,
+        "positives_by_channel": {
+            str(k): int(v) for k, v in positives.channel.value_counts().items()
+        },
+        "negative_ratio": config.negative_ratio,
+        "negatives_dropped": int(len(positives) * config.negative_ratio - len(negatives)),
+        "popularity_alpha": config.popularity_alpha,
+        "label_rates": {"label": float(frame.label.mean())},
+    }
+    write_json(manifest, folder / "manifest.json")
+    return manifest
+
+
+def _events_glob(settings: Settings) -> str:
+    return str(settings.raw_dir / "events" / "*" / "*.parquet")
