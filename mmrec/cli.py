@@ -62,9 +62,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 def _mount_stage_apps() -> None:
     """Each stage owns its sub-commands in <stage>/cli.py; mounted here, imported lazily there."""
+    from analysis.cli import analyze_app, sql
     from training.cli import app as train_app
 
     app.add_typer(train_app, name="train")
+    app.add_typer(analyze_app, name="analyze")
+    app.command("sql")(sql)
 
 
 @app.callback()

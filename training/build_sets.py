@@ -122,6 +122,7 @@ def build_ranking_set(settings: Settings, config: BuildConfig, store=None) -> di
     counts = _write_splits(frame, folder)
     manifest = {
         "feature_service": "ranking",
+        "labels": [f"label_{t}" for t in RANKING_TASKS],
         "time_range": [str(frame.event_timestamp.min()), str(frame.event_timestamp.max())],
         "days": {"train": split.train, "valid": split.valid, "test": split.test},
         "rows": counts,
@@ -175,6 +176,7 @@ def build_recall_set(settings: Settings, config: BuildConfig, store=None) -> dic
     counts = _write_splits(frame, folder)
     manifest = {
         "feature_service": "recall",
+        "labels": ["label"],
         "time_range": [str(frame.event_timestamp.min()), str(frame.event_timestamp.max())],
         "days": {"train": split.train, "valid": split.valid, "test": split.test},
         "rows": counts,

@@ -1,0 +1,294 @@
+"""One DuckDB session that sees the whole workspace under stable view names.
+
+`render(settings, catalog)` writes the CREATE VIEW statements for what is on disk now. The
+copy `mmrec analyze views` saves as `data/analysis/views.sql` uses paths relative to the
+workspace, for the plain `duckdb` CLI started in the workspace folder; `connect` renders
+absolute paths (DuckDB resolves relative paths against the process's working directory
+first, which in Python is not the workspace).
+
+Views (each only when its files exist; DuckDB binds a view's files when it is created):
+
+- `world`: `world_end`, the clock the world is "now" at (materialization end);
+- raw world: `events`, `items`, `users`, `skus`, `item_labels`;
+- `offline_<source>`: every offline source folder (Feast batch sources, content outputs);
+- `online_<view>`: the online-store export (`mmrec analyze views` writes it);
+- `training_<name>`: each training set under `data/training/<name>/`;
+- from the Feast registry: `feature_catalog` (view, join key, TTL), `feature_rows` (layer,
+  view, entity, time of every stored row), `feature_nulls` (per-feature null and empty-list
+  counts), `entity_universe` (every catalog entity by join key), `training_labels`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from analysis import AnalysisError
+from analysis.catalog import FeatureViewInfo
+from mmrec.settings import Settings
+
+RAW_TABLES = ("items", "users", "skus", "item_labels")
+ENTITY_TABLES = {"user_id": "users", "item_id": "items", "sku_id": "skus"}
+_IDENTIFIER = re.compile(r"[^0-9a-zA-Z_]+")
+
+
+def views_file(settings: Settings) -> Path:
+    return settings.data_dir / "analysis" / "views.sql"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _path(settings: Settings, path: Path | str, relative: bool) -> str:
+    """With `relative`, a path relative to the workspace when inside it; else absolute."""
+    path = Path(path)
+    if not relative:
+        return path.as_posix()
+    try:
+        return path.relative_to(settings.workspace).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def has_files(pattern: Path | str) -> bool:
+    return bool(glob.glob(str(pattern)))
+
+
+def _view(name: str, source_sql: str) -> str:
+    return f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source_sql};"
+
+
+def _parquet(settings: Settings, pattern: Path | str, relative: bool) -> str:
+    return f"read_parquet({_quote(_path(settings, pattern, relative))}, union_by_name = true)"
+
+
+def offline_sources(settings: Settings) -> list[str]:
+    """Offline source folders with data (staging folders start with a dot and are skipped)."""
+    root = settings.offline_dir
+    if not root.is_dir():
+        return []
+    return sorted(
+        folder.name
+        for folder in root.iterdir()
+        if folder.is_dir() and not folder.name.startswith(".") and has_files(folder / "*/*.parquet")
+    )
+
+
+def online_views(settings: Settings) -> list[str]:
+    folder = settings.data_dir / "analysis" / "online"
+    return sorted(path.stem for path in folder.glob("*.parquet")) if folder.is_dir() else []
+
+
+# training/build_sets.py writes data/training/<name>/split=<split>/part-*.parquet
+TRAINING_PARTS = "split=*/*.parquet"
+
+
+def training_sets(settings: Settings) -> dict[str, Path]:
+    """Training sets by view-safe name: folders of `data/training/` holding Parquet files."""
+    root = settings.data_dir / "training"
+    if not root.is_dir():
+        return {}
+    return {
+        _IDENTIFIER.sub("_", folder.name): folder
+        for folder in sorted(root.iterdir())
+        if folder.is_dir() and has_files(folder / TRAINING_PARTS)
+    }
+
+
+def label_columns(folder: Path) -> list[str]:
+    """A training set's label columns: the manifest's `labels` list, else columns `label_*`."""
+    columns = pq.read_schema(sorted(folder.glob(TRAINING_PARTS))[0]).names
+    manifest = folder / "manifest.json"
+    if manifest.exists():
+        listed = json.loads(manifest.read_text()).get("labels")
+        if isinstance(listed, list):
+            names = [
+                name if name in columns else f"label_{name}"
+                for name in listed
+                if isinstance(name, str)
+            ]
+            return [name for name in names if name in columns]
+    return [name for name in columns if name.startswith("label_")]
+
+
+def _world_end(settings: Settings) -> datetime | None:
+    manifest = settings.raw_dir / "manifest.json"
+    return (
+        datetime.fromisoformat(json.loads(manifest.read_text())["end"])
+        if manifest.exists()
+        else None
+    )
+
+
+def _struct(**fields: str) -> str:
+    """A DuckDB struct literal `{'name': expression, ...}`."""
+    return "{" + ", ".join(f"{_quote(name)}: {sql}" for name, sql in fields.items()) + "}"
+
+
+def _unpivot_stats(layer: str, group: str, table: str, stats: dict[str, str]) -> str:
+    """One scan of `table` computing a struct of counts per column, unpivoted to rows."""
+    columns = ", ".join(f"{sql} AS {_ident(name)}" for name, sql in stats.items())
+    return (
+        f"SELECT {_quote(layer)} AS layer, {_quote(group)} AS grp, name, n_rows, stats "
+        f"FROM (UNPIVOT (SELECT count(*) AS n_rows, {columns} FROM {table}) "
+        "ON COLUMNS(* EXCLUDE n_rows) INTO NAME name VALUE stats)"
+    )
+
+
+def _union_view(name: str, selects: list[str]) -> list[str]:
+    return (
+        [f"CREATE OR REPLACE VIEW {name} AS\n  " + "\n  UNION ALL ".join(selects) + ";"]
+        if selects
+        else []
+    )
+
+
+def _catalog_views(
+    settings: Settings, catalog: list[FeatureViewInfo], online: Iterable[str], relative: bool
+) -> list[str]:
+    online = set(online)
+    present = [info for info in catalog if has_files(info.source_path)]
+    if not present:
+        return []
+    values = ", ".join(
+        f"({_quote(i.name)}, {_quote(i.join_key)}, {i.ttl_s}, {len(i.features)})" for i in present
+    )
+    statements = [
+        "CREATE OR REPLACE VIEW feature_catalog AS SELECT * FROM "
+        f"(VALUES {values}) AS t(feature_view, join_key, ttl_s, n_features);"
+    ]
+    rows, nulls = [], []
+    for info in present:
+        layers = [("offline", _parquet(settings, info.source_path, relative))]
+        if info.name in online:
+            layers.append(("online", f"online_{info.name}"))
+        stats = {
+            f.name: _struct(
+                non_null=f"count({_ident(f.name)})",
+                empty=f"count(*) FILTER (len({_ident(f.name)}) = 0)"
+                if f.is_list
+                else "NULL::BIGINT",
+            )
+            for f in info.features
+        }
+        for layer, table in layers:
+            rows.append(
+                f"SELECT {_quote(layer)} AS layer, {_quote(info.name)} AS feature_view, "
+                f"{_ident(info.join_key)} AS entity_id, event_timestamp FROM {table} "
+                "WHERE event_timestamp IS NOT NULL"
+            )
+            nulls.append(_unpivot_stats(layer, info.name, table, stats))
+    statements += _union_view("feature_rows", rows)
+    statements.append(
+        "CREATE OR REPLACE VIEW feature_nulls AS SELECT layer, grp AS feature_view, "
+        "name AS feature, n_rows, stats.non_null AS non_null, stats.empty AS empty FROM (\n  "
+        + "\n  UNION ALL ".join(nulls)
+        + ");"
+    )
+    return statements
+
+
+def render(settings: Settings, catalog: list[FeatureViewInfo], relative: bool = False) -> str:
+    """The CREATE VIEW script for what the workspace holds now (see the module docstring)."""
+    lines = [
+        "-- DuckDB views over an mmrec workspace, generated by `mmrec analyze views`.",
+        "-- Paths are relative to the workspace: run from it, e.g.",
+        "--   cd <workspace> && duckdb -init data/analysis/views.sql",
+        "SET TimeZone = 'UTC';",
+    ]
+    end = _world_end(settings)
+    if end is not None:
+        lines.append(
+            f"CREATE OR REPLACE VIEW world AS SELECT TIMESTAMPTZ {_quote(end.isoformat())} AS world_end;"
+        )
+    events = settings.raw_dir / "events" / "*" / "*.parquet"
+    if has_files(events):
+        lines.append(_view("events", _parquet(settings, events, relative)))
+    raw = [name for name in RAW_TABLES if (settings.raw_dir / f"{name}.parquet").exists()]
+    lines += [
+        _view(name, _parquet(settings, settings.raw_dir / f"{name}.parquet", relative))
+        for name in raw
+    ]
+    for source in offline_sources(settings):
+        pattern = settings.offline_dir / source / "*" / "*.parquet"
+        lines.append(_view(f"offline_{source}", _parquet(settings, pattern, relative)))
+    online = online_views(settings)
+    for view in online:
+        path = settings.data_dir / "analysis" / "online" / f"{view}.parquet"
+        lines.append(_view(f"online_{view}", _parquet(settings, path, relative)))
+    sets = training_sets(settings)
+    for name, folder in sets.items():
+        lines.append(_view(f"training_{name}", _parquet(settings, folder / TRAINING_PARTS, relative)))
+    lines += _catalog_views(settings, catalog, online, relative)
+    lines += _union_view(
+        "entity_universe",
+        [
+            f"SELECT {_quote(key)} AS join_key, {key} AS entity_id FROM {table}"
+            for key, table in ENTITY_TABLES.items()
+            if table in raw
+        ],
+    )
+    labels = {name: label_columns(folder) for name, folder in sets.items()}
+    selects = [
+        _unpivot_stats(
+            "training",
+            name,
+            f"training_{name}",
+            {
+                column.removeprefix("label_"): _struct(
+                    labelled=f"count({_ident(column)})",
+                    positives=f"sum({_ident(column)}::DOUBLE)",
+                )
+                for column in columns
+            },
+        )
+        for name, columns in labels.items()
+        if columns
+    ]
+    if selects:
+        lines.append(
+            "CREATE OR REPLACE VIEW training_labels AS SELECT grp AS training_set, name AS label, "
+            "n_rows, stats.labelled AS labelled, stats.positives AS positives FROM (\n  "
+            + "\n  UNION ALL ".join(selects)
+            + ");"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write(settings: Settings, catalog: list[FeatureViewInfo]) -> Path:
+    """Save the rendered views as `data/analysis/views.sql` (for the plain duckdb CLI)."""
+    path = views_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(settings, catalog, relative=True))
+    return path
+
+
+def connect(settings: Settings, catalog: list[FeatureViewInfo]) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB session with every view of the workspace defined."""
+    con = duckdb.connect()
+    try:
+        con.execute(render(settings, catalog))
+    except duckdb.Error as err:
+        raise AnalysisError(
+            f"cannot define the analysis views over {settings.workspace}: {err}"
+        ) from None
+    return con
+
+
+def view_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {
+        row[0]
+        for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+    }
