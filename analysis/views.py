@@ -230,7 +230,9 @@ def render(settings: Settings, catalog: list[FeatureViewInfo], relative: bool = 
         lines.append(_view(f"online_{view}", _parquet(settings, path, relative)))
     sets = training_sets(settings)
     for name, folder in sets.items():
-        lines.append(_view(f"training_{name}", _parquet(settings, folder / TRAINING_PARTS, relative)))
+        lines.append(
+            _view(f"training_{name}", _parquet(settings, folder / TRAINING_PARTS, relative))
+        )
     lines += _catalog_views(settings, catalog, online, relative)
     lines += _union_view(
         "entity_universe",
