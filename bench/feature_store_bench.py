@@ -61,8 +61,10 @@ def _entity_rows(settings: Settings, n: int, seed: int) -> Path:
 
     con = duckdb.connect()
     frame = con.execute(
-        f"""SELECT user_id, item_id, event_timestamp FROM read_parquet($f)
-            WHERE event_type = 'impression' USING SAMPLE {n} ROWS (reservoir, {seed})""",
+        # the sample is taken after the filter: SAMPLE on a FROM clause samples before WHERE
+        f"""SELECT * FROM (SELECT user_id, item_id, event_timestamp FROM read_parquet($f)
+                           WHERE event_type = 'impression')
+            USING SAMPLE {n} ROWS (reservoir, {seed})""",
         {"f": str(settings.raw_dir / "events" / "*" / "*.parquet")},
     ).df()
     frame["event_timestamp"] = (
