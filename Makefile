@@ -48,6 +48,12 @@ lint: venv
 bench-features: venv
 	$(BIN)/python -m bench.feature_store_bench --rows 1000000
 
+## bench-index: vector backends (numpy, faiss, milvus-lite) and tag term recall at 100k items
+.PHONY: bench-index
+bench-index: venv
+	$(BIN)/python -m bench.vector_backends_bench --sizes 100000 --backends numpy,faiss,lite25,lite25-server
+	$(BIN)/python -m bench.term_recall_bench --items 100000
+
 ## clean: remove generated data (keeps .venv/)
 .PHONY: clean
 clean:

@@ -1,0 +1,195 @@
+"""Recall channels: vector recall (S2V, V2V, U2V), tag term recall, fresh/popular fallback.
+
+Every channel returns `Candidate`s (item id, score, channel name), best first, after the same
+`RecallFilter` (material types, already-seen items). Scores compare within a channel only;
+`index.merge` combines channels by quota.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from index.collections import MAX_LIMIT, ContentIndex
+from index.errors import DimensionMismatchError, InvalidContentError
+from mmrec.vocab import MATERIALS
+
+S2V, V2V, U2V, TERM, FRESH, POPULAR = "s2v", "v2v", "u2v", "term", "fresh", "popular"
+VECTOR_CHANNELS = (S2V, V2V, U2V)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One recalled item: which channel found it and that channel's score (higher is better)."""
+
+    item_id: int
+    score: float
+    channel: str
+
+
+@dataclass(frozen=True)
+class RecallFilter:
+    """Keep only `materials` (None: all) and drop `exclude_ids` (already-seen items)."""
+
+    materials: tuple[str, ...] | None = None
+    exclude_ids: frozenset[int] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        if self.materials is not None:
+            if isinstance(self.materials, str):
+                object.__setattr__(self, "materials", (self.materials,))
+            if bad := sorted(set(self.materials) - set(MATERIALS)):
+                raise InvalidContentError(f"unknown material(s) {bad}; use some of {MATERIALS}")
+        object.__setattr__(self, "exclude_ids", frozenset(int(i) for i in self.exclude_ids))
+
+    def milvus_expr(self) -> str:
+        """The filter as a Milvus boolean expression ('' when it keeps everything)."""
+        parts = []
+        if self.materials is not None:
+            codes = sorted(MATERIALS.index(m) for m in set(self.materials))
+            parts.append(f"material_code in {codes}")
+        if self.exclude_ids:
+            parts.append(f"item_id not in {sorted(self.exclude_ids)}")
+        return " and ".join(parts)
+
+    def keeps_nothing(self) -> bool:
+        return self.materials is not None and len(self.materials) == 0
+
+    def frame_mask(self, frame: pd.DataFrame) -> pd.Series:
+        """Rows of a frame with item_id and material columns that pass the filter."""
+        mask = ~frame["item_id"].isin(self.exclude_ids)
+        if self.materials is not None:
+            mask &= frame["material"].isin(self.materials)
+        return mask
+
+
+NO_FILTER = RecallFilter()
+
+
+def check_limit(limit: int) -> int:
+    if not isinstance(limit, int | np.integer) or not 0 <= limit <= MAX_LIMIT:
+        raise InvalidContentError(f"limit must be an integer in 0..{MAX_LIMIT}, got {limit!r}")
+    return int(limit)
+
+
+def check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
+    """Query vectors as float32 (Q, dim); a single (dim,) vector becomes (1, dim)."""
+    try:
+        arr = np.asarray(queries, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise InvalidContentError(f"query vectors must be a numeric (Q, d) array: {err}") from err
+    if arr.ndim == 1 and arr.size:
+        arr = arr[None, :]
+    if arr.size == 0:
+        return np.empty((0, dim), dtype=np.float32)
+    if arr.ndim != 2:
+        raise InvalidContentError(f"query vectors must be (Q, d), got shape {arr.shape}")
+    if arr.shape[1] != dim:
+        raise DimensionMismatchError(
+            f"query vectors have dimension {arr.shape[1]} but the index holds {dim}-d vectors; "
+            "use the query tower that matches the index's embedding version"
+        )
+    if not np.isfinite(arr).all():
+        raise InvalidContentError("query vectors contain NaN or infinity")
+    return arr
+
+
+def vector_recall(
+    index: ContentIndex,
+    channel: str,
+    queries: np.ndarray,
+    *,
+    limit: int,
+    filters: RecallFilter = NO_FILTER,
+) -> list[Candidate]:
+    """Top-`limit` items for a set of query vectors (Q, d), best first.
+
+    Each query row searches for `limit` items; an item found by several rows keeps its best
+    inner product. Empty `queries` (no seeds) or `limit` 0 gives []. Raises
+    DimensionMismatchError when d differs from the index's dimension.
+    """
+    limit = check_limit(limit)
+    queries = check_queries(queries, index.dim)
+    if len(queries) == 0 or limit == 0 or filters.keeps_nothing():
+        return []
+    best: dict[int, float] = {}
+    for hits in index.search(queries, limit, filters.milvus_expr()):
+        for hit in hits:
+            item, score = int(hit["id"]), float(hit["distance"])
+            if score > best.get(item, -np.inf):
+                best[item] = score
+    ranked = sorted(best.items(), key=lambda kv: kv[1], reverse=True)[:limit]
+    return [Candidate(item, score, channel) for item, score in ranked]
+
+
+def s2v(
+    index: ContentIndex,
+    seed_sku_vectors: np.ndarray,
+    *,
+    limit: int,
+    filters: RecallFilter = NO_FILTER,
+) -> list[Candidate]:
+    """SKU -> video: the S2V query tower's vectors of the user's recently clicked SKUs."""
+    return vector_recall(index, S2V, seed_sku_vectors, limit=limit, filters=filters)
+
+
+def v2v(
+    index: ContentIndex,
+    seed_video_vectors: np.ndarray,
+    *,
+    limit: int,
+    filters: RecallFilter = NO_FILTER,
+) -> list[Candidate]:
+    """Video -> video: vectors of the user's recently watched items (see `seed_item_vectors`)."""
+    return vector_recall(index, V2V, seed_video_vectors, limit=limit, filters=filters)
+
+
+def u2v(
+    index: ContentIndex, user_vectors: np.ndarray, *, limit: int, filters: RecallFilter = NO_FILTER
+) -> list[Candidate]:
+    """User -> video: the user tower's vector(s)."""
+    return vector_recall(index, U2V, user_vectors, limit=limit, filters=filters)
+
+
+def seed_item_vectors(index: ContentIndex, item_ids: Iterable[int]) -> np.ndarray:
+    """Stored vectors (Q, d) of those seed items that are in the index, in the given order."""
+    ids = [int(i) for i in item_ids]
+    found = index.get_vectors(ids)
+    rows = [found[i] for i in ids if i in found]
+    return np.stack(rows) if rows else np.empty((0, index.dim), dtype=np.float32)
+
+
+def fallback_recall(
+    ranked: pd.DataFrame,
+    *,
+    channel: str,
+    limit: int,
+    filters: RecallFilter = NO_FILTER,
+) -> list[Candidate]:
+    """The first `limit` rows of an already ranked table (fresh or popular items) that pass.
+
+    `ranked` has item_id and material columns, best first; its `score` column is the score
+    when present, else 1/(1+rank) so that order is kept.
+    """
+    limit = check_limit(limit)
+    if missing := {"item_id", "material"} - set(ranked.columns):
+        raise InvalidContentError(f"ranked table lacks columns {sorted(missing)}")
+    scores = ranked["score"] if "score" in ranked.columns else 1.0 / (1.0 + np.arange(len(ranked)))
+    kept = ranked.assign(_score=np.asarray(scores, dtype=float))[filters.frame_mask(ranked)]
+    kept = kept.drop_duplicates("item_id").head(limit)
+    return [
+        Candidate(int(i), float(s), channel)
+        for i, s in zip(kept["item_id"], kept["_score"], strict=True)
+    ]
+
+
+def check_tags(tags: Collection[str] | None) -> list[str]:
+    """Distinct non-empty tags, in order; a bare string is one tag."""
+    if tags is None:
+        return []
+    if isinstance(tags, str):
+        tags = [tags]
+    return list(dict.fromkeys(str(t) for t in tags if str(t)))
