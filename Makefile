@@ -28,9 +28,12 @@ venv: $(BIN)/.installed
 demo: venv
 	$(BIN)/mmrec generate --scale $(SCALE) --seed $(SEED)
 	$(BIN)/mmrec features build
+	$(BIN)/mmrec content encode
 	$(BIN)/mmrec features apply
 	$(BIN)/mmrec features materialize
 	$(BIN)/mmrec features show --user-id 3 --item-id 5
+	$(BIN)/mmrec train build-sets
+	$(BIN)/mmrec train rank
 
 ## test: the pytest suite on tiny worlds (needs redis-server on PATH; .ci/run installs it)
 .PHONY: test
@@ -47,6 +50,16 @@ lint: venv
 .PHONY: bench-features
 bench-features: venv
 	$(BIN)/python -m bench.feature_store_bench --rows 1000000
+
+## bench-ranking: ranking train samples/s and 500-candidate scoring p50/p99 on the demo world (after make demo)
+.PHONY: bench-ranking
+bench-ranking: venv
+	$(BIN)/python -m bench.ranking_bench --workspace $(CURDIR)
+
+## bench-content: encoder throughput (text, image, video) and the ONNX Runtime option
+.PHONY: bench-content
+bench-content: venv
+	$(BIN)/python -m bench.content_encoders_bench
 
 ## bench-index: vector backends (numpy, faiss, milvus-lite) and tag term recall at 100k items
 .PHONY: bench-index

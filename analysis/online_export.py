@@ -9,6 +9,7 @@ One file a view: `data/analysis/online/<view>.parquet` with the join key, each f
 
 from __future__ import annotations
 
+import glob
 import logging
 import time
 from dataclasses import dataclass
@@ -58,7 +59,10 @@ def arrow_type(dtype: str) -> pa.DataType | None:
 
 
 def entity_ids(info: FeatureViewInfo) -> list[int]:
-    """Distinct join-key values in the view's offline source, sorted."""
+    """Distinct join-key values in the view's offline source, sorted; none before the stage
+    that writes the source has run."""
+    if not glob.glob(info.source_path):
+        return []
     rows = duckdb.sql(
         f"SELECT DISTINCT {info.join_key} FROM read_parquet(?) ORDER BY 1",
         params=[info.source_path],

@@ -73,7 +73,7 @@ def simulate_day(
     """All events of day `day` as a long table, one behaviour per row, sorted by time."""
     day_start = int(WORLD_EPOCH.timestamp()) + day * SECONDS_PER_DAY
     items, il, ul = catalog.items, catalog.item_latent, catalog.user_latent
-    publish_s = items.publish_ts.astype("int64").to_numpy() // 10**9
+    publish_s = items.publish_ts.astype("datetime64[s, UTC]").astype("int64").to_numpy()
     available = np.flatnonzero(publish_s < day_start + SECONDS_PER_DAY // 2)
     age_days = (day_start + SECONDS_PER_DAY * 0.75 - publish_s) / SECONDS_PER_DAY
     popularity_now = il.popularity_base.to_numpy() * 0.5 ** (

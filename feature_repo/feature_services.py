@@ -1,6 +1,7 @@
 """Feature services: the feature sets models are trained and served with, by name."""
 
 from feast import FeatureService
+from item_content_features import item_embeddings_fv, item_tags_fv
 from item_features import item_attributes_fv, item_stats_fv, sku_attributes_fv
 from on_demand_features import item_freshness, user_item_affinity
 from user_features import user_behavior_seq_fv, user_cross_domain_fv
@@ -8,7 +9,14 @@ from user_features import user_behavior_seq_fv, user_cross_domain_fv
 # Recall (two towers): who the user is by behaviour, what the item is, the seed SKU (S2V).
 recall_service = FeatureService(
     name="recall",
-    features=[user_behavior_seq_fv, user_cross_domain_fv, item_attributes_fv, sku_attributes_fv],
+    features=[
+        user_behavior_seq_fv,
+        user_cross_domain_fv,
+        item_attributes_fv,
+        item_embeddings_fv,
+        item_tags_fv,
+        sku_attributes_fv,
+    ],
     description="Features of the multimodal recall model (query and item towers).",
 )
 
@@ -19,6 +27,8 @@ ranking_service = FeatureService(
         user_behavior_seq_fv,
         user_cross_domain_fv,
         item_attributes_fv,
+        item_embeddings_fv,
+        item_tags_fv,
         item_stats_fv,
         item_freshness,
         user_item_affinity,

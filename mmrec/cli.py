@@ -63,9 +63,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
 def _mount_stage_apps() -> None:
     """Each stage owns its sub-commands in <stage>/cli.py; mounted here, imported lazily there."""
     from analysis.cli import analyze_app, sql
+    from content.cli import app as content_app
     from index.cli import app as index_app
     from training.cli import app as train_app
 
+    app.add_typer(content_app, name="content")
     app.add_typer(train_app, name="train")
     app.add_typer(index_app, name="index")
     app.add_typer(analyze_app, name="analyze")

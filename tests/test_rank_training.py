@@ -1,0 +1,192 @@
+"""Ranking data path and training loop on the tiny world: tensors from the Feast-built ranking
+set, loss falls and runs repeat under a seed, the exported model scores identically, metrics
+are computed as documented, bad input exits 2."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mmrec.cli import app
+from mmrec.settings import Settings
+from training.build_sets import BuildConfig, build_ranking_set, read_split
+from training.export import load_model, save_model
+from training.models.ranking import RankingConfig, RankingModel, score_candidates
+from training.rank_ablation import VARIANT_NAMES, VARIANTS
+from training.rank_data import require_content
+from training.rank_eval import gauc
+from training.rank_train import (
+    SWITCHES,
+    RankingSplits,
+    TrainConfig,
+    evaluate_splits,
+    export_metadata,
+    fit,
+    load_splits,
+    model_config,
+)
+
+MAX_SEQ_LEN = 20
+FIT_ROWS = 1200  # a slice of the tiny train split: enough for the loss to fall, seconds to fit
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def splits(tiny_world: Settings, feature_store) -> RankingSplits:
+    build_ranking_set(tiny_world, BuildConfig(), feature_store)
+    return load_splits(tiny_world, MAX_SEQ_LEN, feature_store)
+
+
+@pytest.fixture(scope="module")
+def small_splits(splits: RankingSplits) -> RankingSplits:
+    return RankingSplits(
+        splits.train.subset(slice(0, FIT_ROWS)), splits.valid, splits.test, splits.content
+    )
+
+
+def test_tensors_follow_the_feast_rows_and_content_is_point_in_time(
+    tiny_world: Settings, splits: RankingSplits
+) -> None:
+    frame = read_split(tiny_world, "ranking", "train")
+    frame = frame[frame.material.notna()].reset_index(drop=True)
+    data = splits.train
+    assert len(data) == len(frame)
+    assert data.stats["rows_dropped_item_unpublished"] >= 0
+    for i in np.flatnonzero(frame.item_click_seq.notna().to_numpy())[:50]:
+        seq = list(frame.item_click_seq[i][:MAX_SEQ_LEN])
+        assert data.seq_item_ids[i, : len(seq)].tolist() == seq
+        assert int(data.seq_mask[i].sum()) == len(seq)
+    assert torch.equal(
+        data.label_masks["watch"], torch.from_numpy(frame.label_watch.notna().to_numpy())
+    )
+    assert torch.equal(
+        data.labels["click"], torch.from_numpy(frame.label_click.to_numpy(np.float32))
+    )
+    # The one-row-per-item content lookup equals what the point-in-time join gave each row.
+    content = splits.content
+    assert content is not None, "the ranking service must carry item_embeddings"
+    has = frame.text_emb.notna().to_numpy()
+    assert has.sum() > 0.8 * len(frame)
+    rows = data.item_rows.numpy()
+    np.testing.assert_array_equal((rows > 0), has)
+    np.testing.assert_allclose(
+        content.text[rows[has]].numpy(), np.stack(frame.text_emb[has].to_numpy()), rtol=0, atol=0
+    )
+    np.testing.assert_allclose(
+        content.visual[rows[has]].numpy(), np.stack(frame.visual_emb[has].to_numpy()), atol=0
+    )
+    assert set(content.versions) == {"encoder_name", "encoder_version", "fusion_version"}
+    batch = data.batch(torch.arange(8), content)
+    assert batch.user.seq_text_emb.shape == (8, MAX_SEQ_LEN, 384)
+    assert batch.items.visual_emb.shape == (8, 1280)
+
+
+def test_multimodal_configs_are_refused_without_content() -> None:
+    with pytest.raises(ValueError, match="mmrec content encode"):
+        require_content(RankingConfig(), None)
+    require_content(
+        RankingConfig(use_multimodal=False, use_dsn=False, use_min=False), None
+    )  # ID-only trains without content
+
+
+def test_sparse_tasks_get_rate_ratio_pos_weights(splits: RankingSplits) -> None:
+    config = model_config(splits, TrainConfig(max_pos_weight=50.0))
+    rates = {
+        t: float(splits.train.labels[t][splits.train.label_masks[t]].mean())
+        for t in ("click", "share", "cart")
+    }
+    assert set(config.pos_weight) == {"share", "comment", "cart", "favorite"}
+    for task in ("share", "cart"):
+        want = min(50.0, max(1.0, rates["click"] / rates[task])) if rates[task] else 50.0
+        assert config.pos_weight[task] == pytest.approx(want)
+
+
+def test_loss_falls_and_the_same_seed_trains_the_same_model(small_splits: RankingSplits) -> None:
+    train_config = TrainConfig(epochs=4, batch_size=128, seed=3)
+    config = model_config(small_splits, train_config)  # every block on
+    first = fit(config, small_splits, train_config)
+    losses = [h["loss_tasks"] for h in first.history]
+    assert losses[-1] < 0.8 * losses[0], losses
+    again = fit(config, small_splits, train_config)
+    for (name, a), b in zip(
+        first.model.state_dict().items(), again.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_exported_model_scores_500_candidates_like_the_trained_one(
+    small_splits: RankingSplits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path))
+    train_config = TrainConfig(epochs=1, batch_size=256)
+    config = model_config(small_splits, train_config)
+    result = fit(config, small_splits, train_config)
+    metrics = evaluate_splits(result.model, small_splits, ("test",))
+    metadata = export_metadata(config, small_splits, train_config, result, metrics)
+    tag = save_model("ranking_test", result.model, config, metadata)
+    loaded, stored = load_model(tag, RankingModel, RankingConfig)
+    assert stored["feature_service"] == "ranking"
+    assert stored["encoder_version"] == small_splits.content.versions["encoder_version"]
+    assert stored["switches"] == {name: True for name in SWITCHES}
+
+    test = small_splits.test
+    user = test.batch(slice(0, 1), small_splits.content).user  # one user, B = 1
+    candidates = test.batch(torch.arange(1, 501), small_splits.content).items
+    before = score_candidates(result.model, user, candidates)
+    after = score_candidates(loaded, user, candidates)
+    for task in config.tasks:
+        assert before[task].shape == (500,)
+        assert torch.equal(before[task], after[task]), task
+
+
+def test_gauc_weights_users_by_impressions_and_skips_one_class_users() -> None:
+    users = np.array([1, 1, 1, 2, 2, 3, 3])
+    labels = np.array([1, 0, 0, 1, 0, 0, 0])
+    scores = np.array([0.9, 0.1, 0.95, 0.2, 0.8, 0.5, 0.4])
+    # user 1: AUC 1/2 over 3 impressions; user 2: AUC 0 over 2; user 3 has no positive
+    assert gauc(labels, scores, users) == pytest.approx((0.5 * 3 + 0.0 * 2) / 5)
+    assert gauc(np.zeros(3), scores[:3], users[:3]) is None
+
+
+def test_ablation_variants_add_one_block_at_a_time() -> None:
+    on = [sum(VARIANTS[name].values()) for name in VARIANT_NAMES]
+    assert on == list(range(len(VARIANT_NAMES)))
+    for earlier, later in itertools.pairwise(VARIANT_NAMES):
+        assert all(VARIANTS[later][s] for s, v in VARIANTS[earlier].items() if v)
+        RankingConfig(**VARIANTS[later])  # every variant is a valid config
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "0"], "epochs must be >= 1"),
+        (["--no-multimodal"], "use_dsn needs use_multimodal"),
+    ],
+)
+def test_rank_cli_bad_input_exits_2_with_a_message(
+    tiny_world: Settings, splits: RankingSplits, args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(
+        app, ["train", "rank", *args, "--workspace", str(tiny_world.workspace)]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_rank_cli_without_a_training_set_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "rank", "--workspace", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "mmrec train build-sets" in result.output

@@ -1,0 +1,324 @@
+"""Ranking training set (one row per impression, features from Feast) -> model tensors.
+
+`read_split(settings, "ranking", split)` rows carry the `ranking` feature service's values at
+each impression's time. This module turns them into `RankingData`: per-row tensors for
+`UserInputs` / `CandidateInputs`, six task labels and their masks, and the keys evaluation
+groups by (user, warm/cold). Item content embeddings are not copied per row: both the
+candidate's and the user's history items point into one `ItemContent` table, gathered per
+batch (a (N, L, 1664) float copy of every history would not fit in memory at small scale).
+
+Choices, stated once:
+- Missing content: when the `ranking` service has no `item_embeddings` view (the content
+  stage has not run), `load_item_content` returns None and `require_content` refuses any
+  config with `use_multimodal` (ValueError naming the fix); ID-only configs still train.
+  Items the encoder skipped (empty title, unreadable cover; content/encode.py) get zero
+  vectors and are counted in `RankingData.stats`.
+- Rows whose item attributes are null were impressed before the item's publish time as Feast
+  sees it (material/category unknown at that moment): dropped and counted.
+- Null user features mean "no history yet": empty sequence, zero CDR affinities. Null item
+  stats mean "no impression in 7 days": CTRs take the smoothing prior the pipeline uses for
+  new items (feature_pipelines.item_stats.PRIOR_CTR), so a new item looks the same here as
+  in the online store's next snapshot.
+- Cold start: `is_cold` (the set's flag: first seen on a test day; rank_train widens it to
+  items absent from the train split) zeroes the candidate's ID
+  embedding in the model, so cold items are ranked by their modality projections and DSN
+  residuals (training/models/ranking.py; `id_dropout` trains that path on warm items).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from feature_pipelines.item_stats import PRIOR_CTR
+from mmrec.vocab import CATEGORIES, MATERIALS, POSITIONS, SOURCES
+from training.models.ranking import CandidateInputs, RankingConfig, UserInputs
+from training.samples import RANKING_TASKS
+
+log = logging.getLogger(__name__)
+
+FEATURE_SERVICE = "ranking"
+CONTENT_VIEW = "item_embeddings"
+CONTENT_VERSION_FIELDS = ("encoder_name", "encoder_version", "fusion_version")
+# The windowed rates fed to the timeliness block (RankingConfig.n_ctr_windows = 4).
+CTR_FEATURES = ("ctr_7d", "ctr_home_7d", "ctr_inner_7d", "ctr_detail_7d")
+SEQUENCE_FEATURE = "item_click_seq"  # newest first, as written by feature_pipelines
+
+
+@dataclass
+class ItemContent:
+    """Text and visual embeddings per item id; row 0 is the all-zero "no content" row.
+
+    item_ids: (M,) sorted int64; text: (M + 1, 384) float32; visual: (M + 1, 1280) float32;
+    versions: encoder_name / encoder_version / fusion_version of every row.
+    """
+
+    item_ids: np.ndarray
+    text: Tensor
+    visual: Tensor
+    versions: dict[str, str]
+
+    def rows(self, item_ids: np.ndarray) -> np.ndarray:
+        """Table rows (int64, same shape as `item_ids`) of the ids; 0 for ids without content."""
+        flat = np.asarray(item_ids, dtype=np.int64).ravel()
+        pos = np.searchsorted(self.item_ids, flat)
+        pos = np.minimum(pos, max(len(self.item_ids) - 1, 0))
+        found = len(self.item_ids) > 0
+        hit = (self.item_ids[pos] == flat) if found else np.zeros(len(flat), dtype=bool)
+        return np.where(hit, pos + 1, 0).reshape(np.shape(item_ids))
+
+
+def content_projection(store) -> list[str] | None:
+    """Feature refs of the `ranking` service's item_embeddings view, None when it has none."""
+    service = store.get_feature_service(FEATURE_SERVICE)
+    for projection in service.feature_view_projections:
+        if projection.name == CONTENT_VIEW:
+            names = {f.name for f in projection.features}
+            wanted = ("text_emb", "visual_emb", *CONTENT_VERSION_FIELDS)
+            missing = [n for n in wanted if n not in names]
+            if missing:
+                raise ValueError(f"the {FEATURE_SERVICE} service's {CONTENT_VIEW} lacks {missing}")
+            return [f"{CONTENT_VIEW}:{n}" for n in wanted]
+    return None
+
+
+def load_item_content(store, item_ids: np.ndarray, at: datetime) -> ItemContent | None:
+    """One content row per item through Feast's point-in-time join at `at`.
+
+    Point-in-time safety: content embeddings are static per encoder version and the
+    item_embeddings view stamps each item's row at its publish time (content/encode.py), so
+    any `at` after publication returns the one row a join at the impression's own time
+    returns; `at` = the end of the data covers every item it mentions. Returns None when the
+    `ranking` service has no content view (see `require_content`).
+    """
+    refs = content_projection(store)
+    if refs is None:
+        return None
+    ids = np.unique(np.asarray(item_ids, dtype=np.int64))
+    entity = pd.DataFrame(
+        {"item_id": ids, "event_timestamp": pd.Timestamp(at).tz_convert("UTC").as_unit("us")}
+    )
+    frame = store.get_historical_features(entity_df=entity, features=refs).to_df()
+    frame = frame[frame.text_emb.notna() & frame.visual_emb.notna()].sort_values("item_id")
+    versions = {}
+    for name in CONTENT_VERSION_FIELDS:
+        values = frame[name].dropna().unique()
+        if len(values) > 1:
+            raise ValueError(f"item_embeddings mixes {name}s {sorted(values)}: re-run the encoder")
+        versions[name] = str(values[0]) if len(values) else "none"
+    text = np.zeros((len(frame) + 1, RankingConfig.text_dim), dtype=np.float32)
+    visual = np.zeros((len(frame) + 1, RankingConfig.visual_dim), dtype=np.float32)
+    if len(frame):
+        text[1:] = np.stack(frame.text_emb.to_numpy())
+        visual[1:] = np.stack(frame.visual_emb.to_numpy())
+    log.info("item content: %d of %d items have embeddings %s", len(frame), len(ids), versions)
+    return ItemContent(
+        frame.item_id.to_numpy(np.int64), torch.from_numpy(text), torch.from_numpy(visual), versions
+    )
+
+
+def require_content(config: RankingConfig, content: ItemContent | None) -> None:
+    """Refuse multimodal configs when no content embeddings exist (the documented choice:
+    no silent zero vectors standing in for a whole modality)."""
+    if config.use_multimodal and content is None:
+        raise ValueError(
+            f"the {FEATURE_SERVICE} feature service has no {CONTENT_VIEW} view: run "
+            "`mmrec content encode`, add the view to the service and `mmrec features apply`, "
+            "then rebuild the sets; or train ID-only (--no-multimodal --no-dsn --no-min)"
+        )
+
+
+class RankingBatch(NamedTuple):
+    user: UserInputs
+    items: CandidateInputs
+    labels: dict[str, Tensor]
+    label_masks: dict[str, Tensor]
+
+
+@dataclass
+class RankingData:
+    """Per-row tensors of one split; N rows, L = max sequence length.
+
+    seq_item_ids (N, L) int64, seq_mask (N, L) bool, seq_rows (N, L) int64 (ItemContent rows),
+    position / source (N,) int64, category_affinity (N, 12) float32, item_id / material /
+    category (N,) int64, item_rows (N,) int64, age_hours (N,) float32, ctr_windows (N, 4)
+    float32, is_cold (N,) bool, labels {task: (N,) float32}, label_masks {task: (N,) bool},
+    user_id (N,) int64; stats: counts of what was dropped or filled.
+    """
+
+    seq_item_ids: Tensor
+    seq_mask: Tensor
+    seq_rows: Tensor
+    position: Tensor
+    source: Tensor
+    category_affinity: Tensor
+    item_id: Tensor
+    material: Tensor
+    category: Tensor
+    item_rows: Tensor
+    age_hours: Tensor
+    ctr_windows: Tensor
+    is_cold: Tensor
+    labels: dict[str, Tensor]
+    label_masks: dict[str, Tensor]
+    user_id: Tensor
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.item_id.shape[0])
+
+    def subset(self, rows: Tensor | slice) -> RankingData:
+        """The same split restricted to `rows` (stats stay those of the whole split)."""
+        changes = {
+            name: value[rows] for name, value in vars(self).items() if isinstance(value, Tensor)
+        }
+        changes["labels"] = {t: v[rows] for t, v in self.labels.items()}
+        changes["label_masks"] = {t: v[rows] for t, v in self.label_masks.items()}
+        return replace(self, **changes)
+
+    def batch(
+        self,
+        rows: Tensor | slice,
+        content: ItemContent | None = None,
+        history_content: bool = True,
+    ) -> RankingBatch:
+        """Model inputs for `rows`; with `content`, the candidates' embeddings are gathered
+        from its table, and with `history_content` too the history's (MIN needs them; they
+        are the costly part: (B, L, 1664) floats)."""
+        user = UserInputs(
+            seq_item_ids=self.seq_item_ids[rows],
+            seq_mask=self.seq_mask[rows],
+            position=self.position[rows],
+            source=self.source[rows],
+            category_affinity=self.category_affinity[rows],
+        )
+        items = CandidateInputs(
+            item_id=self.item_id[rows],
+            material=self.material[rows],
+            category=self.category[rows],
+            age_hours=self.age_hours[rows],
+            ctr_windows=self.ctr_windows[rows],
+            is_cold=self.is_cold[rows],
+        )
+        if content is not None:
+            item_rows = self.item_rows[rows]
+            if history_content:
+                seq_rows = self.seq_rows[rows]
+                user.seq_text_emb = content.text[seq_rows]  # (B, L, 384)
+                user.seq_visual_emb = content.visual[seq_rows]  # (B, L, 1280)
+            items.text_emb = content.text[item_rows]  # (B, 384)
+            items.visual_emb = content.visual[item_rows]  # (B, 1280)
+        labels = {t: v[rows] for t, v in self.labels.items()}
+        masks = {t: v[rows] for t, v in self.label_masks.items()}
+        return RankingBatch(user, items, labels, masks)
+
+
+def _index(values: pd.Series, vocab: tuple[str, ...], name: str) -> Tensor:
+    lookup = {v: i for i, v in enumerate(vocab)}
+    codes = values.map(lookup)
+    if codes.isna().any():
+        bad = sorted(set(values[codes.isna()].astype(str)))[:5]
+        raise ValueError(f"{name} has values outside {vocab}: {bad}")
+    return torch.from_numpy(codes.to_numpy(np.int64))
+
+
+def _sequences(column: pd.Series, max_len: int) -> np.ndarray:
+    """(N, max_len) int64 item ids, newest first, -1 = padding (null list = no history)."""
+    out = np.full((len(column), max_len), -1, dtype=np.int64)
+    for i, seq in enumerate(column.to_numpy()):
+        if seq is not None and len(seq):
+            head = np.asarray(seq[:max_len], dtype=np.int64)
+            out[i, : len(head)] = head
+    return out
+
+
+def _float_matrix(column: pd.Series, width: int) -> np.ndarray:
+    """(N, width) float32 from a list column; null rows are zeros."""
+    out = np.zeros((len(column), width), dtype=np.float32)
+    for i, values in enumerate(column.to_numpy()):
+        if values is not None:
+            if len(values) != width:
+                raise ValueError(f"{column.name} row {i} has {len(values)} values, want {width}")
+            out[i] = values
+    return out
+
+
+def build_ranking_data(
+    frame: pd.DataFrame, content: ItemContent | None, max_seq_len: int = 20
+) -> RankingData:
+    """Tensors of one ranking split (a `read_split` frame); see the module docstring."""
+    if max_seq_len < 1:
+        raise ValueError(f"max_seq_len must be >= 1, got {max_seq_len}")
+    required = ["user_id", "item_id", "source", "position", "material", "category", "is_cold"]
+    required += [SEQUENCE_FEATURE, "cdr_category_affinity", "item_age_hours", *CTR_FEATURES]
+    required += [f"label_{t}" for t in RANKING_TASKS]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"the ranking set lacks columns {missing}: rebuild it with build-sets")
+    unpublished = frame.material.isna() | frame.category.isna()
+    frame = frame.loc[~unpublished].reset_index(drop=True)
+    if frame.empty:
+        raise ValueError("the ranking split has no row with item attributes")
+
+    seq = _sequences(frame[SEQUENCE_FEATURE], max_seq_len)
+    seq_mask = seq >= 0
+    seq = np.where(seq_mask, seq, 0)
+    item_ids = frame.item_id.to_numpy(np.int64)
+    if content is not None:
+        seq_rows, item_rows = content.rows(seq), content.rows(item_ids)
+    else:
+        seq_rows, item_rows = np.zeros_like(seq), np.zeros_like(item_ids)
+    ctr = frame[list(CTR_FEATURES)].astype("float64").fillna(PRIOR_CTR).to_numpy(np.float32)
+    labels, masks = {}, {}
+    for task in RANKING_TASKS:
+        raw = frame[f"label_{task}"].astype("float64")
+        masks[task] = torch.from_numpy(raw.notna().to_numpy())
+        labels[task] = torch.from_numpy(raw.fillna(0.0).to_numpy(np.float32))
+    stats = {
+        "rows": len(frame),
+        "rows_dropped_item_unpublished": int(unpublished.sum()),
+        "rows_without_history": int((~seq_mask.any(axis=1)).sum()),
+        "rows_without_cdr": int(frame.cdr_category_affinity.isna().sum()),
+        "rows_without_item_stats": int(frame[CTR_FEATURES[0]].isna().sum()),
+    }
+    if content is not None:
+        stats["candidate_rows_without_content"] = int((item_rows == 0).sum())
+        stats["history_items_without_content"] = int(((seq_rows == 0) & seq_mask).sum())
+    return RankingData(
+        seq_item_ids=torch.from_numpy(seq),
+        seq_mask=torch.from_numpy(seq_mask),
+        seq_rows=torch.from_numpy(seq_rows),
+        position=_index(frame.position, POSITIONS, "position"),
+        source=_index(frame.source, SOURCES, "source"),
+        category_affinity=torch.from_numpy(
+            _float_matrix(frame.cdr_category_affinity, len(CATEGORIES))
+        ),
+        item_id=torch.from_numpy(item_ids),
+        material=_index(frame.material, MATERIALS, "material"),
+        category=_index(frame.category, CATEGORIES, "category"),
+        item_rows=torch.from_numpy(item_rows),
+        age_hours=torch.from_numpy(frame.item_age_hours.fillna(0.0).to_numpy(np.float32)),
+        ctr_windows=torch.from_numpy(ctr),
+        is_cold=torch.from_numpy(frame.is_cold.to_numpy(bool)),
+        labels=labels,
+        label_masks=masks,
+        user_id=torch.from_numpy(frame.user_id.to_numpy(np.int64)),
+        stats=stats,
+    )
+
+
+def referenced_items(frames: list[pd.DataFrame], max_seq_len: int) -> np.ndarray:
+    """Every item id the frames mention as candidate or in the first `max_seq_len` of the
+    click sequence: the ids the content table must hold."""
+    ids = [f.item_id.to_numpy(np.int64) for f in frames]
+    for f in frames:
+        seq = _sequences(f[SEQUENCE_FEATURE], max_seq_len)
+        ids.append(seq[seq >= 0])
+    return np.unique(np.concatenate(ids))

@@ -1,0 +1,269 @@
+"""`mmrec train rank`: fit the multi-task ranker on the ranking set, evaluate, export.
+
+Data: the three splits of the Feast-built ranking set (training/rank_data.py). Training is
+seeded (parameter init from `RankingConfig.seed`, shuffling and ID dropout from
+`TrainConfig.seed`), single process, `settings.torch_threads` threads (set by the CLI).
+Adam for the ranker and, with DSN, a second Adam for the discriminators
+(`ranking_parameter_groups`, `train_step`).
+
+Sparse labels, handled with weights: each sparse task's BCE `pos_weight` is the click rate
+over that task's positive rate in the training split (share, comment, cart, favorite are 5-60x
+rarer than clicks), capped at `TrainConfig.max_pos_weight`; click and watch keep 1. The
+weights shift those tasks' probabilities upward (not calibrated), which ranking does not mind;
+they are written into the model's metadata.
+
+Export: the BentoML model store of the workspace (training/export.py) under
+`TrainConfig.model_name`, with the feature service name, the content encoder and fusion
+versions, the sequence length and feature names the data path used, and the valid/test
+metrics; the same figures go to `artifacts/ranking/metrics.json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmrec.feast_store import open_store, world_end
+from mmrec.io import progress, write_json
+from mmrec.settings import Settings
+from training.build_sets import read_split
+from training.export import save_model, use_workspace_store
+from training.models.ranking import (
+    RankingConfig,
+    RankingLoss,
+    RankingModel,
+    ranking_parameter_groups,
+    train_step,
+)
+from training.rank_data import (
+    CONTENT_VERSION_FIELDS,
+    CTR_FEATURES,
+    FEATURE_SERVICE,
+    SEQUENCE_FEATURE,
+    ItemContent,
+    RankingData,
+    build_ranking_data,
+    load_item_content,
+    referenced_items,
+    require_content,
+)
+from training.rank_eval import evaluate, headline, predict
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+SWITCHES = ("use_multimodal", "use_dsn", "use_min", "use_cdr", "use_timeliness")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; the model's own settings live in `RankingConfig`."""
+
+    epochs: int = 2
+    batch_size: int = 512
+    lr: float = 2e-3
+    disc_lr: float = 1e-3  # DSN discriminators' Adam learning rate
+    max_seq_len: int = 20  # newest clicked items kept per user
+    seed: int = 0
+    max_pos_weight: float = 50.0  # cap on a sparse task's BCE pos_weight
+    model_name: str = "ranking"  # BentoML model store name
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "max_seq_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "disc_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_pos_weight < 1:
+            raise ValueError(f"max_pos_weight must be >= 1, got {self.max_pos_weight}")
+
+
+@dataclass
+class RankingSplits:
+    """The three splits as tensors plus the shared item content table (None = no content)."""
+
+    train: RankingData
+    valid: RankingData
+    test: RankingData
+    content: ItemContent | None
+
+    def __getitem__(self, split: str) -> RankingData:
+        return getattr(self, split)
+
+
+@dataclass
+class FitResult:
+    model: RankingModel
+    history: list[dict[str, float]]  # per epoch: mean losses and the valid click AUC
+    train_seconds: float
+    samples_per_s: float
+
+
+def load_splits(settings: Settings, max_seq_len: int = 20, store=None) -> RankingSplits:
+    """Read the ranking set's splits and look up the content of every item they mention."""
+    frames = {split: read_split(settings, FEATURE_SERVICE, split) for split in SPLITS}
+    store = store or open_store(settings)
+    content = load_item_content(
+        store, referenced_items(list(frames.values()), max_seq_len), world_end(settings)
+    )
+    data = {
+        split: build_ranking_data(frame, content, max_seq_len) for split, frame in frames.items()
+    }
+    # Cold = no interaction history the model could learn an ID from: the set's flag (first
+    # seen on a test day) or, wider, an item absent from the train split. The flag alone can
+    # miss: in the small world (seed 7) every test item was already impressed in train days.
+    trained = data["train"].item_id.unique()
+    for split in ("valid", "test"):
+        unseen = ~torch.isin(data[split].item_id, trained)
+        data[split].is_cold = data[split].is_cold | unseen
+        data[split].stats["rows_cold"] = int(data[split].is_cold.sum())
+    return RankingSplits(**data, content=content)
+
+
+def sparse_pos_weights(train: RankingData, tasks: tuple[str, ...], cap: float) -> dict[str, float]:
+    """pos_weight per sparse task = click rate / task rate (>= 1, <= cap); see the docstring."""
+
+    def rate(task: str) -> float:
+        mask = train.label_masks[task]
+        return float(train.labels[task][mask].mean()) if mask.any() else 0.0
+
+    click = rate("click")
+    weights = {}
+    for task in tasks:
+        if task in ("click", "watch"):
+            continue
+        task_rate = rate(task)
+        weights[task] = cap if task_rate == 0 else float(np.clip(click / task_rate, 1.0, cap))
+    return weights
+
+
+def model_config(
+    splits: RankingSplits, train_config: TrainConfig, switches: dict[str, bool] | None = None
+) -> RankingConfig:
+    """The RankingConfig for these data: switches (defaults all on), pos weights, seed."""
+    switches = switches or {}
+    unknown = set(switches) - set(SWITCHES)
+    if unknown:
+        raise ValueError(f"unknown switches {sorted(unknown)}; known: {SWITCHES}")
+    base = RankingConfig(**switches, seed=train_config.seed)
+    config = replace(
+        base,
+        pos_weight=sparse_pos_weights(splits.train, base.tasks, train_config.max_pos_weight),
+    )
+    require_content(config, splits.content)
+    return config
+
+
+def fit(
+    config: RankingConfig, splits: RankingSplits, train_config: TrainConfig, label: str = "rank"
+) -> FitResult:
+    """Train a fresh model for `train_config.epochs` epochs over shuffled mini-batches."""
+    require_content(config, splits.content)
+    torch.manual_seed(train_config.seed)  # ID dropout draws from the global generator
+    shuffle = torch.Generator().manual_seed(train_config.seed)
+    model = RankingModel(config)
+    loss_fn = RankingLoss(model)
+    ranker_params, disc_params = ranking_parameter_groups(model)
+    optimizer = torch.optim.Adam(ranker_params, lr=train_config.lr)
+    disc_optimizer = torch.optim.Adam(disc_params, lr=train_config.disc_lr) if disc_params else None
+    content = splits.content if config.use_multimodal else None
+    train = splits.train
+    bs = train_config.batch_size
+    n_batches = -(-len(train) // bs)
+    plan = [
+        (epoch, start) for epoch in range(train_config.epochs) for start in range(0, len(train), bs)
+    ]
+    history: list[dict[str, float]] = []
+    sums: dict[str, float] = {}
+    model.train()
+    started = time.perf_counter()
+    for epoch, start in progress(plan, label):
+        if start == 0:
+            order = torch.randperm(len(train), generator=shuffle)
+            sums = {}
+        batch = train.batch(order[start : start + bs], content, config.use_min)
+        losses = train_step(
+            loss_fn, batch.user, batch.items, batch.labels, optimizer, disc_optimizer,
+            batch.label_masks,
+        )  # fmt: skip
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0.0) + value
+        if start + bs >= len(train):  # the epoch's last batch
+            record = {name: value / n_batches for name, value in sums.items()}
+            history.append({"epoch": epoch + 1, **record})
+            log.info("%s epoch %d: loss %.4f", label, epoch + 1, record["loss"])
+    seconds = time.perf_counter() - started
+    return FitResult(model, history, seconds, train_config.epochs * len(train) / seconds)
+
+
+def evaluate_splits(
+    model: RankingModel, splits: RankingSplits, names: tuple[str, ...] = ("valid", "test")
+) -> dict[str, dict]:
+    """{split: evaluate(...)} for the named splits."""
+    return {
+        name: evaluate(predict(model, splits[name], splits.content), splits[name]) for name in names
+    }
+
+
+def export_metadata(
+    config: RankingConfig,
+    splits: RankingSplits,
+    train_config: TrainConfig,
+    result: FitResult,
+    metrics: dict[str, dict],
+) -> dict[str, Any]:
+    """What ties the exported model to its data: service, versions, input layout, figures."""
+    versions = (
+        splits.content.versions
+        if splits.content is not None
+        else dict.fromkeys(CONTENT_VERSION_FIELDS, "none")
+    )
+    return {
+        "feature_service": FEATURE_SERVICE,
+        **versions,
+        "tasks": list(config.tasks),
+        "switches": {name: getattr(config, name) for name in SWITCHES},
+        "sequence_feature": SEQUENCE_FEATURE,
+        "max_seq_len": train_config.max_seq_len,
+        "ctr_features": list(CTR_FEATURES),
+        "pos_weight": config.pos_weight,
+        "train_config": asdict(train_config),
+        "train": {
+            "rows": len(splits.train),
+            "seconds": round(result.train_seconds, 2),
+            "samples_per_s": round(result.samples_per_s, 1),
+            "history": result.history,
+        },
+        "data_stats": {name: splits[name].stats for name in SPLITS},
+        # BentoML metadata holds no None: an undefined metric (one class in its slice) is left out
+        "metrics": {
+            name: {k: v for k, v in headline(values).items() if v is not None}
+            for name, values in metrics.items()
+        },
+    }
+
+
+def train_ranking(
+    settings: Settings,
+    train_config: TrainConfig,
+    switches: dict[str, bool] | None = None,
+    store=None,
+) -> dict[str, Any]:
+    """Load, fit, evaluate, export; returns the metadata saved with the model plus its tag."""
+    RankingConfig(**(switches or {}))  # a bad switch combination fails before any data is read
+    splits = load_splits(settings, train_config.max_seq_len, store)
+    config = model_config(splits, train_config, switches)
+    result = fit(config, splits, train_config)
+    metrics = evaluate_splits(result.model, splits)
+    metadata = export_metadata(config, splits, train_config, result, metrics)
+    use_workspace_store(settings)
+    tag = save_model(train_config.model_name, result.model, config, metadata)
+    report = {"tag": tag, **metadata, "metrics_detail": metrics}
+    write_json(report, settings.artifacts_dir / "ranking" / "metrics.json")
+    return report
