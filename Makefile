@@ -67,7 +67,12 @@ bench-index: venv
 	$(BIN)/python -m bench.vector_backends_bench --sizes 100000 --backends numpy,faiss,lite25,lite25-server
 	$(BIN)/python -m bench.term_recall_bench --items 100000
 
-## clean: remove generated data (keeps .venv/)
+## clean: remove the demo's generated data (keeps .venv/ and the bench world)
 .PHONY: clean
 clean:
-	rm -rf data bench/results bench/workspace
+	rm -rf data
+
+## clean-bench: remove the bench-scale world and benchmark results (slow to rebuild)
+.PHONY: clean-bench
+clean-bench:
+	rm -rf bench/results bench/workspace

@@ -49,6 +49,12 @@ def _ensure_world(settings: Settings, scale: str, seed: int) -> None:
         generate_world(settings, scale, seed)
     if not (settings.offline_dir / "item_stats").exists():
         build_features(settings)
+    if not (settings.offline_dir / "item_embeddings").exists():
+        # the ranking service reads the content views: encode the catalog once (slow at bench
+        # scale; resumable if interrupted)
+        from content.encode import EncodeConfig, run_encode
+
+        run_encode(settings, EncodeConfig())
     apply_repo(settings)
 
 
