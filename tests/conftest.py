@@ -38,6 +38,17 @@ def run_cli(*args: str) -> str:
     return result.output
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models train fastest on one thread; more threads spin against other processes."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """A generated tiny world with offline sources (content embeddings included), an applied

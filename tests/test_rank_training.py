@@ -5,7 +5,6 @@ are computed as documented, bad input exits 2."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +33,6 @@ from training.rank_train import (
 
 MAX_SEQ_LEN = 20
 FIT_ROWS = 1200  # a slice of the tiny train split: enough for the loss to fall, seconds to fit
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
