@@ -140,3 +140,39 @@ def rank_ablation(
             f"cold AUC {_num(stats['click_cold_auc']['mean'])}"
         )
     console.print(f"{summary['elapsed_seconds']} s; report in {settings.artifacts_dir / 'ranking'}")
+
+
+@app.command("recall")
+def recall(
+    epochs: Epochs = 5,
+    batch_size: Annotated[int, typer.Option(help="Rows of one channel per step.")] = 256,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-3,
+    max_seq_len: MaxSeqLen = 20,
+    id_dropout: Annotated[
+        float, typer.Option(help="Share of training rows whose item ID is hidden (cold start).")
+    ] = 0.1,
+    softmax_weight: Annotated[
+        float, typer.Option(help="Weight of the in-batch softmax next to BCE; 0 = BCE only.")
+    ] = 1.0,
+    seed: Annotated[int, typer.Option(help="Init, shuffling and ID-dropout seed.")] = 0,
+    workspace: Workspace = None,
+) -> None:
+    """Train the two-tower recall model, evaluate it against baselines, save it to BentoML."""
+    import torch
+
+    from training.recall_train import TrainConfig, train_recall
+
+    try:
+        config = TrainConfig(
+            epochs, batch_size, lr, max_seq_len, id_dropout, softmax_weight, seed=seed
+        )
+        settings = _settings(workspace)
+        torch.set_num_threads(settings.torch_threads)
+        report = train_recall(settings, config)
+    except _user_errors() as err:
+        raise _fail(str(err)) from None
+    from training.recall_eval import markdown
+
+    console.print(f"saved {report['tag']} ({report['item_tower']} item tower)")
+    console.print(markdown(report["evaluation"], "Recall (test split)"), soft_wrap=True)
+    console.print(f"report in {settings.artifacts_dir / 'recall'}")

@@ -1,0 +1,269 @@
+"""`mmrec train recall`: fit the two-tower recall model on the recall set, evaluate, export.
+
+Data: the three splits of the Feast-built recall set and the catalog's item table
+(training/recall_data.py). Loss: BCE over the 1:4 sampled rows (the talk), optionally plus an
+in-batch sampled softmax over each batch's positives (`TrainConfig.softmax_weight`). Each
+optimisation step holds rows of one channel (the query towers differ); the order of the
+channels' batches is shuffled. Everything is seeded: parameter init (`RecallConfig.seed`),
+row shuffling and ID dropout (`TrainConfig.seed`); single process, `settings.torch_threads`.
+
+ID dropout: with probability `id_dropout` a training row's candidate / seed ID becomes
+UNKNOWN_ITEM_ID, the ID every item without a train click wears at evaluation and serving,
+so that row learns "no ID signal: trust the content fields".
+
+Export: the BentoML model store of the workspace (training/export.py) under
+`TrainConfig.model_name`, with the feature service, the content versions (or "none" for the
+ID + attribute tower), the item fields, the UNKNOWN_ITEM_ID rule and the test metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmrec.feast_store import open_store, world_end
+from mmrec.io import progress, read_json
+from mmrec.settings import Settings
+from training.build_sets import training_dir
+from training.export import save_model, use_workspace_store
+from training.models.recall import CHANNELS, RecallBatch, RecallConfig, RecallLoss, TwoTowerRecall
+from training.recall_data import (
+    FEATURE_SERVICE,
+    SEQUENCE_FEATURE,
+    UNKNOWN_ITEM_ID,
+    ChannelData,
+    ItemTable,
+    catalog_ids,
+    channel_data,
+    id_buckets,
+    load_item_table,
+    model_query,
+    read_rows,
+)
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; the model's own settings live in `RecallConfig`."""
+
+    epochs: int = 5
+    batch_size: int = 256
+    lr: float = 2e-3
+    max_seq_len: int = 20  # newest clicked items kept per user
+    id_dropout: float = 0.1  # share of training rows whose item / seed ID becomes UNKNOWN
+    softmax_weight: float = 1.0  # in-batch softmax next to BCE; 0 = BCE on the 1:4 rows only
+    seed: int = 0
+    model_name: str = "recall"  # BentoML model store name
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "max_seq_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.id_dropout < 1:
+            raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
+        if self.softmax_weight < 0:
+            raise ValueError(f"softmax_weight must be >= 0, got {self.softmax_weight}")
+
+
+@dataclass
+class RecallSplits:
+    """{split: {channel: ChannelData}}, the shared item table and what was dropped."""
+
+    splits: dict[str, dict[str, ChannelData]]
+    table: ItemTable
+    test_days: tuple[str, ...]
+    stats: dict[str, dict[str, int]]
+
+    def __getitem__(self, split: str) -> dict[str, ChannelData]:
+        return self.splits[split]
+
+
+@dataclass
+class FitResult:
+    model: TwoTowerRecall
+    history: list[dict[str, float]]  # per epoch: mean train loss and valid BCE
+    train_seconds: float
+    rows_per_s: float
+
+
+def load_splits(settings: Settings, max_seq_len: int = 20, store=None) -> RecallSplits:
+    """Read the recall set's splits and the catalog's item features (through Feast)."""
+    store = store or open_store(settings)
+    table = load_item_table(store, catalog_ids(settings), world_end(settings))
+    splits, stats = {}, {}
+    for split in SPLITS:
+        rows = read_rows(settings, split)
+        splits[split], stats[split] = {}, {"rows": len(rows)}
+        for channel in CHANNELS:
+            splits[split][channel], dropped = channel_data(rows, channel, table, max_seq_len)
+            stats[split].update(dropped)
+    # The ID table knows the items clicked in the train split; others wear UNKNOWN_ITEM_ID.
+    train = splits["train"]
+    known = np.unique(np.concatenate([d.item_id[d.labels > 0.5].numpy() for d in train.values()]))
+    table.set_known(known)
+    manifest = read_json(training_dir(settings, FEATURE_SERVICE) / "manifest.json")
+    return RecallSplits(splits, table, tuple(manifest["days"]["test"]), stats)
+
+
+def model_config(table: ItemTable, train_config: TrainConfig, **overrides: Any) -> RecallConfig:
+    """RecallConfig for this catalog: fields by content presence, buckets by id range."""
+    fields = ("id", "text", "visual", "tags") if table.content else ("id", "tags")
+    base = RecallConfig(
+        n_item_buckets=id_buckets(int(table.item_id.max())),
+        n_sku_buckets=id_buckets(10_000),
+        item_fields=fields,
+        softmax_weight=train_config.softmax_weight,
+        seed=train_config.seed,
+    )
+    return replace(base, **overrides)
+
+
+def _batch(
+    data: ChannelData,
+    rows: torch.Tensor,
+    table: ItemTable,
+    id_dropout: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> RecallBatch:
+    """A RecallBatch of `rows`; with `id_dropout`, that share of candidate and V2V seed IDs
+    become UNKNOWN_ITEM_ID."""
+    items = table.inputs(data.item_rows[rows].numpy())
+    query = model_query(data, rows, table)
+    if id_dropout > 0:
+        drop = torch.rand(len(rows), generator=generator) < id_dropout
+        items.item_id = items.item_id.masked_fill(drop, UNKNOWN_ITEM_ID)
+        if data.channel == "v2v":
+            query.item_id = query.item_id.masked_fill(drop, UNKNOWN_ITEM_ID)
+    return RecallBatch(data.channel, query, items, data.labels[rows])
+
+
+def batch_plan(
+    splits: dict[str, ChannelData], batch_size: int, generator: torch.Generator
+) -> list[tuple[str, torch.Tensor]]:
+    """One epoch's (channel, rows) batches: rows shuffled per channel, batches interleaved."""
+    plan = []
+    for channel, data in splits.items():
+        order = torch.randperm(len(data), generator=generator)
+        plan += [(channel, order[i : i + batch_size]) for i in range(0, len(data), batch_size)]
+    return [plan[i] for i in torch.randperm(len(plan), generator=generator).tolist()]
+
+
+def mean_bce(model: TwoTowerRecall, splits: dict[str, ChannelData], table: ItemTable) -> float:
+    """Row-weighted BCE of the model on a split (eval mode), 4096 rows a batch."""
+    loss_fn = RecallLoss(model)
+    total, n = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for data in splits.values():
+            for start in range(0, len(data), 4096):
+                rows = torch.arange(start, min(start + 4096, len(data)))
+                out = loss_fn(_batch(data, rows, table))
+                total += float(out["loss_bce"]) * len(rows)
+                n += len(rows)
+    return total / max(n, 1)
+
+
+def fit(
+    config: RecallConfig, splits: RecallSplits, train_config: TrainConfig, label: str = "recall"
+) -> FitResult:
+    """Train a fresh model for `train_config.epochs` epochs; see the module docstring."""
+    generator = torch.Generator().manual_seed(train_config.seed)
+    model = TwoTowerRecall(config)
+    loss_fn = RecallLoss(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr)
+    train, table = splits["train"], splits.table
+    id_dropout = train_config.id_dropout if "id" in config.item_fields else 0.0
+    history = []
+    started = time.perf_counter()
+    n_rows = sum(len(d) for d in train.values())
+    for epoch in range(train_config.epochs):
+        model.train()
+        total = 0.0
+        plan = batch_plan(train, train_config.batch_size, generator)
+        for channel, rows in progress(plan, f"{label} epoch {epoch + 1}"):
+            batch = _batch(train[channel], rows, table, id_dropout, generator)
+            out = loss_fn(batch)
+            optimizer.zero_grad()
+            out["loss"].backward()
+            optimizer.step()
+            total += out["loss"].item() * len(rows)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": total / n_rows,
+            "valid_bce": mean_bce(model, splits["valid"], table),
+        }
+        history.append(record)
+        log.info("%s epoch %d: %s", label, epoch + 1, record)
+    seconds = time.perf_counter() - started
+    return FitResult(model.eval(), history, seconds, train_config.epochs * n_rows / seconds)
+
+
+def export_metadata(
+    config: RecallConfig,
+    splits: RecallSplits,
+    train_config: TrainConfig,
+    result: FitResult,
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
+    """What ties the exported model to its data: service, versions, input layout, figures."""
+    table = splits.table
+    return {
+        "feature_service": FEATURE_SERVICE,
+        "item_tower": "multimodal" if table.content else "id+attributes",
+        **table.versions,
+        "embedding_version": (
+            f"{table.versions['encoder_version']}+{table.versions['fusion_version']}"
+            if table.content
+            else "none"
+        ),
+        "item_fields": list(config.item_fields),
+        "tags_source": "item_tags.category_probs" if table.content else "item_attributes.category",
+        "unknown_item_id": UNKNOWN_ITEM_ID,
+        "unknown_item_rule": "items without a click in the train period",
+        "items_known": table.stats.get("items_known", 0),
+        "sequence_feature": SEQUENCE_FEATURE,
+        "max_seq_len": train_config.max_seq_len,
+        "train_config": asdict(train_config),
+        "train": {
+            "seconds": round(result.train_seconds, 2),
+            "rows_per_s": round(result.rows_per_s, 1),
+            "history": result.history,
+        },
+        "data_stats": {**splits.stats, "items": table.stats},
+        "metrics": metrics,
+    }
+
+
+def train_recall(settings: Settings, train_config: TrainConfig, store=None) -> dict[str, Any]:
+    """Load, fit the model and the ID-only baseline, evaluate against the baselines, export
+    the model, write the report; returns the report (with the model's tag)."""
+    from training.recall_eval import evaluate_methods, write_report
+
+    splits = load_splits(settings, train_config.max_seq_len, store)
+    config = model_config(splits.table, train_config)
+    result = fit(config, splits, train_config, "two-tower")
+    id_only = fit(model_config(splits.table, train_config, item_fields=("id",)), splits,
+                  train_config, "id-only")  # fmt: skip
+    evaluation = evaluate_methods(splits, {"two-tower": result.model, "id-only": id_only.model})
+    headline = {
+        name: value
+        for name, value in evaluation["methods"]["two-tower"]["all"]["all"].items()
+        if value is not None
+    }
+    metadata = export_metadata(config, splits, train_config, result, {"test": headline})
+    use_workspace_store(settings)
+    tag = save_model(train_config.model_name, result.model, config, metadata)
+    report = {"tag": tag, **metadata, "evaluation": evaluation}
+    write_report(report, settings.artifacts_dir / "recall", "Recall on the synthetic world")
+    return report
