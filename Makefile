@@ -34,6 +34,7 @@ demo: venv
 	$(BIN)/mmrec features show --user-id 3 --item-id 5
 	$(BIN)/mmrec train build-sets
 	$(BIN)/mmrec train rank
+	$(BIN)/mmrec train recall
 
 ## test: the pytest suite on tiny worlds (needs redis-server on PATH; .ci/run installs it)
 .PHONY: test

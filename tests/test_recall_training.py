@@ -152,7 +152,7 @@ def planted_fit(planted: RecallSplits):
 
 
 def test_training_lowers_the_loss(planted_fit) -> None:
-    history = planted_fit.history
+    history = planted_fit.history[:-1]  # the last entry names the best epoch
     assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
     assert history[-1]["valid_bce"] < history[0]["valid_bce"]
 
