@@ -199,6 +199,7 @@ def materialize_and_read(settings: Settings, reps: int) -> dict:
     from mmrec.feast_store import apply_repo, materialize, open_store, world_end
 
     end = world_end(settings)
+    from index.server import free_port
     from serving.online_features import CandidateFeatureReader
 
     items = pd.read_parquet(settings.offline_dir / "item_stats").item_id.unique()
@@ -210,9 +211,7 @@ def materialize_and_read(settings: Settings, reps: int) -> dict:
     ).user_id.unique()
     rng = np.random.default_rng(0)
     out = {}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     redis = _redis(port)
     try:
         for backend in ("sqlite", "redis"):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from index.server import free_port
 from mmrec.cli import app
 from mmrec.settings import REPO_ROOT, Settings
 
@@ -70,12 +71,6 @@ def feature_store(tiny_world: Settings):
     return open_store(tiny_world)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real redis-server on a free loopback port, without persistence; stopped at the end."""
@@ -84,7 +79,7 @@ def redis_url() -> Iterator[str]:
         pytest.fail(
             "redis-server is not installed: `apt-get install redis-server` (.ci/run does this)"
         )
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
