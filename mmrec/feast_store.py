@@ -105,3 +105,24 @@ def materialize(store, end: datetime, views: list[str] | None = None) -> dict[st
         store.materialize(start_date=end - ttl, end_date=end, feature_views=[name])
         windows[name] = ttl
     return windows
+
+
+ON_DEMAND = "on_demand"
+
+
+def service_refs_by_entity(store, service) -> dict[str, list[str]]:
+    """A feature service's `view:feature` refs grouped by what each view is keyed on.
+
+    Keys are the entity names joined by "," ("user", "item", "sku"); on-demand views, which
+    have no entity of their own, come under ON_DEMAND.
+    """
+    on_demand = {view.name for view in store.list_on_demand_feature_views()}
+    groups: dict[str, list[str]] = {}
+    for projection in service.feature_view_projections:
+        if projection.name in on_demand:
+            key = ON_DEMAND
+        else:
+            key = ",".join(store.get_feature_view(projection.name).entities)
+        name = projection.name_to_use()
+        groups.setdefault(key, []).extend(f"{name}:{f.name}" for f in projection.features)
+    return groups

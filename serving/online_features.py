@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mmrec.feast_store import ON_DEMAND, service_refs_by_entity
+
 SNAPSHOT_CHUNK = 2_000
 
 
@@ -59,25 +61,19 @@ class CandidateFeatureReader:
         self._loaded_at = 0.0
 
     def _split(self, service) -> _ServiceLayout:
-        layout = _ServiceLayout()
-        odfv_names = {v.name for v in self.store.list_on_demand_feature_views()}
-        for projection in service.feature_view_projections:
-            refs = [f"{projection.name_to_use()}:{f.name}" for f in projection.features]
-            if projection.name in odfv_names:
-                view = self.store.get_on_demand_feature_view(projection.name)
-                layout.on_demand.append(view)
-                for source in view.source_request_sources.values():
-                    layout.request_fields += [f.name for f in source.schema]
-                continue
-            entities = self.store.get_feature_view(projection.name).entities
-            if entities == ["user"]:
-                layout.user_refs += refs
-            elif entities == ["item"]:
-                layout.item_refs += refs
-            else:
-                raise OnlineFeatureError(
-                    f"view {projection.name} is keyed on {entities}; expected user or item"
-                )
+        groups = service_refs_by_entity(self.store, service)
+        odfv_refs = groups.pop(ON_DEMAND, [])
+        unexpected = sorted(set(groups) - {"user", "item"})
+        if unexpected:
+            raise OnlineFeatureError(
+                f"service {service.name} has views keyed on {unexpected}; expected user or item"
+            )
+        layout = _ServiceLayout(user_refs=groups.get("user", []), item_refs=groups.get("item", []))
+        for view_name in dict.fromkeys(ref.split(":")[0] for ref in odfv_refs):
+            view = self.store.get_on_demand_feature_view(view_name)
+            layout.on_demand.append(view)
+            for source in view.source_request_sources.values():
+                layout.request_fields += [f.name for f in source.schema]
         return layout
 
     def _load_snapshot(self) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from feature_pipelines.run import world_days
-from mmrec.feast_store import open_store
+from mmrec.feast_store import open_store, service_refs_by_entity
 from mmrec.io import progress, write_json, write_parquet
 from mmrec.settings import Settings
 from training.samples import RANKING_TASKS, NegativeSampler, ranking_samples, recall_positives
@@ -60,15 +60,7 @@ def read_split(settings: Settings, name: str, split: str) -> pd.DataFrame:
 
 def item_feature_names(store, service) -> list[str]:
     """Features of the service's views keyed on the item entity."""
-    names = []
-    for projection in service.feature_view_projections:
-        try:
-            view = store.get_feature_view(projection.name)
-        except Exception:  # an on-demand view: not a stored item feature
-            continue
-        if view.entities == ["item"]:
-            names += [f.name for f in projection.features]
-    return names
+    return [ref.split(":")[1] for ref in service_refs_by_entity(store, service).get("item", [])]
 
 
 def _retrieve(

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from mmrec.feast_store import service_refs_by_entity
 from mmrec.vocab import CATEGORIES
 from training.build_sets import training_dir
 from training.models.recall import ItemInputs, Query, SkuQuery, UserQuery
@@ -166,15 +167,7 @@ class ItemTable:
 def item_feature_refs(store) -> list[str]:
     """`view:feature` refs of the recall service's item-keyed views."""
     service = store.get_feature_service(FEATURE_SERVICE)
-    refs = []
-    for projection in service.feature_view_projections:
-        try:
-            view = store.get_feature_view(projection.name)
-        except Exception:  # an on-demand view: no stored item features
-            continue
-        if view.entities == ["item"]:
-            refs += [f"{projection.name}:{f.name}" for f in projection.features]
-    return refs
+    return service_refs_by_entity(store, service).get("item", [])
 
 
 def catalog_ids(settings) -> np.ndarray:
