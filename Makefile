@@ -35,6 +35,8 @@ demo: venv
 	$(BIN)/mmrec train build-sets
 	$(BIN)/mmrec train rank
 	$(BIN)/mmrec train recall
+	$(BIN)/mmrec index build
+	$(BIN)/mmrec serve demo --user-id 3 --scene home --k 10
 
 ## test: the pytest suite on tiny worlds (needs redis-server on PATH; .ci/run installs it)
 .PHONY: test

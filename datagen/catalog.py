@@ -137,7 +137,9 @@ def make_items(
             "title": make_titles(category, style, quality, rng),
             "category": np.asarray(CATEGORIES)[category],
             "sku_ids": _link_skus(category, skus, rng),
-            "publish_ts": pd.to_datetime(publish_s, unit="s", utc=True).astype("datetime64[us, UTC]"),
+            "publish_ts": pd.to_datetime(publish_s, unit="s", utc=True).astype(
+                "datetime64[us, UTC]"
+            ),
             "duration_s": np.round(duration, 1),
         }
     )
@@ -169,7 +171,9 @@ def make_users(scale: Scale, rng: np.random.Generator) -> tuple[pd.DataFrame, pd
         {
             "user_id": user_id,
             "region": np.asarray(REGIONS)[rng.integers(0, len(REGIONS), n)],
-            "registered_at": pd.to_datetime(registered_s, unit="s", utc=True).astype("datetime64[us, UTC]"),
+            "registered_at": pd.to_datetime(registered_s, unit="s", utc=True).astype(
+                "datetime64[us, UTC]"
+            ),
         }
     )
     latent = pd.DataFrame(

@@ -38,7 +38,8 @@ def render_pixels(
     angle = (category * np.pi / N_CATEGORIES).astype(np.float32)[:, None, None]  # (B, 1, 1)
     freq = (3 + category % 4 * 2).astype(np.float32)[:, None, None]
     stripes = np.sin(
-        2 * np.pi * freq * (x * np.cos(angle) + y * np.sin(angle)) + phase.astype(np.float32)[:, None, None]
+        2 * np.pi * freq * (x * np.cos(angle) + y * np.sin(angle))
+        + phase.astype(np.float32)[:, None, None]
     )
     quality = quality.astype(np.float32)
     contrast = (0.25 + 0.6 * quality)[:, None, None, None]
@@ -50,7 +51,10 @@ def render_pixels(
         soft = img[blurry]
         soft = sum(np.roll(soft, s, axis=1) for s in range(-2, 3)) / 5
         img[blurry] = sum(np.roll(soft, s, axis=2) for s in range(-2, 3)) / 5
-    noise = rng.standard_normal(img.shape, dtype=np.float32) * (0.25 * (1 - quality))[:, None, None, None]
+    noise = (
+        rng.standard_normal(img.shape, dtype=np.float32)
+        * (0.25 * (1 - quality))[:, None, None, None]
+    )
     return (np.clip(img + noise, 0, 1) * 255).astype(np.uint8)
 
 

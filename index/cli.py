@@ -1,9 +1,5 @@
-"""`mmrec index ...`: serve a milvus-lite file to many processes; show what the alias points at.
-
-The lead mounts `app` on `mmrec` (`app.add_typer(index_app, name="index")`). `build` (from
-the trained item tower over Feast's item features) comes with the towers (issue #4) and
-calls `index.collections.build_content_index`.
-"""
+"""`mmrec index ...`: build the content index from the trained item tower, serve a milvus-lite
+file to many processes, show what the alias points at."""
 
 from __future__ import annotations
 
@@ -16,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Milvus content-vector index: serve, status.", no_args_is_help=True)
+app = typer.Typer(help="Milvus content-vector index: build, serve, status.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -42,6 +38,30 @@ def _uri(uri: str | None, workspace: Path | None) -> str:
 def _fail(message: str) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code=2)
+
+
+@app.command()
+def build(
+    model: Annotated[
+        str, typer.Option(help="Recall model in the BentoML store whose item tower encodes.")
+    ] = "recall:latest",
+    uri: Uri = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Encode every published item with the recall model's item tower and swap the index in."""
+    from index.build import build_index
+    from mmrec.feast_store import FeatureStoreError
+    from mmrec.settings import Settings
+
+    try:
+        settings = Settings.from_env(workspace)
+        report = build_index(settings, model, _uri(uri, workspace))
+    except (ValueError, FileNotFoundError, FeatureStoreError) as err:
+        raise _fail(str(err)) from None
+    console.print(
+        f"{report.collection}: {report.rows} items x {report.dim}-d in {report.seconds:.1f} s"
+        + (f"; dropped {', '.join(report.dropped)}" if report.dropped else "")
+    )
 
 
 @app.command()

@@ -24,6 +24,11 @@ logger = logging.getLogger(__name__)
 
 URI_ENV = "MMREC_MILVUS_URI"
 TOKEN_ENV = "MMREC_MILVUS_TOKEN"  # "user:password" or an API key, for a secured Milvus server
+# pymilvus pings idle channels every 10 s; gRPC servers (milvus-lite's included) allow one
+# ping per 5 minutes without calls and then close the channel with "too_many_pings", which
+# broke a client that sat idle through a minutes-long training run. Ping only during calls,
+# and no more often than the servers allow.
+GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
 DEFAULT_DB_NAME = "milvus.db"
 _REMOTE_SCHEMES = ("http://", "https://", "tcp://", "unix:")
 # milvus-lite accepts only these file names (see milvus_lite.server.Server).
@@ -75,7 +80,10 @@ def connect(uri: str, *, token: str | None = None, timeout: float | None = 30.0)
         Path(target).parent.mkdir(parents=True, exist_ok=True)
     try:
         client = MilvusClient(
-            uri=target, token=token or os.environ.get(TOKEN_ENV, ""), timeout=timeout
+            uri=target,
+            token=token or os.environ.get(TOKEN_ENV, ""),
+            timeout=timeout,
+            grpc_options=GRPC_OPTIONS,
         )
     except ConnectionConfigException as err:
         if is_lite_file(target) and Path(target).exists():

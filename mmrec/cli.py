@@ -65,12 +65,14 @@ def _mount_stage_apps() -> None:
     from analysis.cli import analyze_app, sql
     from content.cli import app as content_app
     from index.cli import app as index_app
+    from serving.cli import app as serve_app
     from training.cli import app as train_app
 
     app.add_typer(content_app, name="content")
     app.add_typer(train_app, name="train")
     app.add_typer(index_app, name="index")
     app.add_typer(analyze_app, name="analyze")
+    app.add_typer(serve_app, name="serve")
     app.command("sql")(sql)
 
 

@@ -59,6 +59,7 @@ class CandidateFeatureReader:
         self.refresh_seconds = refresh_seconds
         self._columns: dict[str, np.ndarray] = {}
         self._loaded_at = 0.0
+        self.snapshot_version = 0  # bumped by every snapshot load
 
     def _split(self, service) -> _ServiceLayout:
         groups = service_refs_by_entity(self.store, service)
@@ -94,6 +95,20 @@ class CandidateFeatureReader:
             if name != "item_id"
         }
         self._loaded_at = time.monotonic()
+        self.snapshot_version += 1
+
+    def item_column(self, name: str) -> np.ndarray:
+        """One item feature of the whole snapshot, aligned with `self.item_ids` (object array)."""
+        self._positions(self.item_ids[:0])  # load or refresh when due
+        if name not in self._columns:
+            raise OnlineFeatureError(f"{name!r} is not an item feature of {self.service.name}")
+        return self._columns[name][:-1]
+
+    def read_user(self, user_id: int) -> dict[str, list]:
+        """The service's user features of one user, as get_online_features().to_dict()."""
+        return self.store.get_online_features(
+            features=self.layout.user_refs, entity_rows=[{"user_id": int(user_id)}]
+        ).to_dict()
 
     def _positions(self, ids: np.ndarray) -> np.ndarray:
         if not self._columns or time.monotonic() - self._loaded_at > self.refresh_seconds:
@@ -106,20 +121,23 @@ class CandidateFeatureReader:
         return pos
 
     def read(
-        self, user_id: int, item_ids: Sequence[int], request: dict[str, int] | None = None
+        self,
+        user_id: int,
+        item_ids: Sequence[int],
+        request: dict[str, int] | None = None,
+        user: dict[str, list] | None = None,
     ) -> dict[str, list]:
         """Feature values for rows (user_id, item_ids[i]), keyed like get_online_features().to_dict().
 
-        Unknown users or items read as None, as Feast's own reads do.
+        Unknown users or items read as None, as Feast's own reads do. `user` is this user's
+        `read_user` result when the caller already has it.
         """
         ids = np.asarray(item_ids, dtype=np.int64)
         missing = sorted(set(self.layout.request_fields) - set(request or {}))
         if missing:
             raise OnlineFeatureError(f"request fields {missing} are needed by the on-demand views")
         n = len(ids)
-        user = self.store.get_online_features(
-            features=self.layout.user_refs, entity_rows=[{"user_id": int(user_id)}]
-        ).to_dict()
+        user = self.read_user(user_id) if user is None else user
         out: dict[str, list] = {"user_id": [int(user_id)] * n, "item_id": ids.tolist()}
         for name, column in user.items():
             if name != "user_id":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -13,11 +15,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from index.server import free_port
+from index.server import LiteServer, free_port
 from mmrec.cli import app
 from mmrec.settings import REPO_ROOT, Settings
 
 TINY_SEED = 1
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One BentoML store for the session, set before bentoml is imported: BentoML reads
+    BENTOML_HOME once per process, and `bentoml build`/`serve` subprocesses inherit it."""
+    if "BENTOML_HOME" not in os.environ:
+        os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="mmrec-test-bentoml-")
 
 
 def make_workspace(root: Path) -> Settings:
@@ -111,3 +120,42 @@ def redis_world(tiny_world: Settings, redis_url: str) -> Settings:
         )
         assert result.exit_code == 0, result.output
     return settings
+
+
+@pytest.fixture(scope="session")
+def index_server(tiny_world: Settings) -> Iterator[LiteServer]:
+    """The tiny world's milvus-lite file served on loopback, so many processes can read it."""
+    path = tiny_world.data_dir / "index" / "milvus.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with LiteServer(path) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def trained_world(tiny_world: Settings, index_server: LiteServer) -> Settings:
+    """The tiny world with its training sets, a ranker and a recall model in the session's
+    BentoML store (one epoch each), and the content index built from the recall model."""
+    ws = str(tiny_world.workspace)
+    run_cli("train", "build-sets", "--workspace", ws)
+    run_cli("train", "rank", "--epochs", "1", "--workspace", ws)
+    run_cli("train", "recall", "--epochs", "1", "--workspace", ws)
+    run_cli("index", "build", "--uri", index_server.uri, "--workspace", ws)
+    return tiny_world
+
+
+@pytest.fixture(scope="module")
+def serving_world(trained_world: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A private copy of the trained world per test module: serving tests push events and
+    break backends on purpose (the index is read through the session's server)."""
+    from tests.analysis_fixtures import copy_world
+
+    return copy_world(trained_world, tmp_path_factory.mktemp("serving") / "ws")
+
+
+@pytest.fixture(scope="module")
+def pipeline(serving_world: Settings, index_server: LiteServer):
+    """The serving pipeline (serving.recommender.Recommender) on the module's world copy."""
+    from serving.config import ServingConfig
+    from serving.recommender import Recommender
+
+    return Recommender(serving_world, ServingConfig(), milvus_uri=index_server.uri)

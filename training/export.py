@@ -14,12 +14,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mmrec.settings import Settings
 
 WEIGHTS_FILE = "state_dict.pt"
 CONFIG_FILE = "config.json"
+ARRAYS_FILE = "arrays.npz"
+# The array naming the item ids a model's ID table learned; others are served as unknown/cold.
+KNOWN_ITEMS = "known_item_ids"
 
 
 def use_workspace_store(settings: Settings) -> Path:
@@ -29,8 +33,15 @@ def use_workspace_store(settings: Settings) -> Path:
     return home
 
 
-def save_model(name: str, model: torch.nn.Module, config: Any, metadata: dict[str, Any]) -> str:
-    """Save weights + config under a new version of `name`; returns the tag ("name:version")."""
+def save_model(
+    name: str,
+    model: torch.nn.Module,
+    config: Any,
+    metadata: dict[str, Any],
+    arrays: dict[str, np.ndarray] | None = None,
+) -> str:
+    """Save weights + config (+ named numpy `arrays`, e.g. the item ids the ID table knows)
+    under a new version of `name`; returns the tag ("name:version")."""
     import bentoml
 
     if not dataclasses.is_dataclass(config):
@@ -41,16 +52,24 @@ def save_model(name: str, model: torch.nn.Module, config: Any, metadata: dict[st
         Path(stored.path_of(CONFIG_FILE)).write_text(
             json.dumps(dataclasses.asdict(config), default=list)
         )
+        if arrays:
+            np.savez(stored.path_of(ARRAYS_FILE), **arrays)
     return str(stored.tag)
 
 
-def load_model(
-    tag: str, model_cls: type[torch.nn.Module], config_cls: type
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a saved model in eval mode; returns (model, metadata). `tag` may be "name:latest"."""
+def stored_model(ref: Any):
+    """The stored BentoML model of `ref`: a tag ("name:latest" too) or a stored model itself
+    (what a service's `bentoml.models.BentoModel` attribute resolves to inside a bento)."""
     import bentoml
 
-    stored = bentoml.models.get(tag)
+    return ref if hasattr(ref, "path_of") else bentoml.models.get(ref)
+
+
+def load_model(
+    ref: Any, model_cls: type[torch.nn.Module], config_cls: type
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a saved model in eval mode; returns (model, metadata). `ref`: see stored_model."""
+    stored = stored_model(ref)
     fields = json.loads(Path(stored.path_of(CONFIG_FILE)).read_text())
     types = {f.name: f.type for f in dataclasses.fields(config_cls)}
     # JSON turns tuples into lists: give tuple-typed fields their tuples back
@@ -63,3 +82,12 @@ def load_model(
     model = model_cls(config)
     model.load_state_dict(torch.load(stored.path_of(WEIGHTS_FILE), weights_only=True))
     return model.eval(), dict(stored.info.metadata)
+
+
+def load_arrays(ref: Any) -> dict[str, np.ndarray]:
+    """The named arrays saved with a model ({} when it has none). `ref`: see stored_model."""
+    path = Path(stored_model(ref).path_of(ARRAYS_FILE))
+    if not path.exists():
+        return {}
+    with np.load(path) as arrays:
+        return {name: arrays[name] for name in arrays.files}

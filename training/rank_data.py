@@ -251,14 +251,22 @@ def _float_matrix(column: pd.Series, width: int) -> np.ndarray:
 
 
 def build_ranking_data(
-    frame: pd.DataFrame, content: ItemContent | None, max_seq_len: int = 20
+    frame: pd.DataFrame,
+    content: ItemContent | None,
+    max_seq_len: int = 20,
+    with_labels: bool = True,
 ) -> RankingData:
-    """Tensors of one ranking split (a `read_split` frame); see the module docstring."""
+    """Tensors of one ranking split (a `read_split` frame); see the module docstring.
+
+    Serving passes `with_labels=False` with the online features of its candidates: the same
+    code turns offline and online feature values into model inputs.
+    """
     if max_seq_len < 1:
         raise ValueError(f"max_seq_len must be >= 1, got {max_seq_len}")
+    tasks = RANKING_TASKS if with_labels else ()
     required = ["user_id", "item_id", "source", "position", "material", "category", "is_cold"]
     required += [SEQUENCE_FEATURE, "cdr_category_affinity", "item_age_hours", *CTR_FEATURES]
-    required += [f"label_{t}" for t in RANKING_TASKS]
+    required += [f"label_{t}" for t in tasks]
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ValueError(f"the ranking set lacks columns {missing}: rebuild it with build-sets")
@@ -277,7 +285,7 @@ def build_ranking_data(
         seq_rows, item_rows = np.zeros_like(seq), np.zeros_like(item_ids)
     ctr = frame[list(CTR_FEATURES)].astype("float64").fillna(PRIOR_CTR).to_numpy(np.float32)
     labels, masks = {}, {}
-    for task in RANKING_TASKS:
+    for task in tasks:
         raw = frame[f"label_{task}"].astype("float64")
         masks[task] = torch.from_numpy(raw.notna().to_numpy())
         labels[task] = torch.from_numpy(raw.fillna(0.0).to_numpy(np.float32))

@@ -32,7 +32,7 @@ from mmrec.feast_store import open_store, world_end
 from mmrec.io import progress, write_json
 from mmrec.settings import Settings
 from training.build_sets import read_split
-from training.export import save_model, use_workspace_store
+from training.export import KNOWN_ITEMS, save_model, use_workspace_store
 from training.models.ranking import (
     RankingConfig,
     RankingLoss,
@@ -263,7 +263,8 @@ def train_ranking(
     metrics = evaluate_splits(result.model, splits)
     metadata = export_metadata(config, splits, train_config, result, metrics)
     use_workspace_store(settings)
-    tag = save_model(train_config.model_name, result.model, config, metadata)
+    known = splits.train.item_id.unique().numpy()  # the train split's items: warm at serving
+    tag = save_model(train_config.model_name, result.model, config, metadata, {KNOWN_ITEMS: known})
     report = {"tag": tag, **metadata, "metrics_detail": metrics}
     write_json(report, settings.artifacts_dir / "ranking" / "metrics.json")
     return report

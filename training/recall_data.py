@@ -124,6 +124,9 @@ class ItemTable:
     versions: dict[str, str]
     model_id: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     stats: dict[str, int] = field(default_factory=dict)
+    # item_id, material, category, tags (category_tags, or [category] without content),
+    # publish_ts, quality: the scalar fields the content index stores next to each vector
+    attributes: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def content(self) -> bool:
@@ -217,6 +220,21 @@ def item_table_from_frame(frame: pd.DataFrame) -> ItemTable:
                 raise ValueError(f"item features mix {name}s {sorted(values)}: re-run the encoder")
             versions[name] = str(values[0]) if len(values) else "none"
         stats["items_without_content"] = int((~has_content).sum())
+    tags_text = (
+        frame.category_tags.where(frame.category_tags.notna(), frame.category.map(lambda c: [c]))
+        if "category_tags" in frame.columns
+        else frame.category.map(lambda c: [c])
+    )
+    attributes = pd.DataFrame(
+        {
+            "item_id": frame.item_id.to_numpy(np.int64),
+            "material": frame.material.to_numpy(),
+            "category": frame.category.to_numpy(),
+            "tags": tags_text.map(list).to_numpy(),
+            "publish_ts": frame.publish_ts_s.to_numpy(np.int64),
+            "quality": quality,
+        }
+    )
     log.info("item table: %s, content %s", stats, versions)
     return ItemTable(
         item_id=frame.item_id.to_numpy(np.int64),
@@ -231,6 +249,7 @@ def item_table_from_frame(frame: pd.DataFrame) -> ItemTable:
         has_content=has_content,
         versions=versions,
         stats=stats,
+        attributes=attributes,
     )
 
 

@@ -34,7 +34,7 @@ from mmrec.feast_store import open_store, world_end
 from mmrec.io import progress, read_json
 from mmrec.settings import Settings
 from training.build_sets import training_dir
-from training.export import save_model, use_workspace_store
+from training.export import KNOWN_ITEMS, save_model, use_workspace_store
 from training.models.recall import CHANNELS, RecallBatch, RecallConfig, RecallLoss, TwoTowerRecall
 from training.recall_data import (
     FEATURE_SERVICE,
@@ -271,7 +271,8 @@ def train_recall(settings: Settings, train_config: TrainConfig, store=None) -> d
     }
     metadata = export_metadata(config, splits, train_config, result, {"test": headline})
     use_workspace_store(settings)
-    tag = save_model(train_config.model_name, result.model, config, metadata)
+    known = splits.table.item_id[splits.table.model_id != UNKNOWN_ITEM_ID]
+    tag = save_model(train_config.model_name, result.model, config, metadata, {KNOWN_ITEMS: known})
     report = {"tag": tag, **metadata, "evaluation": evaluation}
     write_report(report, settings.artifacts_dir / "recall", "Recall on the synthetic world")
     return report

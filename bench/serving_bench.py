@@ -1,0 +1,160 @@
+"""Serving benchmark (issue #7): the built bento under load over loopback HTTP.
+
+Builds the bento from this repo (the workspace's BentoML store), runs `bentoml serve`, and
+for each concurrency level sends POST /recommend from that many concurrent clients (one
+asyncio httpx client; users drawn at random from the world, scenes rotating) until
+`--requests` answers or `--seconds` pass, whichever first. Reports client-side latency
+p50/p99, throughput, errors, and the service's own per-stage timings (features, recall, rank,
+mix; medians and p99 of `timings_ms` in the responses).
+
+    python -m bench.serving_bench [--workspace DIR] [--levels 1,8,32] [--requests 300]
+
+Writes bench/results/serving.json and bench/results/serving.png. The client runs on the same
+2 cores as the server, and the JSON keeps the 1-minute load average next to the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from index.connection import URI_ENV, default_uri
+from mmrec.settings import REPO_ROOT, Settings
+from mmrec.vocab import POSITIONS
+from serving.bento_process import BentoServer, build_bento
+from training.export import use_workspace_store
+
+RESULTS = REPO_ROOT / "bench" / "results"
+STAGES = ("features", "recall", "rank", "mix", "total")
+
+
+def _pcts(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p99": float("nan")}
+    return {
+        "p50": round(float(np.percentile(values, 50)), 2),
+        "p99": round(float(np.percentile(values, 99)), 2),
+    }
+
+
+async def run_level(
+    url: str, users: list[int], concurrency: int, requests: int, seconds: float, k: int
+) -> dict:
+    """`concurrency` workers sending requests back to back; returns the level's figures."""
+    latencies, stages, statuses = [], {s: [] for s in STAGES}, {}
+    candidates: list[int] = []
+    sent = 0
+    deadline = time.monotonic() + seconds
+    rng = random.Random(concurrency)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal sent
+        while sent < requests and time.monotonic() < deadline:
+            sent += 1
+            body = {"user_id": rng.choice(users), "scene": POSITIONS[sent % 3], "k": k}
+            started = time.perf_counter()
+            resp = await client.post(f"{url}/recommend", json=body)
+            latencies.append((time.perf_counter() - started) * 1000)
+            statuses[resp.status_code] = statuses.get(resp.status_code, 0) + 1
+            if resp.status_code == 200:
+                out = resp.json()
+                candidates.append(out["candidates"])
+                for stage in STAGES:
+                    stages[stage].append(out["timings_ms"].get(stage, 0.0))
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "seconds": round(elapsed, 2),
+        "throughput_rps": round(len(latencies) / elapsed, 2),
+        "latency_ms": _pcts(latencies),
+        "status_counts": {str(k): v for k, v in sorted(statuses.items())},
+        "candidates_ranked_median": float(np.median(candidates)) if candidates else 0.0,
+        "service_stage_ms": {stage: _pcts(values) for stage, values in stages.items()},
+    }
+
+
+def plot(levels: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    conc = [lv["concurrency"] for lv in levels]
+    for key, style in (("p50", "o-"), ("p99", "s--")):
+        left.plot(conc, [lv["latency_ms"][key] for lv in levels], style, label=f"client {key}")
+    left.axhline(30, color="grey", lw=0.8, label="target p99 30 ms")
+    left.set(xlabel="concurrent clients", ylabel="ms", title="/recommend latency", xscale="log")
+    left.legend()
+    bottom = np.zeros(len(levels))
+    for stage in ("features", "recall", "rank", "mix"):
+        values = np.array([lv["service_stage_ms"][stage]["p50"] for lv in levels])
+        right.bar([str(c) for c in conc], values, bottom=bottom, label=stage)
+        bottom += values
+    right.set(xlabel="concurrent clients", ylabel="ms (median)", title="in-service stages")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workspace", type=Path, default=None)
+    parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--requests", type=int, default=300, help="per concurrency level")
+    parser.add_argument("--seconds", type=float, default=60.0, help="time cap per level")
+    parser.add_argument("--k", type=int, default=20)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env(args.workspace)
+    env = {
+        "BENTOML_HOME": str(use_workspace_store(settings)),
+        "MMREC_WORKSPACE": str(settings.workspace),
+        URI_ENV: default_uri(settings),
+    }
+    users = pd.read_parquet(settings.raw_dir / "users.parquet", columns=["user_id"]).user_id
+    users = users.sample(min(len(users), 2000), random_state=0).tolist()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tag = build_bento(env)
+    levels = []
+    with BentoServer(tag, env, RESULTS / "serving-serve.log") as server:
+        asyncio.run(run_level(server.url, users, 2, 20, 30, args.k))  # warm-up, not reported
+        for concurrency in (int(c) for c in args.levels.split(",")):
+            level = asyncio.run(
+                run_level(server.url, users, concurrency, args.requests, args.seconds, args.k)
+            )
+            level["load_avg_1m"] = round(os.getloadavg()[0], 2)
+            levels.append(level)
+            stage = level["service_stage_ms"]
+            print(
+                f"c={concurrency:>2}: {level['requests']} req, {level['throughput_rps']} req/s, "
+                f"p50 {level['latency_ms']['p50']} / p99 {level['latency_ms']['p99']} ms; "
+                f"in service p50 features {stage['features']['p50']} recall "
+                f"{stage['recall']['p50']} rank {stage['rank']['p50']} mix {stage['mix']['p50']}"
+                f"; statuses {level['status_counts']}"
+            )
+    catalog = len(pd.read_parquet(settings.raw_dir / "items.parquet", columns=["item_id"]))
+    result = {"bento": tag, "catalog_items": catalog, "k": args.k, "levels": levels}
+    (RESULTS / "serving.json").write_text(json.dumps(result, indent=2))
+    plot(levels, RESULTS / "serving.png")
+    print(f"wrote {RESULTS / 'serving.json'} and serving.png")
+
+
+if __name__ == "__main__":
+    main()

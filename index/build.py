@@ -1,0 +1,121 @@
+"""`mmrec index build`: the trained item tower over Feast's item features -> a new collection.
+
+1. Load the recall model from the BentoML store (default `recall:latest`) with the item ids its
+   ID table learned (saved next to the weights).
+2. Read every published catalog item's `recall` item features through Feast at the end of the
+   data (`training.recall_data.load_item_table`, the same table training and evaluation use),
+   and refuse when the content encoder versions differ from the model's.
+3. Items the ID table did not learn wear UNKNOWN_ITEM_ID (the model's rule), so cold items are
+   placed by their content fields.
+4. Encode, then `build_content_index` under the model's version: the collection name says which
+   tower made the vectors, and serving checks its recall model against it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from index.collections import BuildReport, build_content_index
+from index.connection import default_uri
+from index.errors import VectorIndexError
+from mmrec.feast_store import open_store, world_end
+from mmrec.settings import Settings
+from training.export import (
+    KNOWN_ITEMS,
+    load_arrays,
+    load_model,
+    stored_model,
+    use_workspace_store,
+)
+from training.models.recall import RecallConfig, TwoTowerRecall, encode_items
+from training.recall_data import VERSION_FIELDS, catalog_ids, load_item_table
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "recall:latest"
+
+
+class ModelMismatchError(VectorIndexError):
+    """The recall model and the features (or index) it is used with do not belong together."""
+
+
+@dataclass(frozen=True)
+class LoadedRecallModel:
+    """A recall model from the store with what serving and indexing need to use it right."""
+
+    tag: str
+    model: TwoTowerRecall
+    metadata: dict
+    known_item_ids: np.ndarray  # sorted; other items are served as UNKNOWN_ITEM_ID
+
+    @property
+    def version(self) -> str:
+        """The model's store version: the index collection built from it carries it."""
+        return self.tag.split(":", 1)[1]
+
+
+def load_recall_model(settings: Settings, ref: Any = DEFAULT_MODEL) -> LoadedRecallModel:
+    """The recall model `ref` (a tag in the workspace's BentoML store, or a stored model)."""
+    import bentoml
+
+    if isinstance(ref, str):
+        use_workspace_store(settings)
+    try:
+        stored = stored_model(ref)
+    except bentoml.exceptions.NotFound:
+        raise ModelMismatchError(
+            f"no model {ref!r} in the BentoML store: run `mmrec train recall` first"
+        ) from None
+    model, metadata = load_model(stored, TwoTowerRecall, RecallConfig)
+    known = load_arrays(stored).get(KNOWN_ITEMS)
+    if known is None:
+        raise ModelMismatchError(
+            f"{stored.tag} was saved without its known item ids: retrain with `mmrec train recall`"
+        )
+    return LoadedRecallModel(str(stored.tag), model, metadata, np.unique(known.astype(np.int64)))
+
+
+def check_versions(metadata: dict, versions: dict[str, str]) -> None:
+    """Raise ModelMismatchError when the features' content versions are not the model's."""
+    differ = {
+        name: (metadata.get(name), versions.get(name))
+        for name in VERSION_FIELDS
+        if metadata.get(name) != versions.get(name)
+    }
+    if differ:
+        raise ModelMismatchError(
+            "the item features' content versions differ from the recall model's "
+            f"(model, features): {differ}; retrain with `mmrec train recall`"
+        )
+
+
+def build_index(
+    settings: Settings,
+    model_tag: str = DEFAULT_MODEL,
+    uri: str | None = None,
+    *,
+    store=None,
+    show_progress: bool = True,
+) -> BuildReport:
+    """Encode the catalog with the recall model's item tower and swap it in (module docstring)."""
+    recall = load_recall_model(settings, model_tag)
+    store = store or open_store(settings)
+    table = load_item_table(store, catalog_ids(settings), world_end(settings))
+    check_versions(recall.metadata, table.versions)
+    table.set_known(recall.known_item_ids)
+    vectors = encode_items(recall.model, table.inputs(np.arange(len(table)))).numpy()
+    log.info(
+        "encoded %d items (%d known to the ID table) with %s",
+        len(table), table.stats["items_known"], recall.tag,
+    )  # fmt: skip
+    return build_content_index(
+        uri or default_uri(settings),
+        vectors,
+        table.attributes,
+        recall.version,
+        show_progress=show_progress,
+    )

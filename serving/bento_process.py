@@ -1,0 +1,92 @@
+"""Build this repo's bento and run `bentoml serve` as a child process (demo, tests, bench).
+
+Thin wrappers over the `bentoml` CLI, the same commands README tells users to run, so what
+the demo and the end-to-end tests exercise is what a user gets.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from index.server import free_port
+from mmrec.settings import REPO_ROOT
+
+BENTOML = str(Path(sys.executable).with_name("bentoml"))
+
+
+class BentoError(RuntimeError):
+    """`bentoml build` or `bentoml serve` failed; the message carries its output."""
+
+
+def build_bento(env: dict[str, str] | None = None, timeout_s: float = 600) -> str:
+    """`bentoml build` of the repo (config in pyproject.toml); returns the bento tag."""
+    out = subprocess.run(
+        [BENTOML, "build", "-o", "tag", str(REPO_ROOT)],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout_s,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    tags = [line for line in out.stdout.splitlines() if line.startswith("__tag__:")]
+    if out.returncode != 0 or not tags:
+        raise BentoError(f"bentoml build failed ({out.returncode}):\n{out.stdout}{out.stderr}")
+    return tags[-1].removeprefix("__tag__:")
+
+
+class BentoServer:
+    """`bentoml serve TAG` on a loopback port until `stop()`; `start()` waits for /readyz."""
+
+    def __init__(self, tag: str, env: dict[str, str], log_file: Path, port: int | None = None):
+        self.tag = tag
+        self.env = {**os.environ, **env}
+        self.log_file = log_file
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 300) -> BentoServer:
+        with self.log_file.open("w") as sink:
+            self._proc = subprocess.Popen(
+                [BENTOML, "serve", self.tag, "--host", "127.0.0.1", "--port", str(self.port)],
+                env=self.env, stdout=sink, stderr=subprocess.STDOUT, cwd=self.log_file.parent,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self._proc.poll() is not None:
+                raise BentoError(f"bentoml serve exited {self._proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BentoError(f"the bento was not ready in {timeout_s:.0f} s:\n{self.log()}")
+            time.sleep(0.5)
+
+    def log(self, chars: int = 4000) -> str:
+        return self.log_file.read_text()[-chars:] if self.log_file.exists() else ""
+
+    def stop(self, timeout_s: float = 30) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> BentoServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,66 @@
+"""What the recommendation service loads and how much each stage does, from the environment.
+
+Environment variables (all optional): MMREC_RECALL_MODEL / MMREC_RANK_MODEL (BentoML model
+tags, default "<name>:latest"), MMREC_SERVING_CLOCK ("world": requests happen at the end of
+the generated world's data, so item ages match what the models trained on; "wall": the real
+clock, for live data), MMREC_CANDIDATES (items ranked per request). Where the features and the
+index live comes from `mmrec.settings.Settings` (MMREC_WORKSPACE, MMREC_ONLINE_STORE,
+MMREC_REDIS_URL) and MMREC_MILVUS_URI.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from index.channels import FRESH, POPULAR, S2V, TERM, U2V, V2V
+from mmrec.settings import SettingsError
+from serving.mixing import MixConfig
+
+CLOCKS = ("world", "wall")
+# Candidates each channel admits before the merge fills the rest round-robin: vector channels
+# first (personal), then tags, then the fallbacks that always answer.
+DEFAULT_QUOTAS: dict[str, int] = {
+    U2V: 150, V2V: 150, S2V: 100, TERM: 60, FRESH: 20, POPULAR: 20,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Models, clock and stage sizes of one service process."""
+
+    # BentoML model tags, or the stored models a bento's service resolved them to
+    recall_model: Any = "recall:latest"
+    rank_model: Any = "ranking:latest"
+    clock: str = "world"
+    candidates: int = 500  # items ranked per request (the merge's total)
+    quotas: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
+    seed_items: int = 5  # newest clicked items used as V2V seeds
+    seed_skus: int = 5  # newest clicked SKUs used as S2V seeds (after the context SKU)
+    interest_tags: int = 3  # top CDR categories used as term-recall tags
+    snapshot_refresh_s: float = 600.0  # how old the item-feature snapshot may get
+    mix: MixConfig = field(default_factory=MixConfig)
+
+    def __post_init__(self) -> None:
+        if self.clock not in CLOCKS:
+            raise SettingsError(f"MMREC_SERVING_CLOCK must be one of {CLOCKS}, got {self.clock!r}")
+        if not 1 <= self.candidates <= 5000:
+            raise SettingsError(f"MMREC_CANDIDATES must be in 1..5000, got {self.candidates}")
+        if bad := {c: q for c, q in self.quotas.items() if c not in DEFAULT_QUOTAS or q < 0}:
+            raise SettingsError(
+                f"channel quotas must name {list(DEFAULT_QUOTAS)} with q >= 0: {bad}"
+            )
+
+    @classmethod
+    def from_env(cls) -> ServingConfig:
+        try:
+            candidates = int(os.environ.get("MMREC_CANDIDATES", "500"))
+        except ValueError as err:
+            raise SettingsError(f"MMREC_CANDIDATES must be an integer: {err}") from err
+        return cls(
+            recall_model=os.environ.get("MMREC_RECALL_MODEL", "recall:latest"),
+            rank_model=os.environ.get("MMREC_RANK_MODEL", "ranking:latest"),
+            clock=os.environ.get("MMREC_SERVING_CLOCK", "world"),
+            candidates=candidates,
+        )

@@ -1,0 +1,181 @@
+"""Recall at serving time: seeds from the user's online features -> channels -> merged list.
+
+Channels (index/channels.py): U2V (the user tower over the click sequence and CDR affinity),
+V2V (stored vectors of the newest clicked items through the V2V adapter), S2V (the context SKU
+and the newest clicked SKUs through the SKU tower), term recall on the user's interest tags,
+and the fresh / popular fallbacks. The vector channels need Milvus; when it fails the request
+goes on with the in-process channels and says so (`RecallResult.failed`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from pymilvus.exceptions import MilvusException
+
+from index.build import LoadedRecallModel, ModelMismatchError
+from index.channels import (
+    FRESH,
+    POPULAR,
+    S2V,
+    TERM,
+    U2V,
+    V2V,
+    Candidate,
+    RecallFilter,
+    fallback_recall,
+    s2v,
+    seed_item_vectors,
+    u2v,
+    v2v,
+)
+from index.collections import ContentIndex
+from index.errors import IndexConnectionError
+from index.merge import MergedCandidate, merge_channels
+from index.term_recall import TAG_COLUMNS, TagIndex
+from mmrec.vocab import CATEGORIES
+from training.models.layers import inference
+from training.models.recall import SkuQuery, UserQuery, encode_queries
+from training.recall_data import UNKNOWN_ITEM_ID
+
+log = logging.getLogger(__name__)
+
+VECTOR_INDEX = "vector_index"  # the degraded part named in responses
+_CATEGORY_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
+
+
+@dataclass
+class Seeds:
+    """What recall starts from, read from the user's online features."""
+
+    clicked_items: list[int] = field(default_factory=list)  # newest first
+    sku_ids: list[int] = field(default_factory=list)  # context SKU first, then newest clicked
+    sku_categories: list[str | None] = field(default_factory=list)
+    category_affinity: list[float] | None = None  # CDR, order of mmrec.vocab.CATEGORIES
+    interest_tags: list[str] = field(default_factory=list)
+
+    @property
+    def has_history(self) -> bool:
+        return bool(self.clicked_items or self.sku_ids or self.category_affinity)
+
+
+@dataclass(frozen=True)
+class RecallResult:
+    candidates: list[MergedCandidate]
+    failed: tuple[str, ...]  # degraded parts
+
+
+class RecallStage:
+    """Owns the content index reader, the in-process tag index and the fallback tables."""
+
+    def __init__(
+        self,
+        recall: LoadedRecallModel,
+        index: ContentIndex,
+        quotas: dict[str, int],
+    ) -> None:
+        self.recall = recall
+        self.index = index
+        self.quotas = quotas
+        active = index.collection.removeprefix(f"{index.alias}_v")
+        if active != recall.version:
+            raise ModelMismatchError(
+                f"the content index holds vectors of recall:{active} but the service loads "
+                f"{recall.tag}: run `mmrec index build --model {recall.tag}` or serve "
+                f"MMREC_RECALL_MODEL=recall:{active}"
+            )
+        self.catalog = index.scan([*(c for c in TAG_COLUMNS if c != "item_id"), "category"])
+        self.catalog = self.catalog.sort_values("item_id").reset_index(drop=True)
+        self.tags = TagIndex(self.catalog)
+        self.fresh = self.catalog.sort_values(["publish_ts", "item_id"], ascending=[False, True])
+        self.popular = self.fresh  # until `use_popularity` is given scores
+        self._material = dict(zip(self.catalog.item_id, self.catalog.material, strict=True))
+        self._category = dict(zip(self.catalog.item_id, self.catalog.category, strict=True))
+
+    def use_popularity(self, scores: np.ndarray) -> None:
+        """Rank the popular fallback by `scores`, aligned with `self.catalog` (NaN = 0)."""
+        scores = np.nan_to_num(np.asarray(scores, dtype=np.float64))
+        self.popular = self.catalog.assign(score=scores).sort_values(
+            ["score", "item_id"], ascending=[False, True]
+        )
+
+    def material_of(self, item_ids: np.ndarray) -> list[str]:
+        return [self._material[int(i)] for i in item_ids]
+
+    def interest_tags(self, affinity: list[float] | None, clicked: list[int], n: int) -> list[str]:
+        """Top-n CDR categories, then the categories of the newest clicked items."""
+        tags = []
+        if affinity is not None:
+            tags = [CATEGORIES[i] for i in np.argsort(-np.asarray(affinity))[:n]]
+        tags += [self._category[i] for i in clicked if i in self._category]
+        return list(dict.fromkeys(tags))
+
+    def _user_vectors(self, seeds: Seeds, max_seq_len: int) -> np.ndarray:
+        known = self.recall.known_item_ids
+        seq = np.asarray(seeds.clicked_items[:max_seq_len], dtype=np.int64)
+        ids = np.where(np.isin(seq, known), seq, UNKNOWN_ITEM_ID)
+        affinity = seeds.category_affinity or [0.0] * len(CATEGORIES)
+        query = UserQuery(
+            seq_item_ids=torch.from_numpy(ids)[None, :],
+            seq_mask=torch.ones((1, len(ids)), dtype=torch.bool),
+            category_affinity=torch.tensor([affinity], dtype=torch.float32),
+        )
+        return encode_queries(self.recall.model, U2V, query).numpy()
+
+    def _sku_vectors(self, seeds: Seeds) -> np.ndarray:
+        pairs = [
+            (sku, _CATEGORY_INDEX[cat])
+            for sku, cat in zip(seeds.sku_ids, seeds.sku_categories, strict=True)
+            if cat in _CATEGORY_INDEX
+        ]
+        if not pairs:
+            return np.empty((0, self.index.dim), dtype=np.float32)
+        query = SkuQuery(
+            sku_id=torch.tensor([p[0] for p in pairs], dtype=torch.int64),
+            sku_category=torch.tensor([p[1] for p in pairs], dtype=torch.int64),
+        )
+        return encode_queries(self.recall.model, S2V, query).numpy()
+
+    def _v2v_vectors(self, seeds: Seeds) -> np.ndarray:
+        stored = seed_item_vectors(self.index, seeds.clicked_items)
+        adapter = self.recall.model.v2v_adapter
+        if adapter is None or len(stored) == 0:
+            return stored
+        with inference(adapter):
+            return adapter(torch.from_numpy(stored)).numpy()
+
+    def vector_channels(
+        self, seeds: Seeds, filters: RecallFilter, max_seq_len: int
+    ) -> dict[str, list[Candidate]]:
+        """U2V, V2V and S2V (raises MilvusException / IndexConnectionError when Milvus fails)."""
+        out: dict[str, list[Candidate]] = {}
+        q = self.quotas
+        if seeds.clicked_items or seeds.category_affinity:
+            vectors = self._user_vectors(seeds, max_seq_len)
+            out[U2V] = u2v(self.index, vectors, limit=q[U2V], filters=filters)
+        if seeds.clicked_items:
+            out[V2V] = v2v(self.index, self._v2v_vectors(seeds), limit=q[V2V], filters=filters)
+        if seeds.sku_ids:
+            out[S2V] = s2v(self.index, self._sku_vectors(seeds), limit=q[S2V], filters=filters)
+        return out
+
+    def recall_candidates(
+        self, seeds: Seeds, filters: RecallFilter, total: int, max_seq_len: int = 20
+    ) -> RecallResult:
+        """Every channel, merged to at most `total` items by the channel quotas."""
+        failed: tuple[str, ...] = ()
+        try:
+            results = self.vector_channels(seeds, filters, max_seq_len)
+        except (MilvusException, IndexConnectionError) as err:
+            log.warning("vector recall failed, serving fallback channels: %s", err)
+            results, failed = {}, (VECTOR_INDEX,)
+        # the fallbacks fill what the personal channels leave: ask for the whole total
+        results[TERM] = self.tags.recall(seeds.interest_tags, limit=total, filters=filters)
+        results[FRESH] = fallback_recall(self.fresh, channel=FRESH, limit=total, filters=filters)
+        results[POPULAR] = fallback_recall(
+            self.popular, channel=POPULAR, limit=total, filters=filters
+        )
+        return RecallResult(merge_channels(results, self.quotas, total=total), failed)

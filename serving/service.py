@@ -1,0 +1,81 @@
+"""The BentoML service: POST /recommend, POST /events; /livez, /readyz, /docs from BentoML.
+
+Build and serve (README): `bentoml build` packs this module with the recall and ranking
+models named by MMREC_RECALL_MODEL / MMREC_RANK_MODEL (default `<name>:latest` of the store in
+BENTOML_HOME); `bentoml serve <tag>` runs it. The feature repo and data come from
+MMREC_WORKSPACE, the index from MMREC_MILVUS_URI (serving/config.py). Request bodies are
+validated by their pydantic models (serving/schemas.py): BentoML answers 400 with the field
+that failed. One worker: a milvus-lite file opens in one process; serve the index with
+`mmrec index serve` and point MMREC_MILVUS_URI at it to run more.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from http import HTTPStatus
+
+import bentoml
+from bentoml.exceptions import BentoMLException
+
+from serving.schemas import EventsRequest, EventsResponse, RecommendRequest, RecommendResponse
+
+log = logging.getLogger(__name__)
+
+
+class RequestRejected(BentoMLException):
+    """A valid-looking request the service cannot act on (400, message says why)."""
+
+    error_code = HTTPStatus.BAD_REQUEST
+
+
+@bentoml.service(
+    name="mmrec-recommender",
+    workers=1,
+    traffic={"timeout": 30, "max_concurrency": 64},
+    resources={"cpu": "2"},
+)
+class Recommender:
+    recall_model = bentoml.models.BentoModel(os.environ.get("MMREC_RECALL_MODEL", "recall:latest"))
+    rank_model = bentoml.models.BentoModel(os.environ.get("MMREC_RANK_MODEL", "ranking:latest"))
+
+    def __init__(self) -> None:
+        import torch
+
+        from mmrec.settings import Settings
+        from serving.config import ServingConfig
+        from serving.recommender import Recommender as Pipeline
+
+        settings = Settings.from_env()
+        torch.set_num_threads(settings.torch_threads)
+        config = replace(
+            ServingConfig.from_env(), recall_model=self.recall_model, rank_model=self.rank_model
+        )
+        self.pipeline = Pipeline(settings, config)
+        # warm-up: the first search of a collection and the first forward pass are slow
+        # (~0.6 s measured); pay it before /readyz says yes, not in a user's request
+        self.pipeline.recommend(RecommendRequest(user_id=0, scene="home", k=1))
+        log.info("serving %s", self.pipeline.models)
+
+    @bentoml.api(route="/recommend", input_spec=RecommendRequest, output_spec=RecommendResponse)
+    def recommend(self, **fields) -> RecommendResponse:
+        """Recall + rank + mix for one user and scene; see RecommendRequest for the fields."""
+        return self.pipeline.recommend(RecommendRequest(**fields)).response
+
+    @bentoml.api(route="/events", input_spec=EventsRequest, output_spec=EventsResponse)
+    def events(self, **fields) -> EventsResponse:
+        """Fold behaviour events into the users' online sequences (Feast push)."""
+        from serving.events import push_events
+
+        request = EventsRequest(**fields)
+        return push_events(self.pipeline.store, request.events, self.pipeline.now())
+
+    def __is_ready__(self) -> bool:
+        """Ready when the index answers and the item snapshot is loaded."""
+        try:
+            self.pipeline.index.count()
+        except Exception as err:  # the readiness probe reports, it does not raise
+            log.warning("not ready: %s", err)
+            return False
+        return self.pipeline.reader.snapshot_version > 0

@@ -1,0 +1,119 @@
+"""End to end over real HTTP: `bentoml build` a bento from this repo with the trained tiny
+world's models, `bentoml serve` it in a subprocess, and talk to it; fuzz the API with
+hypothesis (no request may get a 5xx)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from index.server import LiteServer
+from mmrec.settings import Settings
+from serving.bento_process import BentoServer, build_bento
+from tests.test_serving_recommender import CHANNELS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(serving_world: Settings, index_server: LiteServer, tmp_path_factory) -> Iterator[str]:
+    """The bento built from this repo, served over the world copy and the session's index."""
+    env = {
+        "MMREC_WORKSPACE": str(serving_world.workspace),
+        "MMREC_MILVUS_URI": index_server.uri,
+        "MMREC_TORCH_THREADS": "1",
+    }
+    log_file = tmp_path_factory.mktemp("bento") / "serve.log"
+    with BentoServer(build_bento(), env, log_file) as running:
+        yield running.url
+
+
+def test_recommend_answers_with_ranked_items(server: str) -> None:
+    body = {"user_id": 3, "scene": "home", "k": 12}
+    resp = httpx.post(f"{server}/recommend", json=body, timeout=30)
+    assert resp.status_code == 200, resp.text
+    out = resp.json()
+    assert len(out["items"]) == 12 and out["degraded"] == []
+    for item in out["items"]:
+        assert item["channel"] in CHANNELS and item["task_scores"]["click"] >= 0
+    assert out["models"]["recall"].startswith("recall:")
+
+
+def test_events_then_recommend(server: str) -> None:
+    event = {"user_id": 5, "event_type": "click", "item_id": 11}
+    resp = httpx.post(f"{server}/events", json={"events": [event]}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"users_updated": 1, "events": 1}
+    resp = httpx.post(f"{server}/recommend", json={"user_id": 5, "scene": "inner"}, timeout=30)
+    assert resp.status_code == 200 and 11 not in {i["item_id"] for i in resp.json()["items"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"user_id": 1, "scene": "home", "k": 0}, "k"),
+        ({"user_id": 1, "scene": "home", "k": 500}, "k"),
+        ({"user_id": 1, "scene": "kitchen"}, "scene"),
+        ({"user_id": "one", "scene": "home"}, "user_id"),
+        ({"scene": "home"}, "user_id"),
+        ({"user_id": 1, "scene": "home", "materials": ["podcast"]}, "materials"),
+        ({"user_id": 1, "scene": "home", "colour": "red"}, "colour"),
+        ({"user_id": -4, "scene": "home"}, "user_id"),
+    ],
+)
+def test_bad_requests_get_400_naming_the_field(server: str, body: dict, needle: str) -> None:
+    resp = httpx.post(f"{server}/recommend", json=body, timeout=30)
+    assert resp.status_code == 400, resp.text
+    assert needle in resp.text
+
+
+def test_malformed_json_and_bad_events_get_400(server: str) -> None:
+    resp = httpx.post(
+        f"{server}/recommend",
+        content=b'{"user_id": 1,',
+        headers={"content-type": "application/json"},
+    )
+    assert resp.status_code == 400, resp.text
+    bad_event = {"events": [{"user_id": 1, "event_type": "click"}]}
+    resp = httpx.post(f"{server}/events", json=bad_event, timeout=30)
+    assert resp.status_code == 400 and "item_id" in resp.text
+    resp = httpx.post(f"{server}/events", json={"events": []}, timeout=30)
+    assert resp.status_code == 400
+
+
+def test_openapi_schema_and_probes(server: str) -> None:
+    schema = httpx.get(f"{server}/docs.json", timeout=30).json()
+    assert {"/recommend", "/events"} <= set(schema["paths"])
+    assert httpx.get(f"{server}/livez", timeout=5).status_code == 200
+    assert httpx.get(f"{server}/readyz", timeout=5).status_code == 200
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=8,
+)
+recommend_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "user_id": st.integers(-5, 2**63) | json_values,
+        "scene": st.sampled_from(["home", "inner", "detail", "x"]) | json_values,
+        "k": st.integers(-3, 300) | json_values,
+        "context_sku_id": st.integers(-3, 10**6) | json_values,
+        "materials": st.lists(st.sampled_from(["video", "live", "shop", "aggregated", "y"]))
+        | json_values,
+    },
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=recommend_bodies | json_values)
+def test_no_request_body_gets_a_server_error(server: str, body) -> None:
+    resp = httpx.post(f"{server}/recommend", json=body, timeout=30)
+    assert resp.status_code in (200, 400), (body, resp.status_code, resp.text)

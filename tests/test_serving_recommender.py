@@ -1,0 +1,141 @@
+"""The serving pipeline in-process on the trained tiny world: recall -> rank -> mix, cold start,
+filters, pushed events, and degraded answers when a backend fails."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from index.build import build_index
+from index.channels import FRESH, POPULAR, S2V, TERM, U2V, V2V
+from index.server import LiteServer
+from mmrec.settings import Settings
+from mmrec.vocab import MATERIALS
+from serving.config import ServingConfig
+from serving.events import updated_sequences
+from serving.recall import VECTOR_INDEX
+from serving.recommender import ONLINE_STORE, Recommender
+from serving.schemas import BehaviourEvent, RecommendRequest
+from tests.analysis_fixtures import copy_world
+
+CHANNELS = {U2V, V2V, S2V, TERM, FRESH, POPULAR}
+
+
+def active_user(pipeline: Recommender) -> tuple[int, list[int]]:
+    """A user with a click history online, and that history."""
+    for user_id in range(200):
+        seq = pipeline.reader.read_user(user_id)["item_click_seq"][0]
+        if seq:
+            return user_id, list(seq)
+    raise AssertionError("no user with clicks in the tiny world")
+
+
+def test_a_known_user_gets_k_ranked_items_from_the_personal_channels(pipeline) -> None:
+    user_id, clicked = active_user(pipeline)
+    out = pipeline.recommend(RecommendRequest(user_id=user_id, scene="home", k=20)).response
+    assert len(out.items) == 20 and out.degraded == [] and not out.cold_start
+    ids = [i.item_id for i in out.items]
+    assert len(set(ids)) == 20
+    assert not set(ids) & set(clicked)  # already-clicked items are filtered out
+    assert out.candidates == min(pipeline.config.candidates, len(pipeline.recall.catalog))
+    for item in out.items:
+        assert item.material in MATERIALS and item.channel in item.found_by
+        assert set(item.found_by) <= CHANNELS
+        assert set(item.task_scores) == set(pipeline.ranker.config.tasks)
+        assert all(0.0 <= p <= 1.0 for p in item.task_scores.values())
+    found = {c for item in out.items for c in item.found_by}
+    assert {U2V, V2V} & found
+    # each material queue keeps the ranker's order (mixing never reorders within a queue)
+    for material in MATERIALS:
+        scores = [i.score for i in out.items if i.material == material]
+        assert scores == sorted(scores, reverse=True)
+    assert {"features", "recall", "rank", "mix", "total"} <= set(out.timings_ms)
+    assert out.models["index"].endswith(pipeline.recall_model.version)
+
+
+def test_materials_filter_and_quota(pipeline) -> None:
+    user_id, _ = active_user(pipeline)
+    only = RecommendRequest(user_id=user_id, scene="detail", k=10, materials=["shop", "live"])
+    out = pipeline.recommend(only).response
+    assert out.items and {i.material for i in out.items} <= {"shop", "live"}
+
+
+def test_an_unknown_user_gets_the_cold_start_path_with_the_context_sku(pipeline) -> None:
+    out = pipeline.recommend(
+        RecommendRequest(user_id=10**12, scene="detail", k=15, context_sku_id=3)
+    ).response
+    assert out.cold_start and out.degraded == [] and len(out.items) == 15
+    found = {c for item in out.items for c in item.found_by}
+    assert U2V not in found and V2V not in found
+    assert found & {S2V, TERM, FRESH, POPULAR}
+
+
+def test_ranking_scores_depend_on_the_scene(pipeline) -> None:
+    user_id, _ = active_user(pipeline)
+    home = pipeline.recommend(RecommendRequest(user_id=user_id, scene="home", k=5))
+    detail = pipeline.recommend(RecommendRequest(user_id=user_id, scene="detail", k=5))
+    assert home.ranked is not None and detail.ranked is not None
+    assert not np.allclose(home.ranked.task_probs["click"], detail.ranked.task_probs["click"])
+
+
+def test_a_pushed_click_reaches_the_next_request(pipeline) -> None:
+    from serving.events import push_events
+
+    user_id, clicked = active_user(pipeline)
+    fresh_item = next(int(i) for i in pipeline.recall.catalog.item_id if int(i) not in set(clicked))
+    event = BehaviourEvent(user_id=user_id, event_type="click", item_id=fresh_item)
+    result = push_events(pipeline.store, [event], pipeline.now())
+    assert result.users_updated == 1 and result.events == 1
+    seq = pipeline.reader.read_user(user_id)["item_click_seq"][0]
+    assert list(seq) == [fresh_item, *clicked][: len(seq)]
+    out = pipeline.recommend(RecommendRequest(user_id=user_id, scene="home", k=50)).response
+    assert fresh_item not in {i.item_id for i in out.items}  # now seen, so filtered
+
+
+def test_events_fold_into_sequences_newest_first_and_capped() -> None:
+    events = [
+        BehaviourEvent(user_id=1, event_type="click", item_id=7, event_ts=10),
+        BehaviourEvent(user_id=1, event_type="sku_cart", sku_id=9, event_ts=30),
+        BehaviourEvent(user_id=1, event_type="share", item_id=8, event_ts=20),
+    ]
+    out = updated_sequences({"item_click_seq": [1, 2], "sku_cart_seq": None}, events)
+    assert out["item_click_seq"] == [7, 1, 2]
+    assert out["item_engage_seq"] == [8]
+    assert out["sku_cart_seq"] == [9]
+    long = updated_sequences({"item_click_seq": list(range(50))}, events)
+    assert len(long["item_click_seq"]) == 50 and long["item_click_seq"][0] == 7
+
+
+def test_an_event_without_its_target_is_rejected() -> None:
+    with pytest.raises(ValueError, match="needs item_id"):
+        BehaviourEvent(user_id=1, event_type="click", sku_id=3)
+
+
+def test_the_vector_index_failing_gives_a_flagged_fallback_answer(
+    serving_world: Settings, tmp_path
+) -> None:
+    with LiteServer(tmp_path / "milvus.db") as server:
+        build_index(serving_world, uri=server.uri, show_progress=False)
+        pipeline = Recommender(serving_world, ServingConfig(), milvus_uri=server.uri)
+    # the server is gone now
+    user_id, _ = active_user(pipeline)
+    out = pipeline.recommend(RecommendRequest(user_id=user_id, scene="home", k=10)).response
+    assert out.degraded == [VECTOR_INDEX] and len(out.items) == 10
+    assert {c for item in out.items for c in item.found_by} <= {TERM, FRESH, POPULAR}
+
+
+def test_the_online_store_failing_gives_a_flagged_cold_start_answer(
+    serving_world: Settings, index_server: LiteServer, tmp_path
+) -> None:
+    broken = copy_world(serving_world, tmp_path / "ws")
+    pipeline = Recommender(broken, ServingConfig(), milvus_uri=index_server.uri)
+    with sqlite3.connect(broken.data_dir / "feast" / "online_store.db") as db:  # lose every table
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            db.execute(f'DROP TABLE "{table}"')
+    out = pipeline.recommend(
+        RecommendRequest(user_id=1, scene="detail", k=10, context_sku_id=3)
+    ).response
+    assert ONLINE_STORE in out.degraded and out.cold_start and len(out.items) == 10
