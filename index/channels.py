@@ -111,18 +111,43 @@ def vector_recall(
     inner product. Empty `queries` (no seeds) or `limit` 0 gives []. Raises
     DimensionMismatchError when d differs from the index's dimension.
     """
-    limit = check_limit(limit)
-    queries = check_queries(queries, index.dim)
-    if len(queries) == 0 or limit == 0 or filters.keeps_nothing():
-        return []
-    best: dict[int, float] = {}
-    for hits in index.search(queries, limit, filters.milvus_expr()):
-        for hit in hits:
-            item, score = int(hit["id"]), float(hit["distance"])
-            if score > best.get(item, -np.inf):
-                best[item] = score
-    ranked = sorted(best.items(), key=lambda kv: kv[1], reverse=True)[:limit]
-    return [Candidate(item, score, channel) for item, score in ranked]
+    return multi_channel_recall(index, {channel: (queries, limit)}, filters=filters)[channel]
+
+
+def multi_channel_recall(
+    index: ContentIndex,
+    queries: dict[str, tuple[np.ndarray, int]],
+    *,
+    filters: RecallFilter = NO_FILTER,
+) -> dict[str, list[Candidate]]:
+    """`vector_recall` of several channels {channel: (queries (Q, d), limit)} in ONE search.
+
+    Same results as one `vector_recall` per channel (each query row asks for the largest
+    limit, each channel keeps its own `limit` best), in one round trip to Milvus instead of
+    one per channel: the serving path calls this per request.
+    """
+    checked = {
+        channel: (check_queries(q, index.dim), check_limit(limit))
+        for channel, (q, limit) in queries.items()
+    }
+    checked = {c: (q, n) for c, (q, n) in checked.items() if len(q) and n}
+    if not checked or filters.keeps_nothing():
+        return {channel: [] for channel in queries}
+    stacked = np.concatenate([q for q, _ in checked.values()])
+    hits = index.search(stacked, max(n for _, n in checked.values()), filters.milvus_expr())
+    out: dict[str, list[Candidate]] = {channel: [] for channel in queries}
+    start = 0
+    for channel, (q, limit) in checked.items():
+        best: dict[int, float] = {}
+        for row_hits in hits[start : start + len(q)]:
+            for hit in row_hits[:limit]:
+                item, score = int(hit["id"]), float(hit["distance"])
+                if score > best.get(item, -np.inf):
+                    best[item] = score
+        start += len(q)
+        ranked = sorted(best.items(), key=lambda kv: kv[1], reverse=True)[:limit]
+        out[channel] = [Candidate(item, score, channel) for item, score in ranked]
+    return out
 
 
 def s2v(
@@ -178,11 +203,18 @@ def fallback_recall(
     if missing := {"item_id", "material"} - set(ranked.columns):
         raise InvalidContentError(f"ranked table lacks columns {sorted(missing)}")
     scores = ranked["score"] if "score" in ranked.columns else 1.0 / (1.0 + np.arange(len(ranked)))
-    kept = ranked.assign(_score=np.asarray(scores, dtype=float))[filters.frame_mask(ranked)]
-    kept = kept.drop_duplicates("item_id").head(limit)
+    # numpy, not a filtered copy of the frame: serving calls this per request over the catalog
+    rows = np.flatnonzero(filters.frame_mask(ranked).to_numpy())
+    ids = ranked["item_id"].to_numpy(np.int64)[rows]
+    _, first = np.unique(ids, return_index=True)  # the first (best) row of each item
+    rows = rows[np.sort(first)[:limit]]
     return [
         Candidate(int(i), float(s), channel)
-        for i, s in zip(kept["item_id"], kept["_score"], strict=True)
+        for i, s in zip(
+            ranked["item_id"].to_numpy(np.int64)[rows],
+            np.asarray(scores, dtype=float)[rows],
+            strict=True,
+        )
     ]
 
 

@@ -3,13 +3,16 @@
 Environment variables (all optional): MMREC_RECALL_MODEL / MMREC_RANK_MODEL (BentoML model
 tags, default "<name>:latest"), MMREC_SERVING_CLOCK ("world": requests happen at the end of
 the generated world's data, so item ages match what the models trained on; "wall": the real
-clock, for live data), MMREC_CANDIDATES (items ranked per request). Where the features and the
+clock, for live data), MMREC_CANDIDATES (items ranked per request), MMREC_CHANNEL_QUOTAS (JSON
+{channel: candidates}, merged over the defaults), MMREC_MIX_QUOTAS (JSON {scene: {material:
+max share of the list}}, replacing a scene's defaults). Where the features and the
 index live comes from `mmrec.settings.Settings` (MMREC_WORKSPACE, MMREC_ONLINE_STORE,
 MMREC_REDIS_URL) and MMREC_MILVUS_URI.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +50,11 @@ class ServingConfig:
             raise SettingsError(f"MMREC_SERVING_CLOCK must be one of {CLOCKS}, got {self.clock!r}")
         if not 1 <= self.candidates <= 5000:
             raise SettingsError(f"MMREC_CANDIDATES must be in 1..5000, got {self.candidates}")
-        if bad := {c: q for c, q in self.quotas.items() if c not in DEFAULT_QUOTAS or q < 0}:
+        if bad := {
+            c: q
+            for c, q in self.quotas.items()
+            if c not in DEFAULT_QUOTAS or not isinstance(q, int) or q < 0
+        }:
             raise SettingsError(
                 f"channel quotas must name {list(DEFAULT_QUOTAS)} with q >= 0: {bad}"
             )
@@ -58,9 +65,31 @@ class ServingConfig:
             candidates = int(os.environ.get("MMREC_CANDIDATES", "500"))
         except ValueError as err:
             raise SettingsError(f"MMREC_CANDIDATES must be an integer: {err}") from err
+        channel_quotas = _json_env("MMREC_CHANNEL_QUOTAS")
+        mix_quotas = _json_env("MMREC_MIX_QUOTAS")
+        try:
+            mix = MixConfig(quotas={**MixConfig().quotas, **mix_quotas})
+        except (ValueError, TypeError, AttributeError) as err:
+            raise SettingsError(f"MMREC_MIX_QUOTAS: {err}") from err
         return cls(
             recall_model=os.environ.get("MMREC_RECALL_MODEL", "recall:latest"),
             rank_model=os.environ.get("MMREC_RANK_MODEL", "ranking:latest"),
             clock=os.environ.get("MMREC_SERVING_CLOCK", "world"),
             candidates=candidates,
+            quotas={**DEFAULT_QUOTAS, **channel_quotas},
+            mix=mix,
         )
+
+
+def _json_env(name: str) -> dict:
+    """A JSON object from environment variable `name` ({} when unset)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SettingsError(f"{name} must be a JSON object: {err}") from err
+    if not isinstance(value, dict):
+        raise SettingsError(f"{name} must be a JSON object, got {type(value).__name__}")
+    return value

@@ -11,7 +11,7 @@ toward the greedy order never lowers the sum), so a greedy merge is the exact so
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -49,6 +49,14 @@ class MixConfig:
                 raise ValueError(
                     f"quotas for {scene} must map materials {MATERIALS} to (0, 1]: {bad}"
                 )
+
+    def restricted_to(self, scene: str, materials: Sequence[str]) -> MixConfig:
+        """The config for a list of only `materials`: their caps scaled up so that together
+        they can fill the list (shares between them stay those of the scene)."""
+        caps = {m: c for m, c in self.quotas.get(scene, {}).items() if m in materials}
+        total = sum(caps.values()) + sum(1.0 for m in materials if m not in caps)
+        scaled = {m: min(1.0, c / min(1.0, total)) for m, c in caps.items()}
+        return replace(self, quotas={**self.quotas, scene: scaled})
 
 
 def item_values(task_probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:

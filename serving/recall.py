@@ -27,10 +27,8 @@ from index.channels import (
     Candidate,
     RecallFilter,
     fallback_recall,
-    s2v,
+    multi_channel_recall,
     seed_item_vectors,
-    u2v,
-    v2v,
 )
 from index.collections import ContentIndex
 from index.errors import IndexConnectionError
@@ -151,16 +149,16 @@ class RecallStage:
         self, seeds: Seeds, filters: RecallFilter, max_seq_len: int
     ) -> dict[str, list[Candidate]]:
         """U2V, V2V and S2V (raises MilvusException / IndexConnectionError when Milvus fails)."""
-        out: dict[str, list[Candidate]] = {}
+        queries: dict[str, tuple[np.ndarray, int]] = {}
         q = self.quotas
         if seeds.clicked_items or seeds.category_affinity:
-            vectors = self._user_vectors(seeds, max_seq_len)
-            out[U2V] = u2v(self.index, vectors, limit=q[U2V], filters=filters)
+            queries[U2V] = (self._user_vectors(seeds, max_seq_len), q[U2V])
         if seeds.clicked_items:
-            out[V2V] = v2v(self.index, self._v2v_vectors(seeds), limit=q[V2V], filters=filters)
+            queries[V2V] = (self._v2v_vectors(seeds), q[V2V])
         if seeds.sku_ids:
-            out[S2V] = s2v(self.index, self._sku_vectors(seeds), limit=q[S2V], filters=filters)
-        return out
+            queries[S2V] = (self._sku_vectors(seeds), q[S2V])
+        # one Milvus search for the three channels (one round trip, not three)
+        return multi_channel_recall(self.index, queries, filters=filters) if queries else {}
 
     def recall_candidates(
         self, seeds: Seeds, filters: RecallFilter, total: int, max_seq_len: int = 20

@@ -188,7 +188,14 @@ class Recommender:
         by_id = {c.item_id: c for c in candidates}
         materials = self.recall.material_of(ranked.item_ids)
         values = item_values(ranked.task_probs, self.config.mix.task_weights)
-        order = mix(ranked.item_ids, materials, values, request.scene, request.k, self.config.mix)
+        config = self.config.mix
+        if request.materials:
+            config = config.restricted_to(request.scene, request.materials)
+        order = mix(ranked.item_ids, materials, values, request.scene, request.k, config)
+        if len(order) < request.k:  # quotas shape the list, they never leave it short
+            placed = set(order)
+            rest = [int(i) for i in np.argsort(-values, kind="stable") if int(i) not in placed]
+            order += rest[: request.k - len(order)]
         tasks = list(ranked.task_probs)
         return [
             RecommendedItem(

@@ -18,6 +18,7 @@ from index.channels import (
     Candidate,
     RecallFilter,
     fallback_recall,
+    multi_channel_recall,
     s2v,
     seed_item_vectors,
     u2v,
@@ -69,6 +70,22 @@ def test_several_seeds_recall_the_union_of_their_neighbours_deduplicated(index, 
     ids = [c.item_id for c in found]
     assert set(catalog.planted_ids[:5]) <= set(ids)
     assert len(ids) == len(set(ids)) == 50
+
+
+def test_one_search_for_several_channels_equals_one_search_per_channel(index, catalog):
+    seen = RecallFilter(materials=("video", "shop"), exclude_ids=frozenset(catalog.planted_ids[:3]))
+    asks = {
+        U2V: (catalog.queries[:1], 40),
+        V2V: (catalog.queries[1:4], 15),
+        S2V: (catalog.queries[4:6], 7),
+    }
+    together = multi_channel_recall(index, asks, filters=seen)
+    for channel, fn in ((U2V, u2v), (V2V, v2v), (S2V, s2v)):
+        queries, limit = asks[channel]
+        alone = fn(index, queries, limit=limit, filters=seen)
+        assert [c.item_id for c in together[channel]] == [c.item_id for c in alone]
+        assert len(alone) == limit
+    assert multi_channel_recall(index, {U2V: (np.empty((0, 16)), 5)}) == {U2V: []}
 
 
 def test_material_filter_keeps_only_those_materials(index, catalog):
