@@ -59,6 +59,11 @@ bench-features: venv
 bench-ranking: venv
 	$(BIN)/python -m bench.ranking_bench --workspace $(CURDIR)
 
+## bench-serving: the built bento under load over loopback, concurrency 1/8/32 (after make demo)
+.PHONY: bench-serving
+bench-serving: venv
+	$(BIN)/python -m bench.serving_bench --levels 1,8,32
+
 ## bench-content: encoder throughput (text, image, video) and the ONNX Runtime option
 .PHONY: bench-content
 bench-content: venv

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from index.connection import URI_ENV, default_uri
+from index.server import LiteServer
 from mmrec.settings import REPO_ROOT, Settings
 from mmrec.vocab import POSITIONS
 from serving.bento_process import BentoServer, build_bento
@@ -96,16 +98,16 @@ def plot(levels: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    conc = [lv["concurrency"] for lv in levels]
+    conc = [str(lv["concurrency"]) for lv in levels]
     for key, style in (("p50", "o-"), ("p99", "s--")):
         left.plot(conc, [lv["latency_ms"][key] for lv in levels], style, label=f"client {key}")
     left.axhline(30, color="grey", lw=0.8, label="target p99 30 ms")
-    left.set(xlabel="concurrent clients", ylabel="ms", title="/recommend latency", xscale="log")
+    left.set(xlabel="concurrent clients", ylabel="ms", title="/recommend latency", yscale="log")
     left.legend()
     bottom = np.zeros(len(levels))
     for stage in ("features", "recall", "rank", "mix"):
         values = np.array([lv["service_stage_ms"][stage]["p50"] for lv in levels])
-        right.bar([str(c) for c in conc], values, bottom=bottom, label=stage)
+        right.bar(conc, values, bottom=bottom, label=stage)
         bottom += values
     right.set(xlabel="concurrent clients", ylabel="ms (median)", title="in-service stages")
     right.legend()
@@ -120,8 +122,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="per concurrency level")
     parser.add_argument("--seconds", type=float, default=60.0, help="time cap per level")
     parser.add_argument("--k", type=int, default=20)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="service processes (>1 serves the index by URI)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = Settings.from_env(args.workspace)
     env = {
         "BENTOML_HOME": str(use_workspace_store(settings)),
@@ -133,7 +140,11 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     tag = build_bento(env)
     levels = []
-    with BentoServer(tag, env, RESULTS / "serving-serve.log") as server:
+    with contextlib.ExitStack() as stack:
+        if args.workers > 1:  # a milvus-lite file opens in one process: share it over a URI
+            lite = stack.enter_context(LiteServer(env[URI_ENV]))
+            env.update({URI_ENV: lite.uri, "MMREC_SERVING_WORKERS": str(args.workers)})
+        server = stack.enter_context(BentoServer(tag, env, RESULTS / "serving-serve.log"))
         asyncio.run(run_level(server.url, users, 2, 20, 30, args.k))  # warm-up, not reported
         for concurrency in (int(c) for c in args.levels.split(",")):
             level = asyncio.run(
@@ -150,7 +161,10 @@ def main() -> None:
                 f"; statuses {level['status_counts']}"
             )
     catalog = len(pd.read_parquet(settings.raw_dir / "items.parquet", columns=["item_id"]))
-    result = {"bento": tag, "catalog_items": catalog, "k": args.k, "levels": levels}
+    result = {
+        "bento": tag, "catalog_items": catalog, "k": args.k, "workers": args.workers,
+        "levels": levels,
+    }  # fmt: skip
     (RESULTS / "serving.json").write_text(json.dumps(result, indent=2))
     plot(levels, RESULTS / "serving.png")
     print(f"wrote {RESULTS / 'serving.json'} and serving.png")

@@ -5,8 +5,8 @@ models named by MMREC_RECALL_MODEL / MMREC_RANK_MODEL (default `<name>:latest` o
 BENTOML_HOME); `bentoml serve <tag>` runs it. The feature repo and data come from
 MMREC_WORKSPACE, the index from MMREC_MILVUS_URI (serving/config.py). Request bodies are
 validated by their pydantic models (serving/schemas.py): BentoML answers 400 with the field
-that failed. One worker: a milvus-lite file opens in one process; serve the index with
-`mmrec index serve` and point MMREC_MILVUS_URI at it to run more.
+that failed. MMREC_SERVING_WORKERS processes (default 1: a milvus-lite file opens in one
+process; for more, serve the index with `mmrec index serve` and point MMREC_MILVUS_URI at it).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class RequestRejected(BentoMLException):
 
 @bentoml.service(
     name="mmrec-recommender",
-    workers=1,
+    workers=int(os.environ.get("MMREC_SERVING_WORKERS", "1")),
     traffic={"timeout": 30, "max_concurrency": 64},
     resources={"cpu": "2"},
 )

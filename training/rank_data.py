@@ -232,21 +232,29 @@ def _index(values: pd.Series, vocab: tuple[str, ...], name: str) -> Tensor:
 def _sequences(column: pd.Series, max_len: int) -> np.ndarray:
     """(N, max_len) int64 item ids, newest first, -1 = padding (null list = no history)."""
     out = np.full((len(column), max_len), -1, dtype=np.int64)
+    previous = None
     for i, seq in enumerate(column.to_numpy()):
-        if seq is not None and len(seq):
+        if i and seq is previous:  # serving repeats one user's list object on every row
+            out[i] = out[i - 1]
+        elif seq is not None and len(seq):
             head = np.asarray(seq[:max_len], dtype=np.int64)
             out[i, : len(head)] = head
+        previous = seq
     return out
 
 
 def _float_matrix(column: pd.Series, width: int) -> np.ndarray:
     """(N, width) float32 from a list column; null rows are zeros."""
     out = np.zeros((len(column), width), dtype=np.float32)
+    previous = None
     for i, values in enumerate(column.to_numpy()):
-        if values is not None:
+        if i and values is previous:  # the same object as the row before (serving's user side)
+            out[i] = out[i - 1]
+        elif values is not None:
             if len(values) != width:
                 raise ValueError(f"{column.name} row {i} has {len(values)} values, want {width}")
             out[i] = values
+        previous = values
     return out
 
 
