@@ -116,8 +116,8 @@ def load_splits(settings: Settings, max_seq_len: int = 20, store=None) -> Rankin
         split: build_ranking_data(frame, content, max_seq_len) for split, frame in frames.items()
     }
     # Cold = no interaction history the model could learn an ID from: the set's flag (first
-    # seen on a test day) or, wider, an item absent from the train split. The flag alone can
-    # miss: in the small world (seed 7) every test item was already impressed in train days.
+    # seen on a test day) or, wider, an item absent from the train split (an item first seen
+    # on a valid day is not flagged by the set but has no trained ID either).
     trained = data["train"].item_id.unique()
     for split in ("valid", "test"):
         unseen = ~torch.isin(data[split].item_id, trained)
