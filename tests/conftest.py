@@ -135,12 +135,25 @@ def index_server(tiny_world: Settings) -> Iterator[LiteServer]:
 def trained_world(tiny_world: Settings, index_server: LiteServer) -> Settings:
     """The tiny world with its training sets, a ranker and a recall model in the session's
     BentoML store (one epoch each), and the content index built from the recall model."""
+    import bentoml
+
     ws = str(tiny_world.workspace)
     run_cli("train", "build-sets", "--workspace", ws)
     run_cli("train", "rank", "--epochs", "1", "--workspace", ws)
     run_cli("train", "recall", "--epochs", "1", "--workspace", ws)
-    run_cli("index", "build", "--uri", index_server.uri, "--workspace", ws)
-    return tiny_world
+    # other tests save models of the same names into the session's store later: pin these
+    tags = {name: str(bentoml.models.get(f"{name}:latest").tag) for name in ("recall", "ranking")}
+    run_cli("index", "build", "--model", tags["recall"], "--uri", index_server.uri, "-w", ws)
+    return replace(tiny_world, extra={**tiny_world.extra, **tags})
+
+
+@pytest.fixture(scope="session")
+def serving_config(trained_world: Settings):
+    """The serving config with the trained world's own models (not whatever is latest)."""
+    from serving.config import ServingConfig
+
+    extra = trained_world.extra
+    return ServingConfig(recall_model=extra["recall"], rank_model=extra["ranking"])
 
 
 @pytest.fixture(scope="module")
@@ -153,9 +166,8 @@ def serving_world(trained_world: Settings, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="module")
-def pipeline(serving_world: Settings, index_server: LiteServer):
+def pipeline(serving_world: Settings, index_server: LiteServer, serving_config):
     """The serving pipeline (serving.recommender.Recommender) on the module's world copy."""
-    from serving.config import ServingConfig
     from serving.recommender import Recommender
 
-    return Recommender(serving_world, ServingConfig(), milvus_uri=index_server.uri)
+    return Recommender(serving_world, serving_config, milvus_uri=index_server.uri)

@@ -19,7 +19,7 @@ from training.recall_data import UNKNOWN_ITEM_ID, catalog_ids, load_item_table
 
 @pytest.fixture(scope="module")
 def built(trained_world: Settings, index_server: LiteServer, feature_store):
-    recall = load_recall_model(trained_world)
+    recall = load_recall_model(trained_world, trained_world.extra["recall"])
     table = load_item_table(feature_store, catalog_ids(trained_world), world_end(trained_world))
     return recall, table, ContentIndex(index_server.uri)
 
@@ -68,7 +68,9 @@ def test_rebuilding_from_the_same_model_is_refused_and_the_index_stays(
 ) -> None:
     _, table, index = built
     ws = str(trained_world.workspace)
-    result = CliRunner().invoke(app, ["index", "build", "--uri", index_server.uri, "-w", ws])
+    model = trained_world.extra["recall"]
+    args = ["index", "build", "--model", model, "--uri", index_server.uri, "-w", ws]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "build under a new version" in result.output
     assert index.count() == len(table)

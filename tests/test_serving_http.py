@@ -20,15 +20,23 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(serving_world: Settings, index_server: LiteServer, tmp_path_factory) -> Iterator[str]:
-    """The bento built from this repo, served over the world copy and the session's index."""
+def server(
+    serving_world: Settings, serving_config, index_server: LiteServer, tmp_path_factory
+) -> Iterator[str]:
+    """The bento built from this repo with the trained world's models, served over the world
+    copy and the session's index."""
+    models = {
+        "MMREC_RECALL_MODEL": serving_config.recall_model,
+        "MMREC_RANK_MODEL": serving_config.rank_model,
+    }
     env = {
+        **models,
         "MMREC_WORKSPACE": str(serving_world.workspace),
         "MMREC_MILVUS_URI": index_server.uri,
         "MMREC_TORCH_THREADS": "1",
     }
     log_file = tmp_path_factory.mktemp("bento") / "serve.log"
-    with BentoServer(build_bento(), env, log_file) as running:
+    with BentoServer(build_bento(models), env, log_file) as running:
         yield running.url
 
 

@@ -117,11 +117,11 @@ def test_an_event_without_its_target_is_rejected() -> None:
 
 
 def test_the_vector_index_failing_gives_a_flagged_fallback_answer(
-    serving_world: Settings, tmp_path
+    serving_world: Settings, serving_config: ServingConfig, tmp_path
 ) -> None:
     with LiteServer(tmp_path / "milvus.db") as server:
-        build_index(serving_world, uri=server.uri, show_progress=False)
-        pipeline = Recommender(serving_world, ServingConfig(), milvus_uri=server.uri)
+        build_index(serving_world, serving_config.recall_model, uri=server.uri, show_progress=False)
+        pipeline = Recommender(serving_world, serving_config, milvus_uri=server.uri)
     # the server is gone now
     user_id, _ = active_user(pipeline)
     out = pipeline.recommend(RecommendRequest(user_id=user_id, scene="home", k=10)).response
@@ -130,10 +130,10 @@ def test_the_vector_index_failing_gives_a_flagged_fallback_answer(
 
 
 def test_the_online_store_failing_gives_a_flagged_cold_start_answer(
-    serving_world: Settings, index_server: LiteServer, tmp_path
+    serving_world: Settings, serving_config: ServingConfig, index_server: LiteServer, tmp_path
 ) -> None:
     broken = copy_world(serving_world, tmp_path / "ws")
-    pipeline = Recommender(broken, ServingConfig(), milvus_uri=index_server.uri)
+    pipeline = Recommender(broken, serving_config, milvus_uri=index_server.uri)
     with sqlite3.connect(broken.data_dir / "feast" / "online_store.db") as db:  # lose every table
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         for table in tables:
