@@ -9,8 +9,8 @@ mix; medians and p99 of `timings_ms` in the responses).
 
     python -m bench.serving_bench [--workspace DIR] [--levels 1,8,32] [--requests 300]
 
-Writes bench/results/serving.json and bench/results/serving.png. The client runs on the same
-2 cores as the server, and the JSON keeps the 1-minute load average next to the figures.
+Writes bench/results/serving.json and .png (serving-workers<N>.* with --workers N). The
+client runs on the same 2 cores as the server; the JSON keeps the 1-minute load average.
 """
 
 from __future__ import annotations
@@ -165,9 +165,10 @@ def main() -> None:
         "bento": tag, "catalog_items": catalog, "k": args.k, "workers": args.workers,
         "levels": levels,
     }  # fmt: skip
-    (RESULTS / "serving.json").write_text(json.dumps(result, indent=2))
-    plot(levels, RESULTS / "serving.png")
-    print(f"wrote {RESULTS / 'serving.json'} and serving.png")
+    name = "serving" if args.workers == 1 else f"serving-workers{args.workers}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+    plot(levels, RESULTS / f"{name}.png")
+    print(f"wrote {RESULTS / name}.json and .png")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,9 @@ class Recommender:
         self.config = config or ServingConfig.from_env()
         self.store = store or open_store(settings)
         self.recall_model = load_recall_model(settings, self.config.recall_model)
-        self.index = ContentIndex(milvus_uri or default_uri(settings))
+        self.index = ContentIndex(
+            milvus_uri or default_uri(settings), refresh_s=self.config.index_refresh_s
+        )
         self.recall = RecallStage(self.recall_model, self.index, self.config.quotas)
         self.reader = CandidateFeatureReader(
             self.store,
