@@ -138,7 +138,7 @@ class Recommender:
         def lap(stage: str) -> None:
             nonlocal clock
             now = time.perf_counter()
-            timings[stage] = timings.get(stage, 0.0) + round((now - clock) * 1000, 3)
+            timings[stage] = round(timings.get(stage, 0.0) + (now - clock) * 1000, 3)
             clock = now
 
         degraded: list[str] = []
