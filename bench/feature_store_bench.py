@@ -102,12 +102,10 @@ def _child(mode: str, settings: Settings, rows_path: Path) -> dict:
 
 
 def feast_pit(settings: Settings, rows: pd.DataFrame) -> pd.DataFrame:
-    from mmrec.feast_store import open_store
+    from mmrec.feast_store import historical_features, open_store
 
     store = open_store(settings)
-    return store.get_historical_features(
-        entity_df=rows, features=store.get_feature_service("ranking")
-    ).to_df()
+    return historical_features(store, store.get_feature_service("ranking"), rows)
 
 
 def duckdb_asof(settings: Settings, rows: pd.DataFrame) -> pd.DataFrame:

@@ -126,3 +126,30 @@ def service_refs_by_entity(store, service) -> dict[str, list[str]]:
         name = projection.name_to_use()
         groups.setdefault(key, []).extend(f"{name}:{f.name}" for f in projection.features)
     return groups
+
+
+ROW_ID = "_mmrec_row"
+
+
+def historical_features(store, service, entity_df):
+    """`get_historical_features` of a feature service, its on-demand views in a second call.
+
+    Feast 0.67's python-mode on-demand views run `to_pydict()` over the whole joined table of a
+    call, item embeddings (1,664 floats a row) included; asked alone, they join only their
+    source views. Same values, 3.9x faster on 20k rows of the `ranking` service
+    (bench/pit_split_bench.py). Returns the entity rows in their order with every feature of
+    the service.
+    """
+    import pandas as pd
+
+    groups = service_refs_by_entity(store, service)
+    on_demand = groups.pop(ON_DEMAND, [])
+    plain = [ref for refs in groups.values() for ref in refs]
+    rows = entity_df.reset_index(drop=True).assign(**{ROW_ID: range(len(entity_df))})
+    frame = store.get_historical_features(entity_df=rows, features=plain).to_df()
+    if on_demand:
+        extra = store.get_historical_features(entity_df=rows, features=on_demand).to_df()
+        names = [ref.split(":", 1)[1] for ref in on_demand]
+        frame = frame.merge(extra[[ROW_ID, *names]], on=ROW_ID, how="left")
+    frame = frame.sort_values(ROW_ID).drop(columns=ROW_ID).reset_index(drop=True)
+    return pd.DataFrame(frame)

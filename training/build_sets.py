@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from feature_pipelines.run import world_days
-from mmrec.feast_store import open_store, service_refs_by_entity
+from mmrec.feast_store import historical_features, open_store, service_refs_by_entity
 from mmrec.io import progress, write_json, write_parquet
 from mmrec.settings import Settings
 from training.samples import RANKING_TASKS, NegativeSampler, ranking_samples, recall_positives
@@ -76,7 +76,7 @@ def _retrieve(
     parts = []
     for start in progress(starts, f"features for {label}"):
         chunk = entity_rows.iloc[start : start + chunk_rows]
-        out = store.get_historical_features(entity_df=chunk, features=service).to_df()
+        out = historical_features(store, service, chunk)
         if len(out) != len(chunk):
             raise RuntimeError(f"Feast returned {len(out)} rows for {len(chunk)} entity rows")
         parts.append(out)
