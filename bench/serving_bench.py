@@ -29,12 +29,11 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from index.connection import URI_ENV, default_uri
+from index.connection import URI_ENV
 from index.server import LiteServer
 from mmrec.settings import REPO_ROOT, Settings
 from mmrec.vocab import POSITIONS
-from serving.bento_process import BentoServer, build_bento
-from training.export import use_workspace_store
+from serving.bento_process import BentoServer, build_bento, workspace_env
 
 RESULTS = REPO_ROOT / "bench" / "results"
 STAGES = ("features", "recall", "rank", "mix", "total")
@@ -130,11 +129,7 @@ def main() -> None:
     for noisy in ("httpx", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = Settings.from_env(args.workspace)
-    env = {
-        "BENTOML_HOME": str(use_workspace_store(settings)),
-        "MMREC_WORKSPACE": str(settings.workspace),
-        URI_ENV: default_uri(settings),
-    }
+    env = workspace_env(settings)
     users = pd.read_parquet(settings.raw_dir / "users.parquet", columns=["user_id"]).user_id
     users = users.sample(min(len(users), 2000), random_state=0).tolist()
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,21 @@ from types import TracebackType
 import httpx
 
 from index.server import free_port
-from mmrec.settings import REPO_ROOT
+from mmrec.settings import REPO_ROOT, Settings
 
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
+
+
+def workspace_env(settings: Settings) -> dict[str, str]:
+    """What `bentoml build` / `serve` need to find this workspace's models, data and index."""
+    from index.connection import URI_ENV, default_uri
+    from training.export import use_workspace_store
+
+    return {
+        "BENTOML_HOME": str(use_workspace_store(settings)),
+        "MMREC_WORKSPACE": str(settings.workspace),
+        URI_ENV: default_uri(settings),
+    }
 
 
 class BentoError(RuntimeError):

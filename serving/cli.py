@@ -32,22 +32,16 @@ def demo(
     """`bentoml build`, `bentoml serve` the bento, POST /recommend once, print the answer, stop."""
     import httpx
 
-    from index.connection import URI_ENV, default_uri
     from mmrec.settings import Settings
-    from serving.bento_process import BentoError, BentoServer, build_bento
+    from serving.bento_process import BentoError, BentoServer, build_bento, workspace_env
     from serving.schemas import RecommendRequest
-    from training.export import use_workspace_store
 
     try:
         body = RecommendRequest(
             user_id=user_id, scene=scene, k=k, context_sku_id=context_sku_id
         ).model_dump(exclude_none=True)
         settings = Settings.from_env(workspace)
-        env = {
-            "BENTOML_HOME": str(use_workspace_store(settings)),
-            "MMREC_WORKSPACE": str(settings.workspace),
-            URI_ENV: default_uri(settings),
-        }
+        env = workspace_env(settings)
         tag = build_bento(env)
         console.print(f"built bento {tag}")
         log_file = settings.artifacts_dir / "serving" / "bentoml-serve.log"

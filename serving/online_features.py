@@ -99,7 +99,7 @@ class CandidateFeatureReader:
 
     def item_column(self, name: str) -> np.ndarray:
         """One item feature of the whole snapshot, aligned with `self.item_ids` (object array)."""
-        self._positions(self.item_ids[:0])  # load or refresh when due
+        self._ensure_snapshot()
         if name not in self._columns:
             raise OnlineFeatureError(f"{name!r} is not an item feature of {self.service.name}")
         return self._columns[name][:-1]
@@ -110,9 +110,13 @@ class CandidateFeatureReader:
             features=self.layout.user_refs, entity_rows=[{"user_id": int(user_id)}]
         ).to_dict()
 
-    def _positions(self, ids: np.ndarray) -> np.ndarray:
+    def _ensure_snapshot(self) -> None:
+        """Load the item snapshot when there is none or it is older than refresh_seconds."""
         if not self._columns or time.monotonic() - self._loaded_at > self.refresh_seconds:
             self._load_snapshot()
+
+    def _positions(self, ids: np.ndarray) -> np.ndarray:
+        self._ensure_snapshot()
         pos = np.searchsorted(self.item_ids, ids)
         inside = pos < len(self.item_ids)
         found = np.zeros(len(ids), dtype=bool)

@@ -76,18 +76,22 @@ class OnlineRanker:
         """Text and visual embeddings of the snapshot's items (None for an ID-only model)."""
         if not self.config.use_multimodal:
             return None
-        if self._content_version != self.reader.snapshot_version or self._content is None:
-            text = self.reader.item_column("text_emb")
+        text = self.reader.item_column("text_emb")  # refreshes the snapshot when due
+        if self._content_version != self.reader.snapshot_version:
             visual = self.reader.item_column("visual_emb")
             has = np.array(
                 [t is not None and v is not None for t, v in zip(text, visual, strict=True)]
             )
+            if not has.any():
+                raise ValueError(
+                    f"{self.tag} needs content embeddings but no item has them online: run "
+                    "`mmrec content encode` and `mmrec features materialize`"
+                )
             ids = self.reader.item_ids[has]
             dense_text = np.zeros((len(ids) + 1, self.config.text_dim), dtype=np.float32)
             dense_visual = np.zeros((len(ids) + 1, self.config.visual_dim), dtype=np.float32)
-            if len(ids):
-                dense_text[1:] = np.stack(text[has])
-                dense_visual[1:] = np.stack(visual[has])
+            dense_text[1:] = np.stack(text[has])
+            dense_visual[1:] = np.stack(visual[has])
             versions = {"encoder_version": str(self.reader.item_column("encoder_version")[has][0])}
             self._content = ItemContent(
                 ids, torch.from_numpy(dense_text), torch.from_numpy(dense_visual), versions
