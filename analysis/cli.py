@@ -14,7 +14,8 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from mmrec.cli import OnlineStore, Workspace, _fail, _settings, _user_errors, console
+from mmrec.cli import OnlineStore, Workspace, _settings, _user_errors, console
+from mmrec.cli_errors import fail
 
 analyze_app = typer.Typer(
     help="DuckDB analysis: views over every layer, ready queries, skew check, report.",
@@ -58,7 +59,7 @@ def sql(
     try:
         frame = run_sql(open_session(_settings(workspace)), query)
     except _user_errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     console.print(_frame_table(frame, None, max_rows))
 
 
@@ -75,7 +76,7 @@ def analyze_views(
     try:
         refreshed = refresh(settings, _store(settings), chunk=chunk)
     except _user_errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     for stats in refreshed.export.values():
         console.print(
             f"{stats.view:>20}: {stats.found}/{stats.entities} entities online, "
@@ -116,7 +117,7 @@ def analyze_query(
             return
         frame = queries.run(con, name)
     except _user_errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     console.print(_frame_table(frame, queries.load(name).title, max_rows))
 
 
@@ -158,7 +159,7 @@ def analyze_skew(
     try:
         frame = _skew(settings, _store(settings), sample, seed, end, view)
     except _user_errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     bad = frame[frame.mismatches > 0]
     console.print(_frame_table(frame if bad.empty else bad, "train/serve skew", len(frame)))
     if not bad.empty:
@@ -189,5 +190,5 @@ def analyze_report(
         skew = _skew(settings, store, skew_sample, seed, end, None) if skew_sample > 0 else None
         path = write_report(settings, open_session(settings), refreshed.export, skew)
     except _user_errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     console.print(f"report: {path}")

@@ -10,11 +10,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from mmrec.cli_errors import fail
+
 app = typer.Typer(
     help="Content understanding: encoders, tags, fused item embeddings.", no_args_is_help=True
 )
 console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()
@@ -81,8 +82,7 @@ def encode(
             raise ValueError(f"--threads must be >= 1, got {threads}")
         report = run_encode(settings, config)
     except (ValueError, FileNotFoundError) as err:
-        err_console.print(f"[bold red]error:[/] {err}")
-        raise typer.Exit(code=2) from None
+        raise fail(str(err)) from None
     m = report.tag_metrics
     console.print(
         f"encoder {report.encoder_name} v{report.encoder_version}: {report.n_ok} items encoded "

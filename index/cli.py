@@ -12,9 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mmrec.cli_errors import fail
+
 app = typer.Typer(help="Milvus content-vector index: build, serve, status.", no_args_is_help=True)
 console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
 
 Uri = Annotated[
     str | None,
@@ -35,11 +36,6 @@ def _uri(uri: str | None, workspace: Path | None) -> str:
     return uri or default_uri(Settings.from_env(workspace))
 
 
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=2)
-
-
 @app.command()
 def build(
     model: Annotated[
@@ -57,7 +53,7 @@ def build(
         settings = Settings.from_env(workspace)
         report = build_index(settings, model, _uri(uri, workspace))
     except (ValueError, FileNotFoundError, FeatureStoreError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     console.print(
         f"{report.collection}: {report.rows} items x {report.dim}-d in {report.seconds:.1f} s"
         + (f"; dropped {', '.join(report.dropped)}" if report.dropped else "")
@@ -86,7 +82,7 @@ def serve(
     try:
         server = LiteServer(path, host=host, port=port or None).start()
     except VectorIndexError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     console.print(
         f"serving {server.db_file} at {server.uri} (MMREC_MILVUS_URI={server.uri}); Ctrl-C stops"
     )
@@ -112,9 +108,9 @@ def status(
     try:
         versions = list_versions(target, alias)
     except VectorIndexError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     if not versions:
-        raise _fail(f"no versions of {alias!r} at {target}; build the index first")
+        raise fail(f"no versions of {alias!r} at {target}; build the index first")
     table = Table(title=f"{alias} at {target}")
     for col in ("collection", "active", "rows", "dim", "index", "built (UTC)"):
         table.add_column(col)

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mmrec.cli_errors import fail
+
 app = typer.Typer(
     help="Multimodal content recommendation: data, features, models, index, serving.",
     no_args_is_help=True,
@@ -21,7 +23,6 @@ features_app = typer.Typer(
 )
 app.add_typer(features_app, name="features")
 console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
 
 Workspace = Annotated[
     Path | None,
@@ -44,11 +45,6 @@ def _settings(workspace: Path | None, online_store: str | None = None):
 
     settings = Settings.from_env(workspace)
     return replace(settings, online_store=online_store) if online_store else settings
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=2)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -106,7 +102,7 @@ def generate(
     try:
         manifest = generate_world(_settings(workspace), scale, seed, force=force)
     except _user_errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     console.print(
         f"world {manifest['scale']} seed={manifest['seed']}: {manifest['n_users']} users, "
         f"{manifest['n_items']} items, {manifest['n_skus']} SKUs, {manifest['n_events']} events "
@@ -128,7 +124,7 @@ def features_build(
     try:
         written = build_features(_settings(workspace), day)
     except _user_errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     for source, rows in written.items():
         console.print(f"{source:>20}: {rows} rows")
 
@@ -141,7 +137,7 @@ def features_apply(workspace: Workspace = None, online_store: OnlineStore = None
     try:
         console.print(apply_repo(_settings(workspace, online_store)) or "applied")
     except _user_errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
 
 
 @features_app.command("materialize")
@@ -165,7 +161,7 @@ def features_materialize(
             raise ValueError(f"--end {end!r} needs a time zone, e.g. {end}+00:00")
         windows = materialize(open_store(settings), until, view)
     except _user_errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     for name, ttl in windows.items():
         console.print(
             f"{name:>20}: materialized ({until - ttl:%Y-%m-%d %H:%M}, {until:%Y-%m-%d %H:%M}]"
@@ -197,7 +193,7 @@ def features_show(
         }
         values = store.get_online_features(features=feature_service, entity_rows=[row]).to_dict()
     except _user_errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     table = Table(title=f"online features: service={service} user={user_id} item={item_id}")
     table.add_column("feature")
     table.add_column("value", overflow="fold")

@@ -9,14 +9,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from mmrec.cli_errors import fail
+
 app = typer.Typer(help="BentoML service: build the bento, serve it, send a request.")
 console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=2)
 
 
 @app.command("demo")
@@ -52,9 +48,9 @@ def demo(
             )
             response = httpx.post(f"{server.url}/recommend", json=body, timeout=60)
     except (ValueError, BentoError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     if response.status_code != 200:
-        raise _fail(f"/recommend answered {response.status_code}: {response.text}")
+        raise fail(f"/recommend answered {response.status_code}: {response.text}")
     out = response.json()
     console.print_json(data=out)
     console.print(

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from mmrec.cli import Workspace, _fail, _settings, _user_errors, console
+from mmrec.cli import Workspace, _settings, _user_errors, console
+from mmrec.cli_errors import fail
 
 app = typer.Typer(help="Training sets and models.", no_args_is_help=True)
 
@@ -39,7 +40,7 @@ def build_sets(
             manifest = build(settings, config)
             console.print(f"{name}: rows {manifest['rows']} label rates {manifest['label_rates']}")
     except _user_errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
 
 
 def _num(value: float | None) -> str:
@@ -94,7 +95,7 @@ def rank(
         torch.set_num_threads(settings.torch_threads)
         report = train_ranking(settings, config, _switches(multimodal, dsn, min_, cdr, timeliness))
     except _user_errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     test = report["metrics"]["test"]
     console.print(
         f"saved {report['tag']} ({report['train']['samples_per_s']} samples/s); test "
@@ -132,7 +133,7 @@ def rank_ablation(
         torch.set_num_threads(settings.torch_threads)
         summary = run_ablation(settings, config, tuple(range(seeds)))
     except _user_errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     for variant, stats in summary["summary"].items():
         console.print(
             f"{variant:>12}: click AUC {_num(stats['click_all_auc']['mean'])} "
@@ -170,7 +171,7 @@ def recall(
         torch.set_num_threads(settings.torch_threads)
         report = train_recall(settings, config)
     except _user_errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     from training.recall_eval import markdown
 
     console.print(f"saved {report['tag']} ({report['item_tower']} item tower)")
@@ -198,7 +199,7 @@ def recall_movielens(
         torch.set_num_threads(settings.torch_threads)
         report = train_movielens(settings, config, SplitConfig(seed=seed))
     except _user_errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     from training.recall_eval import markdown
 
     console.print(markdown(report["evaluation"], TITLE), soft_wrap=True)
