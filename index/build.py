@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,13 +23,7 @@ from index.connection import default_uri
 from index.errors import VectorIndexError
 from mmrec.feast_store import open_store, world_end
 from mmrec.settings import Settings
-from training.export import (
-    KNOWN_ITEMS,
-    load_arrays,
-    load_model,
-    stored_model,
-    use_workspace_store,
-)
+from training.export import LoadedModel, load_stored
 from training.models.recall import RecallConfig, TwoTowerRecall, encode_items
 from training.recall_data import VERSION_FIELDS, catalog_ids, load_item_table
 
@@ -43,40 +36,17 @@ class ModelMismatchError(VectorIndexError):
     """The recall model and the features (or index) it is used with do not belong together."""
 
 
-@dataclass(frozen=True)
-class LoadedRecallModel:
-    """A recall model from the store with what serving and indexing need to use it right."""
-
-    tag: str
-    model: TwoTowerRecall
-    metadata: dict
-    known_item_ids: np.ndarray  # sorted; other items are served as UNKNOWN_ITEM_ID
-
-    @property
-    def version(self) -> str:
-        """The model's store version: the index collection built from it carries it."""
-        return self.tag.split(":", 1)[1]
-
-
-def load_recall_model(settings: Settings, ref: Any = DEFAULT_MODEL) -> LoadedRecallModel:
+def load_recall_model(settings: Settings, ref: Any = DEFAULT_MODEL) -> LoadedModel:
     """The recall model `ref` (a tag in the workspace's BentoML store, or a stored model)."""
-    import bentoml
-
-    if isinstance(ref, str):
-        use_workspace_store(settings)
     try:
-        stored = stored_model(ref)
-    except bentoml.exceptions.NotFound:
+        loaded = load_stored(settings, ref, TwoTowerRecall, RecallConfig, "mmrec train recall")
+    except FileNotFoundError as err:
+        raise ModelMismatchError(str(err)) from None
+    if loaded.known_item_ids is None:
         raise ModelMismatchError(
-            f"no model {ref!r} in the BentoML store: run `mmrec train recall` first"
-        ) from None
-    model, metadata = load_model(stored, TwoTowerRecall, RecallConfig)
-    known = load_arrays(stored).get(KNOWN_ITEMS)
-    if known is None:
-        raise ModelMismatchError(
-            f"{stored.tag} was saved without its known item ids: retrain with `mmrec train recall`"
+            f"{loaded.tag} was saved without its known item ids: retrain with `mmrec train recall`"
         )
-    return LoadedRecallModel(str(stored.tag), model, metadata, np.unique(known.astype(np.int64)))
+    return loaded
 
 
 def check_versions(metadata: dict, versions: dict[str, str]) -> None:

@@ -19,13 +19,7 @@ import torch
 
 from mmrec.settings import Settings
 from serving.online_features import CandidateFeatureReader
-from training.export import (
-    KNOWN_ITEMS,
-    load_arrays,
-    load_model,
-    stored_model,
-    use_workspace_store,
-)
+from training.export import load_stored
 from training.models.ranking import RankingConfig, RankingModel, score_candidates
 from training.rank_data import (
     CTR_FEATURES,
@@ -58,15 +52,13 @@ class OnlineRanker:
 
     def __init__(self, settings: Settings, ref: Any, reader: CandidateFeatureReader) -> None:
         """`ref`: a tag in the workspace's BentoML store, or a stored model."""
-        if isinstance(ref, str):
-            use_workspace_store(settings)
-        stored = stored_model(ref)
-        self.tag = str(stored.tag)
-        model, self.metadata = load_model(stored, RankingModel, RankingConfig)
-        self.model: RankingModel = model
-        self.config: RankingConfig = model.config
+        loaded = load_stored(settings, ref, RankingModel, RankingConfig, "mmrec train rank")
+        self.tag, self.metadata = loaded.tag, loaded.metadata
+        self.model: RankingModel = loaded.model
+        self.config: RankingConfig = loaded.model.config
         # Items of the train split: the rest are cold, as rank_train flags them in evaluation
-        self.known_item_ids = np.unique(load_arrays(stored).get(KNOWN_ITEMS, np.empty(0)))
+        known = loaded.known_item_ids
+        self.known_item_ids = np.empty(0, np.int64) if known is None else known
         self.max_seq_len = int(self.metadata.get("max_seq_len", 20))
         self.reader = reader
         self._content: ItemContent | None = None

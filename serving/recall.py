@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from pymilvus.exceptions import MilvusException
 
-from index.build import LoadedRecallModel, ModelMismatchError
+from index.build import ModelMismatchError
 from index.channels import (
     FRESH,
     POPULAR,
@@ -35,6 +35,7 @@ from index.errors import IndexConnectionError
 from index.merge import MergedCandidate, merge_channels
 from index.term_recall import TAG_COLUMNS, TagIndex
 from mmrec.vocab import CATEGORIES
+from training.export import LoadedModel
 from training.models.layers import inference
 from training.models.recall import SkuQuery, UserQuery, encode_queries
 from training.recall_data import UNKNOWN_ITEM_ID
@@ -71,7 +72,7 @@ class RecallStage:
 
     def __init__(
         self,
-        recall: LoadedRecallModel,
+        recall: LoadedModel,
         index: ContentIndex,
         quotas: dict[str, int],
     ) -> None:

@@ -84,6 +84,43 @@ def load_model(
     return model.eval(), dict(stored.info.metadata)
 
 
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A model from the store with what indexing and serving need to use it right."""
+
+    tag: str
+    model: torch.nn.Module
+    metadata: dict[str, Any]
+    known_item_ids: np.ndarray | None  # sorted; None when saved without them
+
+    @property
+    def version(self) -> str:
+        """The model's store version (an index collection built from it carries it)."""
+        return self.tag.split(":", 1)[1]
+
+
+def load_stored(
+    settings: Settings, ref: Any, model_cls: type[torch.nn.Module], config_cls: type, train: str
+) -> LoadedModel:
+    """Model `ref` (a tag in the workspace's store, or a stored model) with the item ids its
+    ID table learned. A tag the store lacks is a FileNotFoundError that names `train`, the
+    command that makes it."""
+    import bentoml
+
+    if isinstance(ref, str):
+        use_workspace_store(settings)
+    try:
+        stored = stored_model(ref)
+    except bentoml.exceptions.NotFound:
+        raise FileNotFoundError(
+            f"no model {ref!r} in the BentoML store at {os.environ['BENTOML_HOME']}: run `{train}`"
+        ) from None
+    model, metadata = load_model(stored, model_cls, config_cls)
+    known = load_arrays(stored).get(KNOWN_ITEMS)
+    known = None if known is None else np.unique(known.astype(np.int64))
+    return LoadedModel(str(stored.tag), model, metadata, known)
+
+
 def load_arrays(ref: Any) -> dict[str, np.ndarray]:
     """The named arrays saved with a model ({} when it has none). `ref`: see stored_model."""
     path = Path(stored_model(ref).path_of(ARRAYS_FILE))
