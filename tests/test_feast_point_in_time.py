@@ -44,9 +44,13 @@ def expected_asof(
     return joined.set_index("index").sort_index()
 
 
+def _null(value) -> bool:
+    return value is None or value is pd.NA or (np.isscalar(value) and pd.isna(value))
+
+
 def _same(a, b) -> bool:
-    if a is None or (np.isscalar(a) and pd.isna(a)):
-        return b is None or (np.isscalar(b) and pd.isna(b))
+    if _null(a) or _null(b):
+        return _null(a) and _null(b)
     if isinstance(a, (list, np.ndarray)):
         return b is not None and list(a) == list(b)
     return a == b if isinstance(a, str) else bool(np.isclose(float(a), float(b)))
