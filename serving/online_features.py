@@ -4,20 +4,28 @@ Feast's `get_online_features` costs ~70 ms for 1 user x 500 items on SQLite or R
 (bench/feature_store_bench.py), mostly per-row Python work, so a request cannot read 500
 candidates' item features that way. Item features only change when a batch is materialized
 (pushes touch user sequences), so this reader keeps a per-process snapshot of the item views,
-loaded through Feast itself and refreshed after `refresh_seconds`, and reads user views from
-Feast per request. On-demand views run Feast's own transformation (the UDF in feature_repo/),
+loaded through Feast itself, and reads user views from Feast per request. The first snapshot
+loads before the first read; later ones load on a background thread once the current one is
+older than `refresh_seconds`, and swap in whole: a request never waits for a reload (seconds
+at 100k items). What other stages derive from a snapshot (the ranker's dense content table,
+the popular fallback) is computed by `on_load` hooks on the same thread, before it swaps in. On-demand views run Feast's own transformation (the UDF in feature_repo/),
 so the values equal `get_online_features` for the same rows: tests pin that.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from mmrec.feast_store import ON_DEMAND, service_refs_by_entity
+
+log = logging.getLogger(__name__)
 
 SNAPSHOT_CHUNK = 2_000
 
@@ -34,6 +42,21 @@ class _ServiceLayout:
     item_refs: list[str] = field(default_factory=list)
     on_demand: list = field(default_factory=list)  # OnDemandFeatureView objects
     request_fields: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ItemSnapshot:
+    """The item features of the whole catalog at one load, aligned with the reader's item_ids
+    plus one trailing None row, where unknown items point."""
+
+    columns: dict[str, np.ndarray]  # object arrays
+    loaded_at: float  # time.monotonic()
+    version: int  # 1 for the first load, +1 for each reload
+    derived: dict[str, Any] = field(default_factory=dict)  # what on_load hooks returned
+
+    def column(self, name: str) -> np.ndarray:
+        """One feature for the catalog, without the trailing row."""
+        return self.columns[name][:-1]
 
 
 class CandidateFeatureReader:
@@ -57,9 +80,11 @@ class CandidateFeatureReader:
         self.layout = self._split(self.service)
         self.item_ids = np.unique(np.asarray(item_ids, dtype=np.int64))
         self.refresh_seconds = refresh_seconds
-        self._columns: dict[str, np.ndarray] = {}
-        self._loaded_at = 0.0
-        self.snapshot_version = 0  # bumped by every snapshot load
+        self._snapshot: ItemSnapshot | None = None
+        self._first_load = threading.Lock()
+        self._reloading = threading.Lock()  # held by the background reload while it runs
+        self._reload_thread: threading.Thread | None = None
+        self._hooks: dict[str, Callable[[ItemSnapshot], Any]] = {}
 
     def _split(self, service) -> _ServiceLayout:
         groups = service_refs_by_entity(self.store, service)
@@ -77,7 +102,7 @@ class CandidateFeatureReader:
                 layout.request_fields += [f.name for f in source.schema]
         return layout
 
-    def _load_snapshot(self) -> None:
+    def _load_snapshot(self, version: int) -> ItemSnapshot:
         """Read the item views for the whole catalog through Feast, into columns that a
         request indexes with numpy (a pandas reindex per column costs more than the read)."""
         parts: dict[str, list] = {}
@@ -88,21 +113,69 @@ class CandidateFeatureReader:
             ).to_dict()
             for name, column in values.items():
                 parts.setdefault(name, []).extend(column)
-        # one extra row of None at the end: where unknown items point
-        self._columns = {
+        columns = {
             name: np.array([*column, None], dtype=object)
             for name, column in parts.items()
             if name != "item_id"
         }
-        self._loaded_at = time.monotonic()
-        self.snapshot_version += 1
+        snapshot = ItemSnapshot(columns, time.monotonic(), version)
+        for name, hook in self._hooks.items():
+            snapshot.derived[name] = hook(snapshot)
+        return snapshot
+
+    def on_load(self, name: str, hook: Callable[[ItemSnapshot], Any]) -> None:
+        """Run `hook(snapshot)` on every snapshot before it is served, keeping its result in
+        `snapshot.derived[name]`; runs now on the current snapshot if there is one."""
+        self._hooks[name] = hook
+        if self._snapshot is not None:
+            self._snapshot.derived[name] = hook(self._snapshot)
+
+    def snapshot(self) -> ItemSnapshot:
+        """The current item snapshot: loaded now if there is none; when it is older than
+        refresh_seconds a background reload starts and this one is returned meanwhile."""
+        current = self._snapshot
+        if current is None:
+            with self._first_load:
+                if self._snapshot is None:
+                    self._snapshot = self._load_snapshot(version=1)
+                return self._snapshot
+        stale = time.monotonic() - current.loaded_at > self.refresh_seconds
+        if stale and self._reloading.acquire(blocking=False):
+            self._reload_thread = threading.Thread(
+                target=self._reload, args=(current,), name="item-snapshot", daemon=True
+            )
+            self._reload_thread.start()
+        return current
+
+    def _reload(self, current: ItemSnapshot) -> None:
+        try:
+            self._snapshot = self._load_snapshot(current.version + 1)
+        except Exception:  # the online store is down or changing: keep serving the old one
+            log.exception("item snapshot reload failed; serving version %d", current.version)
+            # try again after another refresh_seconds, not on every request
+            self._snapshot = ItemSnapshot(
+                current.columns, time.monotonic(), current.version, current.derived
+            )
+        finally:
+            self._reloading.release()
+
+    def wait_for_reload(self, timeout: float | None = None) -> None:
+        """Block until a background reload that is running has finished (tests, shutdown)."""
+        thread = self._reload_thread
+        if thread is not None:
+            thread.join(timeout)
+
+    @property
+    def snapshot_version(self) -> int:
+        """The version of the current snapshot; 0 before the first load."""
+        return 0 if self._snapshot is None else self._snapshot.version
 
     def item_column(self, name: str) -> np.ndarray:
         """One item feature of the whole snapshot, aligned with `self.item_ids` (object array)."""
-        self._ensure_snapshot()
-        if name not in self._columns:
+        snapshot = self.snapshot()
+        if name not in snapshot.columns:
             raise OnlineFeatureError(f"{name!r} is not an item feature of {self.service.name}")
-        return self._columns[name][:-1]
+        return snapshot.column(name)
 
     def read_user(self, user_id: int) -> dict[str, list]:
         """The service's user features of one user, as get_online_features().to_dict()."""
@@ -110,13 +183,8 @@ class CandidateFeatureReader:
             features=self.layout.user_refs, entity_rows=[{"user_id": int(user_id)}]
         ).to_dict()
 
-    def _ensure_snapshot(self) -> None:
-        """Load the item snapshot when there is none or it is older than refresh_seconds."""
-        if not self._columns or time.monotonic() - self._loaded_at > self.refresh_seconds:
-            self._load_snapshot()
-
     def _positions(self, ids: np.ndarray) -> np.ndarray:
-        self._ensure_snapshot()
+        """Each id's row in a snapshot; unknown ids get the trailing None row."""
         pos = np.searchsorted(self.item_ids, ids)
         inside = pos < len(self.item_ids)
         found = np.zeros(len(ids), dtype=bool)
@@ -147,7 +215,7 @@ class CandidateFeatureReader:
             if name != "user_id":
                 out[name] = column * n
         positions = self._positions(ids)
-        for name, column in self._columns.items():
+        for name, column in self.snapshot().columns.items():
             out[name] = column[positions].tolist()
         for name, value in (request or {}).items():
             out[name] = [value] * n

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from mmrec.settings import Settings
-from serving.online_features import CandidateFeatureReader
+from serving.online_features import CandidateFeatureReader, ItemSnapshot
 from training.export import load_stored
 from training.models.ranking import RankingConfig, RankingModel, score_candidates
 from training.rank_data import (
@@ -35,6 +35,7 @@ FEATURE_COLUMNS = (
     "user_id", "item_id", "material", "category", SEQUENCE_FEATURE, "cdr_category_affinity",
     "item_age_hours", *CTR_FEATURES,
 )  # fmt: skip
+RANKER_CONTENT = "ranker_content"  # the reader's snapshot.derived key of the dense content
 
 
 @dataclass(frozen=True)
@@ -61,35 +62,34 @@ class OnlineRanker:
         self.known_item_ids = np.empty(0, np.int64) if known is None else known
         self.max_seq_len = int(self.metadata.get("max_seq_len", 20))
         self.reader = reader
-        self._content: ItemContent | None = None
-        self._content_version = -1
+        if self.config.use_multimodal:
+            reader.on_load(RANKER_CONTENT, self._dense_content)
 
     def content(self) -> ItemContent | None:
         """Text and visual embeddings of the snapshot's items (None for an ID-only model)."""
         if not self.config.use_multimodal:
             return None
-        text = self.reader.item_column("text_emb")  # refreshes the snapshot when due
-        if self._content_version != self.reader.snapshot_version:
-            visual = self.reader.item_column("visual_emb")
-            has = np.array(
-                [t is not None and v is not None for t, v in zip(text, visual, strict=True)]
+        return self.reader.snapshot().derived[RANKER_CONTENT]
+
+    def _dense_content(self, snapshot: ItemSnapshot) -> ItemContent:
+        """The snapshot's embeddings as two dense tables (an on_load hook of the reader:
+        stacking 100k x 1664 floats takes seconds, so it runs with the snapshot's reload)."""
+        text, visual = snapshot.column("text_emb"), snapshot.column("visual_emb")
+        has = np.array([t is not None and v is not None for t, v in zip(text, visual, strict=True)])
+        if not has.any():
+            raise ValueError(
+                f"{self.tag} needs content embeddings but no item has them online: run "
+                "`mmrec content encode` and `mmrec features materialize`"
             )
-            if not has.any():
-                raise ValueError(
-                    f"{self.tag} needs content embeddings but no item has them online: run "
-                    "`mmrec content encode` and `mmrec features materialize`"
-                )
-            ids = self.reader.item_ids[has]
-            dense_text = np.zeros((len(ids) + 1, self.config.text_dim), dtype=np.float32)
-            dense_visual = np.zeros((len(ids) + 1, self.config.visual_dim), dtype=np.float32)
-            dense_text[1:] = np.stack(text[has])
-            dense_visual[1:] = np.stack(visual[has])
-            versions = {"encoder_version": str(self.reader.item_column("encoder_version")[has][0])}
-            self._content = ItemContent(
-                ids, torch.from_numpy(dense_text), torch.from_numpy(dense_visual), versions
-            )
-            self._content_version = self.reader.snapshot_version
-        return self._content
+        ids = self.reader.item_ids[has]
+        dense_text = np.zeros((len(ids) + 1, self.config.text_dim), dtype=np.float32)
+        dense_visual = np.zeros((len(ids) + 1, self.config.visual_dim), dtype=np.float32)
+        dense_text[1:] = np.stack(text[has])
+        dense_visual[1:] = np.stack(visual[has])
+        versions = {"encoder_version": str(snapshot.column("encoder_version")[has][0])}
+        return ItemContent(
+            ids, torch.from_numpy(dense_text), torch.from_numpy(dense_visual), versions
+        )
 
     def features_frame(
         self, features: dict[str, list], scene: str, source: str = "rec"

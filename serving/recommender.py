@@ -72,7 +72,11 @@ class Recommender:
             self.recall.catalog.item_id.to_numpy(np.int64),
             self.config.snapshot_refresh_s,
         )
-        self.recall.use_popularity(self.reader.item_column("clicks_7d").astype(float))
+        # the popular fallback follows each snapshot's clicks (ranked on the reload's thread)
+        self.reader.on_load(
+            "popularity",
+            lambda snapshot: self.recall.use_popularity(snapshot.column("clicks_7d").astype(float)),
+        )
         self.ranker = OnlineRanker(settings, self.config.rank_model, self.reader)
         self.ranker.content()  # build the dense content table now, not in the first request
         self._world_now = (

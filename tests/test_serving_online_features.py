@@ -3,6 +3,8 @@ the same (user, item, request) rows, on SQLite and Redis, unknown ids included."
 
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from mmrec.feast_store import open_store, world_end
 from mmrec.settings import Settings
 from serving.online_features import CandidateFeatureReader, OnlineFeatureError
+from tests.analysis_fixtures import copy_world
 
 
 def _assert_reader_matches_feast(settings: Settings) -> None:
@@ -45,3 +48,48 @@ def test_reader_rejects_unknown_service_and_missing_request_fields(feature_store
     reader = CandidateFeatureReader(feature_store, "ranking", [1, 2])
     with pytest.raises(OnlineFeatureError, match="request_ts"):
         reader.read(1, [1, 2])
+
+
+def _catalog(settings: Settings) -> np.ndarray:
+    return pd.read_parquet(
+        settings.offline_dir / "item_attributes", columns=["item_id"]
+    ).item_id.to_numpy()
+
+
+def test_a_stale_snapshot_reloads_in_the_background(tiny_world: Settings, feature_store) -> None:
+    reader = CandidateFeatureReader(
+        feature_store, "ranking", _catalog(tiny_world), refresh_seconds=0.0
+    )
+    loads: list[int] = []
+    reader.on_load("loads", lambda snapshot: loads.append(snapshot.version) or len(loads))
+    first = reader.snapshot()
+    assert first.version == 1 and first.derived == {"loads": 1}
+    # stale at once: the call answers with the current snapshot and starts a reload
+    assert reader.snapshot() is first
+    reader.wait_for_reload(timeout=120)
+    second = reader.snapshot()
+    reader.wait_for_reload(timeout=120)  # that call may have started the next reload
+    assert second.version == 2 and second.derived == {"loads": 2} and loads[:2] == [1, 2]
+    assert set(second.columns) == set(first.columns)
+    for name in ("clicks_7d", "category", "text_emb"):
+        assert list(map(str, second.column(name))) == list(map(str, first.column(name)))
+
+
+def test_a_failed_reload_keeps_serving_the_last_snapshot(tiny_world: Settings, tmp_path) -> None:
+    broken = copy_world(tiny_world, tmp_path / "ws")
+    store = open_store(broken)
+    reader = CandidateFeatureReader(store, "ranking", _catalog(broken), refresh_seconds=0.0)
+    now = {"request_ts": int(world_end(broken).timestamp())}
+    items = _catalog(broken)[:5].tolist()
+    before = reader.read(3, items, now)
+    with sqlite3.connect(broken.data_dir / "feast" / "online_store.db") as db:
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+            if "item" in table:
+                db.execute(f'DROP TABLE "{table}"')
+    first = reader.snapshot()  # starts a reload that fails
+    reader.wait_for_reload(timeout=120)
+    after = reader.snapshot()
+    reader.wait_for_reload(timeout=120)
+    assert after.version == first.version == 1 and after.loaded_at > first.loaded_at
+    assert reader.read(3, items, now)["clicks_7d"] == before["clicks_7d"]
+    reader.wait_for_reload(timeout=120)
