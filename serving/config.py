@@ -5,7 +5,8 @@ tags, default "<name>:latest"), MMREC_SERVING_CLOCK ("world": requests happen at
 the generated world's data, so item ages match what the models trained on; "wall": the real
 clock, for live data), MMREC_CANDIDATES (items ranked per request), MMREC_CHANNEL_QUOTAS (JSON
 {channel: candidates}, merged over the defaults), MMREC_MIX_QUOTAS (JSON {scene: {material:
-max share of the list}}, replacing a scene's defaults). Where the features and the
+max share of the list}}, replacing a scene's defaults), MMREC_SNAPSHOT_REFRESH_S (seconds
+before the item-feature snapshot is reloaded in the background). Where the features and the
 index live comes from `mmrec.settings.Settings` (MMREC_WORKSPACE, MMREC_ONLINE_STORE,
 MMREC_REDIS_URL) and MMREC_MILVUS_URI.
 """
@@ -52,6 +53,10 @@ class ServingConfig:
     def __post_init__(self) -> None:
         if self.clock not in CLOCKS:
             raise SettingsError(f"MMREC_SERVING_CLOCK must be one of {CLOCKS}, got {self.clock!r}")
+        if not self.snapshot_refresh_s > 0:
+            raise SettingsError(
+                f"MMREC_SNAPSHOT_REFRESH_S must be > 0 seconds, got {self.snapshot_refresh_s}"
+            )
         if not 1 <= self.candidates <= 5000:
             raise SettingsError(f"MMREC_CANDIDATES must be in 1..5000, got {self.candidates}")
         if bad := {
@@ -65,10 +70,6 @@ class ServingConfig:
 
     @classmethod
     def from_env(cls) -> ServingConfig:
-        try:
-            candidates = int(os.environ.get("MMREC_CANDIDATES", "500"))
-        except ValueError as err:
-            raise SettingsError(f"MMREC_CANDIDATES must be an integer: {err}") from err
         channel_quotas = _json_env("MMREC_CHANNEL_QUOTAS")
         mix_quotas = _json_env("MMREC_MIX_QUOTAS")
         try:
@@ -79,10 +80,23 @@ class ServingConfig:
             recall_model=os.environ.get("MMREC_RECALL_MODEL", "recall:latest"),
             rank_model=os.environ.get("MMREC_RANK_MODEL", "ranking:latest"),
             clock=os.environ.get("MMREC_SERVING_CLOCK", "world"),
-            candidates=candidates,
+            candidates=_number_env("MMREC_CANDIDATES", 500, int),
+            snapshot_refresh_s=_number_env("MMREC_SNAPSHOT_REFRESH_S", 600.0, float),
             quotas={**DEFAULT_QUOTAS, **channel_quotas},
             mix=mix,
         )
+
+
+def _number_env(name: str, default: float, kind: type) -> Any:
+    """Environment variable `name` as `kind` (int or float), `default` when unset."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise SettingsError(f"{name} must be {what}, got {text!r}") from None
 
 
 def _json_env(name: str) -> dict:

@@ -11,7 +11,14 @@ from serving.config import DEFAULT_QUOTAS, ServingConfig
 def test_defaults() -> None:
     config = ServingConfig.from_env()
     assert config.candidates == 500 and config.clock == "world"
-    assert config.quotas == DEFAULT_QUOTAS
+    assert config.quotas == DEFAULT_QUOTAS and config.snapshot_refresh_s == 600.0
+
+
+def test_numbers_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMREC_CANDIDATES", "300")
+    monkeypatch.setenv("MMREC_SNAPSHOT_REFRESH_S", "45.5")
+    config = ServingConfig.from_env()
+    assert config.candidates == 300 and config.snapshot_refresh_s == 45.5
 
 
 def test_quotas_from_json(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,6 +42,8 @@ def test_quotas_from_json(monkeypatch: pytest.MonkeyPatch) -> None:
         ("MMREC_SERVING_CLOCK", "sundial", "MMREC_SERVING_CLOCK"),
         ("MMREC_CANDIDATES", "many", "MMREC_CANDIDATES"),
         ("MMREC_CANDIDATES", "0", "MMREC_CANDIDATES"),
+        ("MMREC_SNAPSHOT_REFRESH_S", "soon", "MMREC_SNAPSHOT_REFRESH_S"),
+        ("MMREC_SNAPSHOT_REFRESH_S", "-5", "MMREC_SNAPSHOT_REFRESH_S"),
     ],
 )
 def test_bad_settings_say_what_to_fix(
