@@ -167,11 +167,16 @@ def run_child(mode: str, settings: Settings, rows_file: Path, chunk_rows: int) -
     rows = pd.read_parquet(rows_file)
     join = feast_pit if mode == "feast" else duckdb_asof
     store = open_store(settings)
-    rows_out, chunk_seconds = 0, []
+    rows_out, filled, cells, chunk_seconds = 0, 0, 0, []
     for start in progress(range(0, len(rows), chunk_rows), f"{mode} PIT join"):
         t0 = time.perf_counter()
-        rows_out += len(join(store, rows.iloc[start : start + chunk_rows]))
+        frame = join(store, rows.iloc[start : start + chunk_rows])
         chunk_seconds.append(time.perf_counter() - t0)
+        rows_out += len(frame)
+        # outside the timing: how many feature values the join found (not all nulls)
+        features = frame.columns.difference([*rows.columns, "rid"])
+        filled += int(frame[features].notna().to_numpy().sum())
+        cells += frame[features].size
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         json.dumps(
@@ -180,6 +185,8 @@ def run_child(mode: str, settings: Settings, rows_file: Path, chunk_rows: int) -
                 "chunk_seconds": chunk_seconds,
                 "rows_in": len(rows),
                 "rows_out": rows_out,
+                "features": len(features),
+                "feature_values_found_share": filled / cells,
                 "peak_rss_mb": peak_mb,
             }
         )
@@ -268,12 +275,31 @@ def materialize_and_read(settings: Settings, reps: int) -> dict:
                     "feast_get_online_features": _percentiles(feast_ms),
                     "candidate_feature_reader": _percentiles(reader_ms),
                     "reader_snapshot_load_seconds": snapshot_seconds,
+                    "reader_snapshot_items": len(catalog),
+                    **_snapshot_size_mb(reader.snapshot()),
                     "reps": reps,
                 },
             }
     finally:
         redis.terminate()
     return out
+
+
+def _snapshot_size_mb(snapshot) -> dict[str, float]:
+    """Bytes the reader's item snapshot holds, and what the same values would hold as the
+    Python lists Feast's to_dict() returns (8-byte pointer + 24-byte float object a value)."""
+    held = as_lists = 0
+    for column in snapshot.columns.values():
+        held += column.nbytes  # the object array's pointers
+        for value in column:
+            if isinstance(value, np.ndarray):
+                held += sys.getsizeof(value)  # header + data (the array owns its buffer)
+                as_lists += sys.getsizeof([]) + value.size * (8 + sys.getsizeof(1.0))
+            elif value is not None:
+                size = sys.getsizeof(value)
+                held += size
+                as_lists += size
+    return {"reader_snapshot_mb": held / 2**20, "snapshot_as_python_lists_mb": as_lists / 2**20}
 
 
 def _percentiles(ms: list[float]) -> dict[str, float]:

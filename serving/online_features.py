@@ -8,7 +8,9 @@ loaded through Feast itself, and reads user views from Feast per request. The fi
 loads before the first read; later ones load on a background thread once the current one is
 older than `refresh_seconds`, and swap in whole: a request never waits for a reload (seconds
 at 100k items). What other stages derive from a snapshot (the ranker's dense content table,
-the popular fallback) is computed by `on_load` hooks on the same thread, before it swaps in. On-demand views run Feast's own transformation (the UDF in feature_repo/),
+the popular fallback) is computed by `on_load` hooks on the same thread, before it swaps in.
+Numeric list features (the 1,664 embedding floats of an item) are kept as one numpy array per
+item, not Feast's Python lists: 100k items as lists held ~5 GB per process. On-demand views run Feast's own transformation (the UDF in feature_repo/),
 so the values equal `get_online_features` for the same rows: tests pin that.
 """
 
@@ -22,12 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from feast.types import Float32, Float64, Int32, Int64
 
 from mmrec.feast_store import ON_DEMAND, service_refs_by_entity
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_CHUNK = 2_000
+NUMPY_TYPES = {Float32: np.float32, Float64: np.float64, Int32: np.int32, Int64: np.int64}
 
 
 class OnlineFeatureError(ValueError):
@@ -42,6 +46,7 @@ class _ServiceLayout:
     item_refs: list[str] = field(default_factory=list)
     on_demand: list = field(default_factory=list)  # OnDemandFeatureView objects
     request_fields: list[str] = field(default_factory=list)
+    item_arrays: dict[str, type] = field(default_factory=dict)  # numeric list feature -> dtype
 
 
 @dataclass(frozen=True)
@@ -95,12 +100,23 @@ class CandidateFeatureReader:
                 f"service {service.name} has views keyed on {unexpected}; expected user or item"
             )
         layout = _ServiceLayout(user_refs=groups.get("user", []), item_refs=groups.get("item", []))
+        layout.item_arrays = self._numeric_lists(layout.item_refs)
         for view_name in dict.fromkeys(ref.split(":")[0] for ref in odfv_refs):
             view = self.store.get_on_demand_feature_view(view_name)
             layout.on_demand.append(view)
             for source in view.source_request_sources.values():
                 layout.request_fields += [f.name for f in source.schema]
         return layout
+
+    def _numeric_lists(self, refs: list[str]) -> dict[str, type]:
+        """The numpy dtype of each numeric Array feature among `refs`."""
+        out = {}
+        for view_name in dict.fromkeys(ref.split(":")[0] for ref in refs):
+            for feature in self.store.get_feature_view(view_name).features:
+                base = getattr(feature.dtype, "base_type", None)
+                if f"{view_name}:{feature.name}" in refs and base in NUMPY_TYPES:
+                    out[feature.name] = NUMPY_TYPES[base]
+        return out
 
     def _load_snapshot(self, version: int) -> ItemSnapshot:
         """Read the item views for the whole catalog through Feast, into columns that a
@@ -112,7 +128,11 @@ class CandidateFeatureReader:
                 features=self.layout.item_refs, entity_rows=[{"item_id": int(i)} for i in chunk]
             ).to_dict()
             for name, column in values.items():
+                if name in self.layout.item_arrays:
+                    dtype = self.layout.item_arrays[name]
+                    column = [None if v is None else np.asarray(v, dtype) for v in column]
                 parts.setdefault(name, []).extend(column)
+        # the trailing None also keeps equal-length arrays as elements (not a 2-D array)
         columns = {
             name: np.array([*column, None], dtype=object)
             for name, column in parts.items()
@@ -201,7 +221,8 @@ class CandidateFeatureReader:
     ) -> dict[str, list]:
         """Feature values for rows (user_id, item_ids[i]), keyed like get_online_features().to_dict().
 
-        Unknown users or items read as None, as Feast's own reads do. `user` is this user's
+        Unknown users or items read as None, as Feast's own reads do; numeric list features of
+        items come as numpy arrays (Feast: lists of the same values). `user` is this user's
         `read_user` result when the caller already has it.
         """
         ids = np.asarray(item_ids, dtype=np.int64)
