@@ -250,7 +250,7 @@ def materialize_and_read(settings: Settings, reps: int) -> dict:
             ]
             windows = materialize(store, end, ranking_views)
             seconds = time.perf_counter() - start
-            entity_rows = _rows_in_windows(settings, end, windows)
+            entity_rows = _rows_in_windows(store, end, windows)
             service = store.get_feature_service("ranking")
             reader = CandidateFeatureReader(store, "ranking", catalog)
             t0 = time.perf_counter()
@@ -319,21 +319,18 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}
 
 
-def _rows_in_windows(settings: Settings, end, windows: dict) -> int:
+def _rows_in_windows(store, end, windows: dict) -> int:
     """Distinct entities per view within its TTL window: the rows materialize writes."""
     import duckdb
 
     con = duckdb.connect()
-    from mmrec.feast_store import open_store
-
-    store = open_store(settings)
-    keys = {view: store.get_feature_view(view).join_keys[0] for view in windows}
     total = 0
-    for view, ttl in windows.items():
-        glob = str(settings.offline_dir / view / "*" / "*.parquet")
+    for name, ttl in windows.items():
+        view = store.get_feature_view(name)
         total += con.execute(
-            f"SELECT count(DISTINCT {keys[view]}) FROM read_parquet($g) WHERE event_timestamp >= $s AND event_timestamp < $e",
-            {"g": glob, "s": end - ttl, "e": end},
+            f"SELECT count(DISTINCT {view.join_keys[0]}) FROM read_parquet($g) "
+            "WHERE event_timestamp >= $s AND event_timestamp < $e",
+            {"g": view.batch_source.path, "s": end - ttl, "e": end},
         ).fetchone()[0]
     return total
 
