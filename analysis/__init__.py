@@ -9,6 +9,8 @@ Parquet), `views` (the DuckDB session), `queries` (the shipped `sql/*.sql`), `sk
 
 from __future__ import annotations
 
+from mmrec.errors import UserError
 
-class AnalysisError(ValueError):
+
+class AnalysisError(UserError):
     """The analysis cannot run as asked; the message says what is missing or wrong."""

@@ -1,25 +1,29 @@
 """`mmrec analyze ...` and `mmrec sql`: the DuckDB analysis from the command line.
 
-The lead mounts these on the `mmrec` console script:
-`app.add_typer(analyze_app, name="analyze")` and `app.command("sql")(sql)`.
+The root (`cli/main.py`) mounts them: `app.add_typer(analyze_app, name="analyze")` and
+`app.command("sql")(sql)`; `sql` carries its own user-error handling, so any Typer app can mount it.
 Exit codes: 0 ok, 1 the skew check found mismatches, 2 bad input or a missing step.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import pandas as pd
 import typer
 from rich.table import Table
 
-from mmrec.cli import OnlineStore, Workspace, _settings, _user_errors, console
-from mmrec.cli_errors import fail
+from mmrec.cli_common import (
+    OnlineStore,
+    StageApp,
+    Workspace,
+    cli_settings,
+    console,
+    exits_on_user_error,
+)
 
-analyze_app = typer.Typer(
-    help="DuckDB analysis: views over every layer, ready queries, skew check, report.",
-    no_args_is_help=True,
+analyze_app = StageApp(
+    help="DuckDB analysis: views over every layer, ready queries, skew check, report."
 )
 
 MaxRows = Annotated[int, typer.Option("--max-rows", help="Print at most this many rows.")]
@@ -47,6 +51,7 @@ def _store(settings):
     return open_store(settings)
 
 
+@exits_on_user_error
 def sql(
     query: Annotated[str, typer.Argument(help="SQL over the analysis views, e.g. 'SELECT ...'.")],
     workspace: Workspace = None,
@@ -56,10 +61,7 @@ def sql(
     from analysis.pipeline import open_session
     from analysis.queries import run_sql
 
-    try:
-        frame = run_sql(open_session(_settings(workspace)), query)
-    except _user_errors() as err:
-        raise fail(str(err)) from None
+    frame = run_sql(open_session(cli_settings(workspace)), query)
     console.print(_frame_table(frame, None, max_rows))
 
 
@@ -72,11 +74,8 @@ def analyze_views(
     """Export the online store to Parquet and write data/analysis/views.sql."""
     from analysis.pipeline import refresh
 
-    settings = _settings(workspace, online_store)
-    try:
-        refreshed = refresh(settings, _store(settings), chunk=chunk)
-    except _user_errors() as err:
-        raise fail(str(err)) from None
+    settings = cli_settings(workspace, online_store)
+    refreshed = refresh(settings, _store(settings), chunk=chunk)
     for stats in refreshed.export.values():
         console.print(
             f"{stats.view:>20}: {stats.found}/{stats.entities} entities online, "
@@ -100,38 +99,35 @@ def analyze_query(
     from analysis import queries
     from analysis.pipeline import open_session
 
-    try:
-        con = open_session(_settings(workspace))
-        if name is None:
-            listing = pd.DataFrame(
-                [
-                    {
-                        "query": q.name,
-                        "title": q.title,
-                        "missing views": ", ".join(q.missing(con)) or "-",
-                    }
-                    for q in map(queries.load, queries.names())
-                ]
-            )
-            console.print(_frame_table(listing, "ready queries", max_rows))
-            return
-        frame = queries.run(con, name)
-    except _user_errors() as err:
-        raise fail(str(err)) from None
+    con = open_session(cli_settings(workspace))
+    if name is None:
+        listing = pd.DataFrame(
+            [
+                {
+                    "query": q.name,
+                    "title": q.title,
+                    "missing views": ", ".join(q.missing(con)) or "-",
+                }
+                for q in map(queries.load, queries.names())
+            ]
+        )
+        console.print(_frame_table(listing, "ready queries", max_rows))
+        return
+    frame = queries.run(con, name)
     console.print(_frame_table(frame, queries.load(name).title, max_rows))
 
 
 def _skew(settings, store, sample: int, seed: int, end: str | None, views: list[str] | None):
     from analysis import AnalysisError, catalog
     from analysis.skew import check_skew
-    from mmrec.feast_store import world_end
+    from mmrec.world_manifest import time_or_world_end
 
     infos = catalog.from_store(store)
     unknown = sorted(set(views or []) - {info.name for info in infos})
     if unknown:
         raise AnalysisError(f"unknown feature views {unknown}; known: {[i.name for i in infos]}")
     chosen = [info for info in infos if not views or info.name in views]
-    until = datetime.fromisoformat(end) if end else world_end(settings)
+    until = time_or_world_end(settings, end)
     return check_skew(store, chosen, until, sample=sample, seed=seed)
 
 
@@ -155,11 +151,8 @@ def analyze_skew(
     online_store: OnlineStore = None,
 ) -> None:
     """Compare online values with offline point-in-time values; exit 1 on any mismatch."""
-    settings = _settings(workspace, online_store)
-    try:
-        frame = _skew(settings, _store(settings), sample, seed, end, view)
-    except _user_errors() as err:
-        raise fail(str(err)) from None
+    settings = cli_settings(workspace, online_store)
+    frame = _skew(settings, _store(settings), sample, seed, end, view)
     bad = frame[frame.mismatches > 0]
     console.print(_frame_table(frame if bad.empty else bad, "train/serve skew", len(frame)))
     if not bad.empty:
@@ -183,12 +176,9 @@ def analyze_report(
     from analysis.pipeline import open_session, refresh
     from analysis.report import write_report
 
-    settings = _settings(workspace, online_store)
-    try:
-        store = _store(settings)
-        refreshed = refresh(settings, store, chunk=chunk)
-        skew = _skew(settings, store, skew_sample, seed, end, None) if skew_sample > 0 else None
-        path = write_report(settings, open_session(settings), refreshed.export, skew)
-    except _user_errors() as err:
-        raise fail(str(err)) from None
+    settings = cli_settings(workspace, online_store)
+    store = _store(settings)
+    refreshed = refresh(settings, store, chunk=chunk)
+    skew = _skew(settings, store, skew_sample, seed, end, None) if skew_sample > 0 else None
+    path = write_report(settings, open_session(settings), refreshed.export, skew)
     console.print(f"report: {path}")

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from analysis import AnalysisError
 from analysis.catalog import FeatureViewInfo
 from mmrec.settings import Settings
+from mmrec.world_manifest import NoWorldError, world_end
 
 RAW_TABLES = ("items", "users", "skus", "item_labels")
 ENTITY_TABLES = {"user_id": "users", "item_id": "items", "sku_id": "skus"}
@@ -91,7 +92,7 @@ def online_views(settings: Settings) -> list[str]:
     return sorted(path.stem for path in folder.glob("*.parquet")) if folder.is_dir() else []
 
 
-# training/build_sets.py writes data/training/<name>/split=<split>/part-*.parquet
+# training_sets/build.py writes data/training/<name>/split=<split>/part-*.parquet
 TRAINING_PARTS = "split=*/*.parquet"
 
 
@@ -124,12 +125,11 @@ def label_columns(folder: Path) -> list[str]:
 
 
 def _world_end(settings: Settings) -> datetime | None:
-    manifest = settings.raw_dir / "manifest.json"
-    return (
-        datetime.fromisoformat(json.loads(manifest.read_text())["end"])
-        if manifest.exists()
-        else None
-    )
+    """The data's end, None before any data exists (the views still open)."""
+    try:
+        return world_end(settings)
+    except NoWorldError:
+        return None
 
 
 def _struct(**fields: str) -> str:

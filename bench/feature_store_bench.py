@@ -112,7 +112,7 @@ def _child(mode: str, settings: Settings, rows_path: Path, chunk_rows: int) -> d
 def feast_pit(store, rows: pd.DataFrame) -> pd.DataFrame:
     from mmrec.feast_store import historical_features
 
-    return historical_features(store, store.get_feature_service("ranking"), rows)
+    return historical_features(store, store.get_feature_service("ranking_v1"), rows)
 
 
 def duckdb_asof(store, rows: pd.DataFrame) -> pd.DataFrame:
@@ -124,7 +124,7 @@ def duckdb_asof(store, rows: pd.DataFrame) -> pd.DataFrame:
     from mmrec.feast_store import ON_DEMAND, service_refs_by_entity
     from mmrec.vocab import CATEGORIES
 
-    groups = service_refs_by_entity(store, store.get_feature_service("ranking"))
+    groups = service_refs_by_entity(store, store.get_feature_service("ranking_v1"))
     groups.pop(ON_DEMAND, None)
     refs = [ref for group in groups.values() for ref in group]
     views = list(dict.fromkeys(ref.split(":")[0] for ref in refs))
@@ -220,7 +220,8 @@ def _redis(port: int) -> subprocess.Popen:
 
 
 def materialize_and_read(settings: Settings, reps: int) -> dict:
-    from mmrec.feast_store import apply_repo, materialize, open_store, world_end
+    from mmrec.feast_store import apply_repo, materialize, open_store
+    from mmrec.world_manifest import world_end
 
     end = world_end(settings)
     from index.server import free_port
@@ -245,14 +246,14 @@ def materialize_and_read(settings: Settings, reps: int) -> dict:
             start = time.perf_counter()
             ranking_views = [
                 p.name
-                for p in store.get_feature_service("ranking").feature_view_projections
+                for p in store.get_feature_service("ranking_v1").feature_view_projections
                 if p.name in {v.name for v in store.list_feature_views()}
             ]
             windows = materialize(store, end, ranking_views)
             seconds = time.perf_counter() - start
             entity_rows = _rows_in_windows(store, end, windows)
-            service = store.get_feature_service("ranking")
-            reader = CandidateFeatureReader(store, "ranking", catalog)
+            service = store.get_feature_service("ranking_v1")
+            reader = CandidateFeatureReader(store, "ranking_v1", catalog)
             t0 = time.perf_counter()
             reader.read(int(users[0]), items[:1], {"request_ts": 0})  # loads the item snapshot
             snapshot_seconds = time.perf_counter() - t0

@@ -25,7 +25,6 @@ import pandas as pd
 
 from mmrec.feast_store import historical_features, open_store
 from mmrec.settings import REPO_ROOT, Settings
-from training.build_sets import training_dir
 
 RESULTS = REPO_ROOT / "bench" / "results"
 ROW_ID = "row"  # kept: historical_features drops only its own row id
@@ -54,9 +53,9 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings.from_env(args.workspace)
     store = open_store(settings)
-    service = store.get_feature_service("ranking")
+    service = store.get_feature_service("ranking_v1")
     keys = pd.read_parquet(
-        training_dir(settings, "ranking") / "split=train",
+        settings.training_set_dir("ranking_v1") / "split=train",
         columns=["user_id", "item_id", "event_timestamp", "request_ts"],
     )
     rows = keys.sample(min(args.rows, len(keys)), random_state=0).reset_index(drop=True)

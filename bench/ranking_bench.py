@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from mmrec.settings import REPO_ROOT, Settings
-from training.models.ranking import (
+from models.ranking import (
     RankingLoss,
     RankingModel,
     ranking_parameter_groups,

@@ -29,7 +29,6 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from index.connection import URI_ENV
 from index.server import LiteServer
 from mmrec.settings import REPO_ROOT, Settings
 from mmrec.vocab import POSITIONS
@@ -137,8 +136,8 @@ def main() -> None:
     levels = []
     with contextlib.ExitStack() as stack:
         if args.workers > 1:  # a milvus-lite file opens in one process: share it over a URI
-            lite = stack.enter_context(LiteServer(env[URI_ENV]))
-            env.update({URI_ENV: lite.uri, "MMREC_SERVING_WORKERS": str(args.workers)})
+            lite = stack.enter_context(LiteServer(env["MMREC_MILVUS_URI"]))
+            env.update({"MMREC_MILVUS_URI": lite.uri, "MMREC_SERVING_WORKERS": str(args.workers)})
         server = stack.enter_context(BentoServer(tag, env, RESULTS / "serving-serve.log"))
         asyncio.run(run_level(server.url, users, 2, 20, 30, args.k))  # warm-up, not reported
         for concurrency in (int(c) for c in args.levels.split(",")):

@@ -1,6 +1,6 @@
 """Where the recall stage's time goes, in-process (no HTTP), with and without `gc.freeze()`.
 
-Runs the serving pipeline (serving.recommender.Recommender) on a workspace for `--requests`
+Runs the serving pipeline (serving.pipeline.RecommendationPipeline) on a workspace for `--requests`
 random users and times the recall stage's parts: the one Milvus search for the vector
 channels, the seed-vector lookup, term recall, the fresh/popular fallbacks and the merge;
 first as loaded, then after `gc.collect(); gc.freeze()` (what serving/service.py does after
@@ -27,7 +27,7 @@ import torch
 import serving.recall as recall_module
 from mmrec.settings import REPO_ROOT, Settings
 from serving.config import ServingConfig
-from serving.recommender import Recommender
+from serving.pipeline import RecommendationPipeline
 from serving.schemas import RecommendRequest
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -43,7 +43,7 @@ def _timed(name: str, fn: Callable, sink: dict[str, list[float]]) -> Callable:
     return wrapper
 
 
-def run(pipeline: Recommender, requests: int, n_users: int) -> dict:
+def run(pipeline: RecommendationPipeline, requests: int, n_users: int) -> dict:
     """Time `requests` requests; percentiles of each recall part and of the stage."""
     parts: dict[str, list[float]] = {}
     originals = (pipeline.index.search, pipeline.index.get_vectors, pipeline.recall.tags.recall)
@@ -75,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings.from_env(args.workspace)
     torch.set_num_threads(settings.torch_threads)
-    pipeline = Recommender(settings, ServingConfig())
+    pipeline = RecommendationPipeline(settings, ServingConfig())
     n_users = int(json.loads((settings.raw_dir / "manifest.json").read_text())["n_users"])
     result = {"as_loaded": run(pipeline, args.requests, n_users)}
     gc.collect()

@@ -28,10 +28,10 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from index.channels import TERM, Candidate, RecallFilter
+from index.channels import Candidate, RecallFilter
 from index.collections import ContentIndex, build_content_index
 from index.term_recall import TagIndex, milvus_term_recall
-from mmrec.vocab import MATERIALS
+from mmrec.vocab import MATERIALS, TERM
 
 RESULTS = Path(__file__).resolve().parent / "results" / "term_recall.json"
 console = Console(width=160)

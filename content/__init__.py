@@ -10,7 +10,3 @@
   publishes the `item_embeddings` and `item_tags` offline sources for Feast.
 - `cli`: `mmrec content encode`.
 """
-
-TEXT_DIM = 384
-VISUAL_DIM = 1280
-FUSED_DIM = 128

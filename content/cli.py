@@ -1,21 +1,16 @@
-"""`mmrec content ...`: the content-understanding stage. Mounted by mmrec.cli as `content`."""
+"""`mmrec content ...`: the content-understanding stage, mounted by the root as `content`."""
 
 from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from mmrec.cli_errors import fail
+from mmrec.cli_common import StageApp, Workspace, cli_settings, console
 
-app = typer.Typer(
-    help="Content understanding: encoders, tags, fused item embeddings.", no_args_is_help=True
-)
-console = Console()
+app = StageApp(help="Content understanding: encoders, tags, fused item embeddings.")
 
 
 @app.callback()
@@ -46,14 +41,7 @@ def encode(
         bool, typer.Option(help="Retrain the tag heads even if a trained copy exists.")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    workspace: Annotated[
-        Path | None,
-        typer.Option(
-            "--workspace",
-            "-w",
-            help="Folder with feature_repo/ and data/ (default: MMREC_WORKSPACE).",
-        ),
-    ] = None,
+    workspace: Workspace = None,
 ) -> None:
     """Encode items (text, image, video), train the tag heads, write item_embeddings/item_tags.
 
@@ -62,27 +50,23 @@ def encode(
     counted; the run goes on.
     """
     from content.encode import EncodeConfig, run_encode
-    from mmrec.settings import Settings
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        settings = Settings.from_env(workspace)
-        config = EncodeConfig(
-            batch_size=batch_size,
-            limit=limit,
-            threads=threads,
-            image_backend=image_backend,
-            text_backend=text_backend,
-            max_frames=max_frames,
-            retrain=retrain,
-            show_progress=progress,
-        )
-        if threads is not None and threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {threads}")
-        report = run_encode(settings, config)
-    except (ValueError, FileNotFoundError) as err:
-        raise fail(str(err)) from None
+    settings = cli_settings(workspace)
+    config = EncodeConfig(
+        batch_size=batch_size,
+        limit=limit,
+        threads=threads,
+        image_backend=image_backend,
+        text_backend=text_backend,
+        max_frames=max_frames,
+        retrain=retrain,
+        show_progress=progress,
+    )
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    report = run_encode(settings, config)
     m = report.tag_metrics
     console.print(
         f"encoder {report.encoder_name} v{report.encoder_version}: {report.n_ok} items encoded "

@@ -38,9 +38,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from content import TEXT_DIM, VISUAL_DIM, image_encoder, inputs, tag_heads, text_encoder, video
+from content import image_encoder, inputs, tag_heads, text_encoder, video
+from mmrec.errors import UserError
 from mmrec.io import progress, write_json, write_parquet
 from mmrec.settings import Settings
+from mmrec.vocab import TEXT_DIM, VISUAL_DIM
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ PART_SCHEMA = pa.schema(
 )
 
 
-class EncodeError(ValueError):
+class EncodeError(UserError):
     """The stage cannot produce its outputs from these inputs; the message says why."""
 
 

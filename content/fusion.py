@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from content import FUSED_DIM, TEXT_DIM, VISUAL_DIM
+from mmrec.vocab import FUSED_DIM, TEXT_DIM, VISUAL_DIM
 
 MODALITIES = ("text", "visual")
 

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from content import VISUAL_DIM, onnx_backend
+from content import onnx_backend
+from mmrec.errors import UserError
+from mmrec.vocab import VISUAL_DIM
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ PREPROCESS_VERSION = (
 )
 
 
-class BadImage(ValueError):
+class BadImage(UserError):
     """Bytes that do not decode to an image."""
 
 

@@ -86,5 +86,6 @@ class OrtModule:
 
 
 def cache_dir() -> Path:
-    """Where exported graphs live: MMREC_ONNX_CACHE, else a folder under the temp dir."""
-    return Path(os.environ.get("MMREC_ONNX_CACHE", DEFAULT_CACHE))
+    """Where exported graphs live when the caller names no folder (the encode stage keeps
+    them in the workspace's artifacts): a folder under the temp dir."""
+    return DEFAULT_CACHE

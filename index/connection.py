@@ -10,7 +10,6 @@ URI forms (the same code path serves all of them, pymilvus picks the transport):
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -22,22 +21,20 @@ from mmrec.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-URI_ENV = "MMREC_MILVUS_URI"
-TOKEN_ENV = "MMREC_MILVUS_TOKEN"  # "user:password" or an API key, for a secured Milvus server
 # pymilvus pings idle channels every 10 s; gRPC servers (milvus-lite's included) allow one
 # ping per 5 minutes without calls and then close the channel with "too_many_pings", which
 # broke a client that sat idle through a minutes-long training run. Ping only during calls,
 # and no more often than the servers allow.
 GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
-DEFAULT_DB_NAME = "milvus.db"
 _REMOTE_SCHEMES = ("http://", "https://", "tcp://", "unix:")
 # milvus-lite accepts only these file names (see milvus_lite.server.Server).
 _LITE_FILE_NAME = re.compile(r"^[A-Za-z0-9.\-_]{1,36}$")
 
 
-def default_uri(settings: Settings) -> str:
-    """MMREC_MILVUS_URI when set, else the workspace's milvus-lite file `data/index/milvus.db`."""
-    return os.environ.get(URI_ENV) or str(settings.data_dir / "index" / DEFAULT_DB_NAME)
+def open_index(settings: Settings, uri: str | None = None) -> MilvusClient:
+    """A client for `uri`, else the settings' index (MMREC_MILVUS_URI or the workspace's
+    milvus-lite file), with the settings' token."""
+    return connect(uri or settings.index_uri, token=settings.milvus_token)
 
 
 def is_lite_file(uri: str) -> bool:
@@ -67,10 +64,10 @@ def check_uri(uri: str) -> str:
     return str(path)
 
 
-def connect(uri: str, *, token: str | None = None, timeout: float | None = 30.0) -> MilvusClient:
+def connect(uri: str, *, token: str = "", timeout: float | None = 30.0) -> MilvusClient:
     """A MilvusClient for `uri` (see module doc); creates a lite file's parent folder.
 
-    `token` defaults to MMREC_MILVUS_TOKEN (empty: no authentication).
+    `token`: "user:password" or an API key for a secured server (empty: no authentication).
 
     Raises IndexLockedError when another process holds the lite file, IndexConnectionError
     when the URI is malformed or the server does not answer.
@@ -81,7 +78,7 @@ def connect(uri: str, *, token: str | None = None, timeout: float | None = 30.0)
     try:
         client = MilvusClient(
             uri=target,
-            token=token or os.environ.get(TOKEN_ENV, ""),
+            token=token,
             timeout=timeout,
             grpc_options=GRPC_OPTIONS,
         )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from mmrec.errors import UserError
 
-class VectorIndexError(ValueError):
+
+class VectorIndexError(UserError):
     """Base class: bad input or state for the vector index."""
 
 

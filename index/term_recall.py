@@ -18,9 +18,10 @@ from collections.abc import Collection
 import numpy as np
 import pandas as pd
 
-from index.channels import NO_FILTER, TERM, Candidate, RecallFilter, check_limit, check_tags
+from index.channels import NO_FILTER, Candidate, RecallFilter, check_limit, check_tags
 from index.collections import MAX_LIMIT, ContentIndex
 from index.errors import InvalidContentError
+from mmrec.vocab import TERM
 
 TAG_COLUMNS = ("item_id", "material", "tags", "quality", "publish_ts")
 

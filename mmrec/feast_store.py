@@ -14,14 +14,15 @@ import subprocess
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+from string import Template
 
-from mmrec.io import read_json
+from mmrec.errors import UserError
 from mmrec.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class FeatureStoreError(RuntimeError):
+class FeatureStoreError(UserError):
     """The feature store cannot do what was asked; the message says what to run first."""
 
 
@@ -32,22 +33,32 @@ def store_yaml(settings: Settings) -> Path:
 
 
 def feast_env(settings: Settings) -> dict[str, str]:
-    """The environment Feast needs: MMREC_REDIS_URL feeds the redis profile's yaml."""
-    env = dict(os.environ)
-    env["MMREC_REDIS_URL"] = settings.redis_url
-    return env
+    """The environment of a `feast` child process: ours plus the settings' (MMREC_REDIS_URL
+    feeds the redis profile's yaml)."""
+    return {**os.environ, **settings.environment()}
+
+
+def repo_config(settings: Settings):
+    """The profile's feature_store*.yaml as Feast's RepoConfig, its ${VARS} taken from the
+    settings (Feast's own loader takes them from os.environ, which we do not write)."""
+    import yaml
+    from feast.repo_config import RepoConfig
+
+    text = Template(store_yaml(settings).read_text()).safe_substitute(settings.environment())
+    config = RepoConfig(**yaml.safe_load(text))
+    config.repo_path = settings.feature_repo
+    return config
 
 
 def open_store(settings: Settings):
     """A FeatureStore for the workspace; reuse one per process (it caches the registry)."""
     from feast import FeatureStore
 
-    os.environ["MMREC_REDIS_URL"] = settings.redis_url  # read by the redis profile's yaml
     if not (settings.data_dir / "feast" / "registry.db").exists():
         raise FeatureStoreError(
             f"no feature registry in {settings.data_dir / 'feast'}: run `mmrec features apply` first"
         )
-    return FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=store_yaml(settings))
+    return FeatureStore(repo_path=str(settings.feature_repo), config=repo_config(settings))
 
 
 def apply_repo(settings: Settings) -> str:
@@ -65,14 +76,6 @@ def apply_repo(settings: Settings) -> str:
         for line in result.stdout.splitlines()
         if line.startswith(("Created", "Deleted", "Updated", "No changes"))
     )
-
-
-def world_end(settings: Settings) -> datetime:
-    """The end of the generated world's last day: the clock the world's data is 'now' at."""
-    manifest = settings.raw_dir / "manifest.json"
-    if not manifest.exists():
-        raise FeatureStoreError(f"no world in {settings.raw_dir}: run `mmrec generate` first")
-    return datetime.fromisoformat(read_json(manifest)["end"])
 
 
 def _source_has_files(view) -> bool:

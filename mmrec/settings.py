@@ -7,32 +7,57 @@ the same code paths run against a tiny world without touching the demo's data.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
+
+from mmrec.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ONLINE_STORES = ("sqlite", "redis")
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError):
     """A setting has a value that cannot work; the message says which and how to fix it."""
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Where things live and which backends to use.
+    """Where things live, which backends to use and what the service loads.
 
-    Environment variables (all optional): MMREC_WORKSPACE (folder with feature_repo/ and
-    data/), MMREC_ONLINE_STORE (sqlite|redis), MMREC_REDIS_URL (host:port for the redis
-    profile), MMREC_TORCH_THREADS (threads per process for PyTorch work).
+    Built once at an entry point (`Settings.from_env`: the CLI, the service, a benchmark) and
+    passed down; no other module reads or writes the environment. Variables (all optional):
+
+    - MMREC_WORKSPACE: folder with feature_repo/ and data/ (default: the repository);
+    - MMREC_ONLINE_STORE (sqlite|redis), MMREC_REDIS_URL (host:port of the redis profile);
+    - MMREC_TORCH_THREADS: threads per process for PyTorch work;
+    - BENTOML_HOME: the BentoML store (default: <workspace>/data/bentoml);
+    - MMREC_MILVUS_URI (a milvus-lite .db file or http://host:port; default
+      <workspace>/data/index/milvus.db), MMREC_MILVUS_TOKEN ("user:password" or an API key);
+    - serving (serving/config.py): MMREC_RECALL_MODEL / MMREC_RANK_MODEL (model tags),
+      MMREC_SERVING_CLOCK (world|wall), MMREC_SERVING_WORKERS, MMREC_CANDIDATES,
+      MMREC_SNAPSHOT_REFRESH_S, MMREC_CHANNEL_QUOTAS and MMREC_MIX_QUOTAS (JSON objects).
     """
 
     workspace: Path = REPO_ROOT
     online_store: str = "sqlite"
     redis_url: str = "localhost:6379"
     torch_threads: int = 2
+    bentoml_home: Path | None = None  # None: the workspace's own store
+    milvus_uri: str | None = None  # None: the workspace's milvus-lite file
+    milvus_token: str = ""
+    recall_model: str = "recall:latest"
+    rank_model: str = "ranking:latest"
+    serving_clock: str = "world"
+    serving_workers: int = 1
+    candidates: int = 500
+    snapshot_refresh_s: float = 600.0
+    channel_quotas: dict[str, Any] = field(default_factory=dict)
+    mix_quotas: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -43,21 +68,57 @@ class Settings:
             )
         if self.torch_threads < 1:
             raise SettingsError(f"torch threads must be >= 1, got {self.torch_threads}")
+        if self.serving_workers < 1:
+            raise SettingsError(f"MMREC_SERVING_WORKERS must be >= 1, got {self.serving_workers}")
 
     @classmethod
-    def from_env(cls, workspace: Path | None = None) -> Settings:
-        """Settings from MMREC_* environment variables, with `workspace` taking precedence."""
-        root = workspace or Path(os.environ.get("MMREC_WORKSPACE", REPO_ROOT))
-        try:
-            threads = int(os.environ.get("MMREC_TORCH_THREADS", "2"))
-        except ValueError as err:
-            raise SettingsError(f"MMREC_TORCH_THREADS must be an integer: {err}") from err
+    def from_env(
+        cls, workspace: Path | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Settings from the environment (`environ`, default os.environ); `workspace` wins
+        over MMREC_WORKSPACE."""
+        env = os.environ if environ is None else environ
+        root = workspace or Path(env.get("MMREC_WORKSPACE", REPO_ROOT))
+        home = env.get("BENTOML_HOME")
         return cls(
             workspace=Path(root).resolve(),
-            online_store=os.environ.get("MMREC_ONLINE_STORE", "sqlite"),
-            redis_url=os.environ.get("MMREC_REDIS_URL", "localhost:6379"),
-            torch_threads=threads,
+            online_store=env.get("MMREC_ONLINE_STORE", "sqlite"),
+            redis_url=env.get("MMREC_REDIS_URL", "localhost:6379"),
+            torch_threads=_number(env, "MMREC_TORCH_THREADS", 2, int),
+            bentoml_home=Path(home).resolve() if home else None,
+            milvus_uri=env.get("MMREC_MILVUS_URI") or None,
+            milvus_token=env.get("MMREC_MILVUS_TOKEN", ""),
+            recall_model=env.get("MMREC_RECALL_MODEL", "recall:latest"),
+            rank_model=env.get("MMREC_RANK_MODEL", "ranking:latest"),
+            serving_clock=env.get("MMREC_SERVING_CLOCK", "world"),
+            serving_workers=_number(env, "MMREC_SERVING_WORKERS", 1, int),
+            candidates=_number(env, "MMREC_CANDIDATES", 500, int),
+            snapshot_refresh_s=_number(env, "MMREC_SNAPSHOT_REFRESH_S", 600.0, float),
+            channel_quotas=_json_object(env, "MMREC_CHANNEL_QUOTAS"),
+            mix_quotas=_json_object(env, "MMREC_MIX_QUOTAS"),
         )
+
+    def environment(self) -> dict[str, str]:
+        """The variables that give a child process (`feast`, `bentoml build/serve`) these
+        settings: the inverse of `from_env` for the places a child must find."""
+        return {
+            "MMREC_WORKSPACE": str(self.workspace),
+            "MMREC_ONLINE_STORE": self.online_store,
+            "MMREC_REDIS_URL": self.redis_url,
+            "MMREC_TORCH_THREADS": str(self.torch_threads),
+            "BENTOML_HOME": str(self.model_store_dir),
+            "MMREC_MILVUS_URI": self.index_uri,
+        }
+
+    @property
+    def model_store_dir(self) -> Path:
+        """The BentoML model store: BENTOML_HOME, else the workspace's `data/bentoml`."""
+        return self.bentoml_home or self.data_dir / "bentoml"
+
+    @property
+    def index_uri(self) -> str:
+        """MMREC_MILVUS_URI, else the workspace's milvus-lite file `data/index/milvus.db`."""
+        return self.milvus_uri or str(self.data_dir / "index" / "milvus.db")
 
     @property
     def data_dir(self) -> Path:
@@ -82,6 +143,10 @@ class Settings:
         """Timestamped offline sources that Feast's DuckDB offline store reads."""
         return self.data_dir / "offline"
 
+    def training_set_dir(self, name: str) -> Path:
+        """A training set built with feature service `name` (training_sets/build.py)."""
+        return self.data_dir / "training" / name
+
     @property
     def feature_repo(self) -> Path:
         return self.workspace / "feature_repo"
@@ -90,3 +155,29 @@ class Settings:
     def artifacts_dir(self) -> Path:
         """Trained models, evaluation reports, index build records."""
         return self.data_dir / "artifacts"
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> Any:
+    """Variable `name` as `kind` (int or float), `default` when unset or empty."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise SettingsError(f"{name} must be {what}, got {text!r}") from None
+
+
+def _json_object(env: Mapping[str, str], name: str) -> dict:
+    """A JSON object from variable `name` ({} when unset)."""
+    text = env.get(name, "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SettingsError(f"{name} must be a JSON object: {err}") from err
+    if not isinstance(value, dict):
+        raise SettingsError(f"{name} must be a JSON object, got {type(value).__name__}")
+    return value

@@ -41,3 +41,24 @@ QUALITY_LABELS = ("low", "medium", "high")
 
 # The world's calendar starts here (UTC); day d covers [EPOCH + d days, EPOCH + d + 1 days).
 WORLD_EPOCH = datetime(2026, 10, 1, tzinfo=UTC)
+
+# Ranking tasks: one tower each, in funnel order (a label is 1 when the behaviour followed an
+# impression; training_sets/samples.py derives them from the logs).
+RANKING_TASKS = ("click", "watch", "share", "comment", "cart", "favorite")
+
+# Recall channels: vector recall from a seed SKU, a seed video or the user; tag term recall;
+# the fresh and popular fallbacks.
+S2V, V2V, U2V, TERM, FRESH, POPULAR = "s2v", "v2v", "u2v", "term", "fresh", "popular"
+VECTOR_CHANNELS = (S2V, V2V, U2V)
+CHANNELS = (*VECTOR_CHANNELS, TERM, FRESH, POPULAR)
+
+# Content embedding widths: all-MiniLM-L6-v2 sentence embedding, EfficientNet-lite0 pooled
+# features, and the learned fused projection (content/fusion.py).
+TEXT_DIM = 384
+VISUAL_DIM = 1280
+FUSED_DIM = 128
+
+# Feature services are model versions (Feast's own template names them so): a model records the
+# service it was trained with, and serving reads features by that recorded name.
+RECALL_SERVICE = "recall_v1"
+RANKING_SERVICE = "ranking_v1"

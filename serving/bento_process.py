@@ -16,6 +16,7 @@ from types import TracebackType
 import httpx
 
 from index.server import free_port
+from mmrec.errors import UserError
 from mmrec.settings import REPO_ROOT, Settings
 
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
@@ -23,17 +24,11 @@ BENTOML = str(Path(sys.executable).with_name("bentoml"))
 
 def workspace_env(settings: Settings) -> dict[str, str]:
     """What `bentoml build` / `serve` need to find this workspace's models, data and index."""
-    from index.connection import URI_ENV, default_uri
-    from training.export import use_workspace_store
-
-    return {
-        "BENTOML_HOME": str(use_workspace_store(settings)),
-        "MMREC_WORKSPACE": str(settings.workspace),
-        URI_ENV: default_uri(settings),
-    }
+    settings.model_store_dir.mkdir(parents=True, exist_ok=True)
+    return settings.environment()
 
 
-class BentoError(RuntimeError):
+class BentoError(UserError):
     """`bentoml build` or `bentoml serve` failed; the message carries its output."""
 
 

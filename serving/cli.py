@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from mmrec.cli_errors import fail
+from mmrec.cli_common import StageApp, Workspace, cli_settings, console, fail
 
-app = typer.Typer(help="BentoML service: build the bento, serve it, send a request.")
-console = Console()
+app = StageApp(help="BentoML service: build the bento, serve it, send a request.")
 
 
 @app.command("demo")
@@ -21,34 +18,26 @@ def demo(
     scene: Annotated[str, typer.Option(help="home, inner or detail.")] = "home",
     k: Annotated[int, typer.Option(help="Items to return (1..200).")] = 10,
     context_sku_id: Annotated[int | None, typer.Option(help="SKU on screen (S2V seed).")] = None,
-    workspace: Annotated[
-        Path | None, typer.Option("--workspace", "-w", help="Folder with data/ (default: repo).")
-    ] = None,
+    workspace: Workspace = None,
 ) -> None:
     """`bentoml build`, `bentoml serve` the bento, POST /recommend once, print the answer, stop."""
     import httpx
 
-    from mmrec.settings import Settings
-    from serving.bento_process import BentoError, BentoServer, build_bento, workspace_env
+    from serving.bento_process import BentoServer, build_bento, workspace_env
     from serving.schemas import RecommendRequest
 
-    try:
-        body = RecommendRequest(
-            user_id=user_id, scene=scene, k=k, context_sku_id=context_sku_id
-        ).model_dump(exclude_none=True)
-        settings = Settings.from_env(workspace)
-        env = workspace_env(settings)
-        tag = build_bento(env)
-        console.print(f"built bento {tag}")
-        log_file = settings.artifacts_dir / "serving" / "bentoml-serve.log"
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        with BentoServer(tag, env, log_file) as server:
-            console.print(
-                f"bentoml serve {tag} at {server.url}; POST /recommend {json.dumps(body)}"
-            )
-            response = httpx.post(f"{server.url}/recommend", json=body, timeout=60)
-    except (ValueError, BentoError) as err:
-        raise fail(str(err)) from None
+    body = RecommendRequest(
+        user_id=user_id, scene=scene, k=k, context_sku_id=context_sku_id
+    ).model_dump(exclude_none=True)
+    settings = cli_settings(workspace)
+    env = workspace_env(settings)
+    tag = build_bento(env)
+    console.print(f"built bento {tag}")
+    log_file = settings.artifacts_dir / "serving" / "bentoml-serve.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with BentoServer(tag, env, log_file) as server:
+        console.print(f"bentoml serve {tag} at {server.url}; POST /recommend {json.dumps(body)}")
+        response = httpx.post(f"{server.url}/recommend", json=body, timeout=60)
     if response.status_code != 200:
         raise fail(f"/recommend answered {response.status_code}: {response.text}")
     out = response.json()

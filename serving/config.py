@@ -1,6 +1,6 @@
-"""What the recommendation service loads and how much each stage does, from the environment.
+"""What the recommendation service loads and how much each stage does, from the settings.
 
-Environment variables (all optional): MMREC_RECALL_MODEL / MMREC_RANK_MODEL (BentoML model
+`mmrec.settings.Settings` reads them from the environment (all optional): MMREC_RECALL_MODEL / MMREC_RANK_MODEL (BentoML model
 tags, default "<name>:latest"), MMREC_SERVING_CLOCK ("world": requests happen at the end of
 the generated world's data, so item ages match what the models trained on; "wall": the real
 clock, for live data), MMREC_CANDIDATES (items ranked per request), MMREC_CHANNEL_QUOTAS (JSON
@@ -13,19 +13,17 @@ MMREC_REDIS_URL) and MMREC_MILVUS_URI.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from index.channels import FRESH, POPULAR, S2V, TERM, U2V, V2V
-from mmrec.settings import SettingsError
+from mmrec.settings import Settings, SettingsError
+from mmrec.vocab import FRESH, POPULAR, S2V, TERM, U2V, V2V
 from serving.mixing import MixConfig
 
 CLOCKS = ("world", "wall")
 # Candidates each channel admits before the merge fills the rest round-robin: vector channels
 # first (personal), then tags, then the fallbacks that always answer.
-DEFAULT_QUOTAS: dict[str, int] = {
+DEFAULT_CHANNEL_QUOTAS: dict[str, int] = {
     U2V: 150, V2V: 150, S2V: 100, TERM: 60, FRESH: 20, POPULAR: 20,
 }  # fmt: skip
 
@@ -39,7 +37,7 @@ class ServingConfig:
     rank_model: Any = "ranking:latest"
     clock: str = "world"
     candidates: int = 500  # items ranked per request (the merge's total)
-    quotas: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
+    quotas: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_CHANNEL_QUOTAS))
     seed_items: int = 5  # newest clicked items used as V2V seeds
     seed_skus: int = 5  # newest clicked SKUs used as S2V seeds (after the context SKU)
     interest_tags: int = 3  # top CDR categories used as term-recall tags
@@ -62,52 +60,25 @@ class ServingConfig:
         if bad := {
             c: q
             for c, q in self.quotas.items()
-            if c not in DEFAULT_QUOTAS or not isinstance(q, int) or q < 0
+            if c not in DEFAULT_CHANNEL_QUOTAS or not isinstance(q, int) or q < 0
         }:
             raise SettingsError(
-                f"channel quotas must name {list(DEFAULT_QUOTAS)} with q >= 0: {bad}"
+                f"channel quotas must name {list(DEFAULT_CHANNEL_QUOTAS)} with q >= 0: {bad}"
             )
 
     @classmethod
-    def from_env(cls) -> ServingConfig:
-        channel_quotas = _json_env("MMREC_CHANNEL_QUOTAS")
-        mix_quotas = _json_env("MMREC_MIX_QUOTAS")
+    def from_settings(cls, settings: Settings) -> ServingConfig:
+        """The serving part of the settings, checked (module docstring)."""
         try:
-            mix = MixConfig(quotas={**MixConfig().quotas, **mix_quotas})
+            mix = MixConfig(quotas={**MixConfig().quotas, **settings.mix_quotas})
         except (ValueError, TypeError, AttributeError) as err:
             raise SettingsError(f"MMREC_MIX_QUOTAS: {err}") from err
         return cls(
-            recall_model=os.environ.get("MMREC_RECALL_MODEL", "recall:latest"),
-            rank_model=os.environ.get("MMREC_RANK_MODEL", "ranking:latest"),
-            clock=os.environ.get("MMREC_SERVING_CLOCK", "world"),
-            candidates=_number_env("MMREC_CANDIDATES", 500, int),
-            snapshot_refresh_s=_number_env("MMREC_SNAPSHOT_REFRESH_S", 600.0, float),
-            quotas={**DEFAULT_QUOTAS, **channel_quotas},
+            recall_model=settings.recall_model,
+            rank_model=settings.rank_model,
+            clock=settings.serving_clock,
+            candidates=settings.candidates,
+            snapshot_refresh_s=settings.snapshot_refresh_s,
+            quotas={**DEFAULT_CHANNEL_QUOTAS, **settings.channel_quotas},
             mix=mix,
         )
-
-
-def _number_env(name: str, default: float, kind: type) -> Any:
-    """Environment variable `name` as `kind` (int or float), `default` when unset."""
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        return kind(text)
-    except ValueError:
-        what = "an integer" if kind is int else "a number"
-        raise SettingsError(f"{name} must be {what}, got {text!r}") from None
-
-
-def _json_env(name: str) -> dict:
-    """A JSON object from environment variable `name` ({} when unset)."""
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SettingsError(f"{name} must be a JSON object: {err}") from err
-    if not isinstance(value, dict):
-        raise SettingsError(f"{name} must be a JSON object, got {type(value).__name__}")
-    return value

@@ -27,7 +27,7 @@ DEFAULT_TASK_WEIGHTS: dict[str, float] = {
     "favorite": 1.5,
 }
 # Max share of a list per material, by scene: the detail page leans to shop content.
-DEFAULT_QUOTAS: dict[str, dict[str, float]] = {
+DEFAULT_MIX_QUOTAS: dict[str, dict[str, float]] = {
     "home": {"video": 0.6, "live": 0.3, "shop": 0.3, "aggregated": 0.2},
     "inner": {"video": 0.7, "live": 0.3, "shop": 0.3, "aggregated": 0.2},
     "detail": {"video": 0.5, "live": 0.2, "shop": 0.5, "aggregated": 0.3},
@@ -37,7 +37,7 @@ DEFAULT_QUOTAS: dict[str, dict[str, float]] = {
 @dataclass(frozen=True)
 class MixConfig:
     task_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TASK_WEIGHTS))
-    quotas: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: DEFAULT_QUOTAS)
+    quotas: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: DEFAULT_MIX_QUOTAS)
     discount: str = "log"  # position discount 1 / log2(slot + 2), as in DCG
 
     def __post_init__(self) -> None:

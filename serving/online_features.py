@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from feast.types import Float32, Float64, Int32, Int64
 
+from mmrec.errors import UserError
 from mmrec.feast_store import ON_DEMAND, service_refs_by_entity
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ SNAPSHOT_CHUNK = 2_000
 NUMPY_TYPES = {Float32: np.float32, Float64: np.float64, Int32: np.int32, Int64: np.int64}
 
 
-class OnlineFeatureError(ValueError):
+class OnlineFeatureError(UserError):
     """A request the reader cannot serve (unknown service, bad ids)."""
 
 
@@ -70,7 +71,7 @@ class CandidateFeatureReader:
 
     Args:
         store: a feast.FeatureStore (one per process).
-        service: the feature service name, e.g. "ranking".
+        service: the feature service name, e.g. "ranking_v1" (the model records it).
         item_ids: every item that can be a candidate (the catalog), for the snapshot.
         refresh_seconds: how old the item snapshot may get before it is reloaded.
     """

@@ -1,6 +1,6 @@
 """Ranking at serving time: the `ranking` service's online features -> the trained MMoE.
 
-The online rows go through `training.rank_data.build_ranking_data`, the function that turns
+The online rows go through `models.ranking_inputs.build_ranking_data`, the function that turns
 the offline training rows into tensors, so the two cannot drift apart (no train/serve skew by
 construction; tests/test_serving_consistency.py compares the values with the offline
 point-in-time features). Content embeddings come from the reader's item snapshot as one dense
@@ -15,20 +15,24 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from mmrec.settings import Settings
-from serving.online_features import CandidateFeatureReader, ItemSnapshot
-from training.export import load_stored
-from training.models.ranking import RankingConfig, RankingModel, score_candidates
-from training.rank_data import (
+from models.item_content import (
+    CONTENT_VERSION_FIELDS,
+    ItemContent,
+    check_content_versions,
+    item_content_from_frame,
+)
+from models.ranking import RankingConfig, RankingModel, score_candidates
+from models.ranking_inputs import (
     CTR_FEATURES,
     SEQUENCE_FEATURE,
-    ItemContent,
     RankingData,
     build_ranking_data,
     require_content,
 )
+from models.store import LoadedModel, load_stored
+from serving.online_features import CandidateFeatureReader, ItemSnapshot
 
 # What build_ranking_data reads from the online rows (besides the context columns).
 FEATURE_COLUMNS = (
@@ -48,12 +52,21 @@ class RankedCandidates:
     features: pd.DataFrame  # the online feature rows the inputs were built from
 
 
+def load_ranking_model(settings: Settings, ref: Any) -> LoadedModel:
+    """The ranking model `ref` (a tag in the workspace's BentoML store, or a stored model)."""
+    return load_stored(settings, ref, RankingModel, RankingConfig, "mmrec train rank")
+
+
 class OnlineRanker:
     """The ranking model from the BentoML store, scoring one user's candidates per call."""
 
-    def __init__(self, settings: Settings, ref: Any, reader: CandidateFeatureReader) -> None:
-        """`ref`: a tag in the workspace's BentoML store, or a stored model."""
-        loaded = load_stored(settings, ref, RankingModel, RankingConfig, "mmrec train rank")
+    def __init__(self, loaded: LoadedModel, reader: CandidateFeatureReader) -> None:
+        """`reader` reads the model's own feature service (`loaded.feature_service`)."""
+        if reader.service.name != loaded.feature_service:
+            raise ValueError(
+                f"{loaded.tag} was trained with feature service {loaded.feature_service!r}, "
+                f"the reader reads {reader.service.name!r}"
+            )
         self.tag, self.metadata = loaded.tag, loaded.metadata
         self.model: RankingModel = loaded.model
         self.config: RankingConfig = loaded.model.config
@@ -72,24 +85,22 @@ class OnlineRanker:
         return self.reader.snapshot().derived[RANKER_CONTENT]
 
     def _dense_content(self, snapshot: ItemSnapshot) -> ItemContent:
-        """The snapshot's embeddings as two dense tables (an on_load hook of the reader:
-        stacking 100k x 1664 floats takes seconds, so it runs with the snapshot's reload)."""
-        text, visual = snapshot.column("text_emb"), snapshot.column("visual_emb")
-        has = np.array([t is not None and v is not None for t, v in zip(text, visual, strict=True)])
-        if not has.any():
+        """The snapshot's embeddings as two dense tables, built by the same function as in
+        training and held to the content versions the model was trained on (an on_load hook
+        of the reader: stacking 100k x 1664 floats takes seconds, so it runs with the
+        snapshot's reload)."""
+        columns = ("text_emb", "visual_emb", *CONTENT_VERSION_FIELDS)
+        frame = pd.DataFrame(
+            {"item_id": self.reader.item_ids, **{name: snapshot.column(name) for name in columns}}
+        )
+        content = item_content_from_frame(frame)
+        if not len(content.item_ids):
             raise ValueError(
                 f"{self.tag} needs content embeddings but no item has them online: run "
                 "`mmrec content encode` and `mmrec features materialize`"
             )
-        ids = self.reader.item_ids[has]
-        dense_text = np.zeros((len(ids) + 1, self.config.text_dim), dtype=np.float32)
-        dense_visual = np.zeros((len(ids) + 1, self.config.visual_dim), dtype=np.float32)
-        dense_text[1:] = np.stack(text[has])
-        dense_visual[1:] = np.stack(visual[has])
-        versions = {"encoder_version": str(snapshot.column("encoder_version")[has][0])}
-        return ItemContent(
-            ids, torch.from_numpy(dense_text), torch.from_numpy(dense_visual), versions
-        )
+        check_content_versions(self.tag, self.metadata, content.versions, "mmrec train rank")
+        return content
 
     def features_frame(
         self, features: dict[str, list], scene: str, source: str = "rec"

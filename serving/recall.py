@@ -18,12 +18,6 @@ from pymilvus.exceptions import MilvusException
 
 from index.build import ModelMismatchError
 from index.channels import (
-    FRESH,
-    POPULAR,
-    S2V,
-    TERM,
-    U2V,
-    V2V,
     Candidate,
     RecallFilter,
     fallback_recall,
@@ -34,11 +28,11 @@ from index.collections import ContentIndex
 from index.errors import IndexConnectionError
 from index.merge import MergedCandidate, merge_channels
 from index.term_recall import TAG_COLUMNS, TagIndex
-from mmrec.vocab import CATEGORIES
-from training.export import LoadedModel
-from training.models.layers import inference
-from training.models.recall import SkuQuery, UserQuery, encode_queries
-from training.recall_data import UNKNOWN_ITEM_ID
+from mmrec.vocab import CATEGORIES, FRESH, POPULAR, S2V, TERM, U2V, V2V
+from models.layers import inference
+from models.recall import SkuQuery, UserQuery, encode_queries
+from models.recall_inputs import UNKNOWN_ITEM_ID
+from models.store import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Build and serve (README): `bentoml build` packs this module with the recall and ranking
 models named by MMREC_RECALL_MODEL / MMREC_RANK_MODEL (default `<name>:latest` of the store in
 BENTOML_HOME); `bentoml serve <tag>` runs it. The feature repo and data come from
-MMREC_WORKSPACE, the index from MMREC_MILVUS_URI (serving/config.py). Request bodies are
+MMREC_WORKSPACE, the index from MMREC_MILVUS_URI (mmrec/settings.py). Request bodies are
 validated by their pydantic models (serving/schemas.py): BentoML answers 400 with the field
 that failed. MMREC_SERVING_WORKERS processes (default 1: a milvus-lite file opens in one
 process; for more, serve the index with `mmrec index serve` and point MMREC_MILVUS_URI at it).
@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 from dataclasses import replace
 from http import HTTPStatus
 
 import bentoml
 from bentoml.exceptions import BentoMLException
 
+from mmrec.settings import Settings
 from serving.schemas import EventsRequest, EventsResponse, RecommendRequest, RecommendResponse
 
 log = logging.getLogger(__name__)
+# This module is the service's entry point: the one place it reads the environment. BentoML
+# needs the worker count and the model tags when the class is defined.
+SETTINGS = Settings.from_env()
 
 
 class RequestRejected(BentoMLException):
@@ -40,27 +43,27 @@ def _freeze_long_lived() -> None:
 
 @bentoml.service(
     name="mmrec-recommender",
-    workers=int(os.environ.get("MMREC_SERVING_WORKERS", "1")),
+    workers=SETTINGS.serving_workers,
     traffic={"timeout": 30, "max_concurrency": 64},
     resources={"cpu": "2"},
 )
 class Recommender:
-    recall_model = bentoml.models.BentoModel(os.environ.get("MMREC_RECALL_MODEL", "recall:latest"))
-    rank_model = bentoml.models.BentoModel(os.environ.get("MMREC_RANK_MODEL", "ranking:latest"))
+    recall_model = bentoml.models.BentoModel(SETTINGS.recall_model)
+    rank_model = bentoml.models.BentoModel(SETTINGS.rank_model)
 
     def __init__(self) -> None:
         import torch
 
-        from mmrec.settings import Settings
         from serving.config import ServingConfig
-        from serving.recommender import Recommender as Pipeline
+        from serving.pipeline import RecommendationPipeline
 
-        settings = Settings.from_env()
-        torch.set_num_threads(settings.torch_threads)
+        torch.set_num_threads(SETTINGS.torch_threads)
         config = replace(
-            ServingConfig.from_env(), recall_model=self.recall_model, rank_model=self.rank_model
+            ServingConfig.from_settings(SETTINGS),
+            recall_model=self.recall_model,
+            rank_model=self.rank_model,
         )
-        self.pipeline = Pipeline(settings, config)
+        self.pipeline = RecommendationPipeline(SETTINGS, config)
         # warm-up: the first search of a collection and the first forward pass are slow
         # (~0.6 s measured); pay it before /readyz says yes, not in a user's request
         self.pipeline.recommend(RecommendRequest(user_id=0, scene="home", k=1))

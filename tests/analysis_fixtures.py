@@ -17,9 +17,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from mmrec.feast_store import apply_repo, materialize, open_store, world_end
+from mmrec.feast_store import apply_repo, materialize, open_store
 from mmrec.io import write_parquet
 from mmrec.settings import REPO_ROOT, Settings
+from mmrec.world_manifest import world_end
 
 END = datetime(2026, 10, 7, tzinfo=UTC)
 DAY = timedelta(days=1)

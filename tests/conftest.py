@@ -6,7 +6,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -15,18 +14,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli.main import app
 from index.server import LiteServer, free_port
-from mmrec.cli import app
 from mmrec.settings import REPO_ROOT, Settings
 
 TINY_SEED = 1
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """One BentoML store for the session, set before bentoml is imported: BentoML reads
-    BENTOML_HOME once per process, and `bentoml build`/`serve` subprocesses inherit it."""
-    if "BENTOML_HOME" not in os.environ:
-        os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="mmrec-test-bentoml-")
+    """Every test workspace keeps its models in its own store (`data/bentoml`): a BENTOML_HOME
+    from the caller's shell would put them all in one."""
+    os.environ.pop("BENTOML_HOME", None)
 
 
 def make_workspace(root: Path) -> Settings:
@@ -135,14 +133,16 @@ def index_server(tiny_world: Settings) -> Iterator[LiteServer]:
 def trained_world(tiny_world: Settings, index_server: LiteServer) -> Settings:
     """The tiny world with its training sets, a ranker and a recall model in the session's
     BentoML store (one epoch each), and the content index built from the recall model."""
-    import bentoml
+    from models.store import stored_model
 
     ws = str(tiny_world.workspace)
     run_cli("train", "build-sets", "--workspace", ws)
     run_cli("train", "rank", "--epochs", "1", "--workspace", ws)
     run_cli("train", "recall", "--epochs", "1", "--workspace", ws)
-    # other tests save models of the same names into the session's store later: pin these
-    tags = {name: str(bentoml.models.get(f"{name}:latest").tag) for name in ("recall", "ranking")}
+    # pin these models: a test may train newer ones of the same names into this workspace
+    tags = {
+        name: str(stored_model(tiny_world, f"{name}:latest").tag) for name in ("recall", "ranking")
+    }
     run_cli("index", "build", "--model", tags["recall"], "--uri", index_server.uri, "-w", ws)
     return replace(tiny_world, extra={**tiny_world.extra, **tags})
 
@@ -167,7 +167,7 @@ def serving_world(trained_world: Settings, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="module")
 def pipeline(serving_world: Settings, index_server: LiteServer, serving_config):
-    """The serving pipeline (serving.recommender.Recommender) on the module's world copy."""
-    from serving.recommender import Recommender
+    """The serving pipeline (serving.pipeline.RecommendationPipeline) on the module's world copy."""
+    from serving.pipeline import RecommendationPipeline
 
-    return Recommender(serving_world, serving_config, milvus_uri=index_server.uri)
+    return RecommendationPipeline(serving_world, serving_config, milvus_uri=index_server.uri)

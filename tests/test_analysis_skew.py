@@ -9,8 +9,9 @@ import pytest
 
 from analysis import AnalysisError, catalog
 from analysis.skew import check_skew, same
-from mmrec.feast_store import open_store, world_end
+from mmrec.feast_store import open_store
 from mmrec.settings import Settings
+from mmrec.world_manifest import world_end
 from tests.analysis_fixtures import (  # noqa: F401
     END,
     ITEM_STATS,

@@ -14,12 +14,11 @@ import pytest
 from content_fixtures import encoders, make_settings, write_world
 from typer.testing import CliRunner
 
-from content import FUSED_DIM, TEXT_DIM, VISUAL_DIM
 from content import encode as stage
 from content import tag_heads as th
 from content.cli import app as content_app
 from mmrec.settings import REPO_ROOT
-from mmrec.vocab import CATEGORIES
+from mmrec.vocab import CATEGORIES, FUSED_DIM, TEXT_DIM, VISUAL_DIM
 
 N_ITEMS = 40
 # Small worlds: a short head training, no ablations (the heads have their own tests).
@@ -269,7 +268,7 @@ def test_feast_reads_both_views_point_in_time(encoded, tmp_path):
 @pytest.mark.slow
 def test_real_generator_world_skips_exactly_its_defects(tmp_path):
     """On the generator's tiny world, the skip counts are the defects its manifest declares."""
-    from mmrec.cli import app
+    from cli.main import app
     from mmrec.io import read_json
 
     settings = make_settings(tmp_path)

@@ -10,11 +10,10 @@ import pandas as pd
 import pytest
 from content_fixtures import encoders, write_world
 
-from content import FUSED_DIM
 from content import tag_heads as th
 from content.encode import EncodeConfig, encode_batch
 from content.inputs import Prepared, prepare, read_items
-from mmrec.vocab import CATEGORIES, QUALITY_LABELS
+from mmrec.vocab import CATEGORIES, FUSED_DIM, QUALITY_LABELS
 
 N_ITEMS = 200
 

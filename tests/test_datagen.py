@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from cli.main import app
 from datagen.world import WorldExistsError, generate_world
-from mmrec.cli import app
 from mmrec.settings import Settings
 from mmrec.vocab import CATEGORIES, EVENT_TYPES, MATERIALS, POSITIONS, SOURCES
 from tests.conftest import TINY_SEED

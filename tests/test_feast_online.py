@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmrec.feast_store import FeatureStoreError, apply_repo, open_store, world_end
+from mmrec.feast_store import FeatureStoreError, apply_repo, open_store
 from mmrec.settings import Settings, SettingsError
+from mmrec.world_manifest import world_end
 from tests.conftest import make_workspace
 
 COMPARED = {
@@ -73,7 +74,7 @@ def test_redis_online_values_equal_offline_point_in_time(redis_world: Settings) 
 
 def test_unknown_entities_read_as_nulls_not_errors(feature_store) -> None:
     online = feature_store.get_online_features(
-        features=feature_store.get_feature_service("ranking"),
+        features=feature_store.get_feature_service("ranking_v1"),
         entity_rows=[{"user_id": 10**9, "item_id": 10**9, "request_ts": 0}],
     ).to_dict()
     assert online["item_click_seq"] == [None]

@@ -7,14 +7,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from cli.main import app
 from index.build import load_recall_model
 from index.collections import ContentIndex
 from index.server import LiteServer
-from mmrec.cli import app
-from mmrec.feast_store import world_end
 from mmrec.settings import Settings
-from training.models.recall import encode_items
-from training.recall_data import UNKNOWN_ITEM_ID, catalog_ids, load_item_table
+from mmrec.world_manifest import world_end
+from models.recall import encode_items
+from models.recall_inputs import UNKNOWN_ITEM_ID, catalog_ids, load_item_table
 
 
 @pytest.fixture(scope="module")

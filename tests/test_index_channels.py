@@ -11,10 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from index.channels import (
-    FRESH,
-    S2V,
-    U2V,
-    V2V,
     Candidate,
     RecallFilter,
     fallback_recall,
@@ -28,7 +24,8 @@ from index.collections import ContentIndex, build_content_index
 from index.errors import DimensionMismatchError, InvalidContentError
 from index.merge import merge_channels
 from index.term_recall import TagIndex, milvus_term_recall
-from index.testing import PlantedCatalog, planted_catalog
+from mmrec.vocab import FRESH, S2V, U2V, V2V
+from tests.index_fixtures import PlantedCatalog, planted_catalog
 
 warnings.filterwarnings("ignore", module="milvus_lite")
 

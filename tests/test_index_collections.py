@@ -20,7 +20,7 @@ from index.errors import (
     VersionInUseError,
 )
 from index.schema import IndexSpec, content_schema
-from index.testing import PlantedCatalog, planted_catalog
+from tests.index_fixtures import PlantedCatalog, planted_catalog
 
 warnings.filterwarnings("ignore", module="milvus_lite")
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from index.channels import s2v
 from index.collections import ContentIndex, build_content_index
 from index.server import LiteServer
-from index.testing import planted_catalog
 from mmrec.settings import REPO_ROOT
+from tests.index_fixtures import planted_catalog
 
 warnings.filterwarnings("ignore", module="milvus_lite")
 LIMIT = 50

@@ -1,4 +1,4 @@
-"""Behaviour of the multi-task ranking model (training/models/ranking.py) on tiny tensors."""
+"""Behaviour of the multi-task ranking model (models/ranking.py) on tiny tensors."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.models.ranking import (
+from mmrec.vocab import RANKING_TASKS
+from models.ranking import (
     MODALITIES,
-    TASKS,
     CandidateInputs,
     RankingConfig,
     RankingLoss,
@@ -84,7 +84,9 @@ def random_candidates(n: int, config: RankingConfig = TINY, seed: int = 1) -> Ca
     )
 
 
-def random_labels(n: int, tasks: tuple[str, ...] = TASKS, seed: int = 2) -> dict[str, torch.Tensor]:
+def random_labels(
+    n: int, tasks: tuple[str, ...] = RANKING_TASKS, seed: int = 2
+) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {t: (torch.rand(n, generator=g) < 0.4).float() for t in tasks}
 
@@ -116,7 +118,7 @@ def test_binary_auc_matches_hand_counted_pairs() -> None:
 def test_forward_returns_logits_per_task_and_gmf_internals() -> None:
     model = RankingModel(TINY)
     out = model(random_user(6), random_candidates(6))
-    for task in TASKS:
+    for task in RANKING_TASKS:
         assert out[f"logits_{task}"].shape == (6,)
     for m in ("text", "visual"):
         assert out[f"dsn_real_{m}"].shape == out[f"dsn_fake_{m}"].shape == (6, TINY.embed_dim)
@@ -179,11 +181,11 @@ def test_pos_weight_scales_positive_rows_and_task_weight_scales_the_task() -> No
     weighted = RankingLoss(RankingModel(config).eval())
     plain = RankingLoss(RankingModel(replace(config, pos_weight={}, task_weights={})).eval())
     user, items = random_user(5), random_candidates(5)
-    labels = {t: torch.ones(5) for t in TASKS}
+    labels = {t: torch.ones(5) for t in RANKING_TASKS}
     a, b = weighted(user, items, labels), plain(user, items, labels)
     torch.testing.assert_close(a["loss_share"], 10 * b["loss_share"])
     torch.testing.assert_close(a["loss_cart"], b["loss_cart"])
-    expected = sum(a[f"loss_{t}"] for t in TASKS if t != "click")
+    expected = sum(a[f"loss_{t}"] for t in RANKING_TASKS if t != "click")
     torch.testing.assert_close(a["loss_tasks"], expected)
 
 
@@ -248,11 +250,11 @@ def test_scoring_500_candidates_for_one_user_matches_per_row_scoring() -> None:
     user, candidates = random_user(1, length=8), random_candidates(500)
     probs = score_candidates(model, user, candidates)
     assert model.training  # restored
-    assert set(probs) == set(TASKS)
+    assert set(probs) == set(RANKING_TASKS)
     model.eval()
     with torch.no_grad():
         per_row = model(user.take(torch.zeros(500, dtype=torch.long)), candidates)
-    for task in TASKS:
+    for task in RANKING_TASKS:
         assert probs[task].shape == (500,)
         torch.testing.assert_close(probs[task], torch.sigmoid(per_row[f"logits_{task}"]))
 

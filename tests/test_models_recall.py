@@ -1,4 +1,4 @@
-"""Behaviour of the two-tower recall model (training/models/recall.py) on tiny tensors."""
+"""Behaviour of the two-tower recall model (models/recall.py) on tiny tensors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.models.recall import (
+from models.recall import (
     CHANNELS,
     ItemInputs,
     RecallBatch,

@@ -15,29 +15,26 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mmrec.cli import app
+from cli.main import app
+from ingest.movielens import MovieLens, item_texts, load_movielens, subsample
 from mmrec.io import read_json
 from mmrec.settings import Settings
-from training.models.recall import TwoTowerRecall
+from models.recall import TwoTowerRecall
+from models.recall_inputs import UNKNOWN_ITEM_ID
 from training.movielens import (
     ARTIFACT_DIR,
     MODEL_FIELDS,
     Benchmark,
-    MovieLens,
     SplitConfig,
     build_benchmark,
     click_states,
     encode_texts,
     item_table,
-    item_texts,
-    load_movielens,
     split_ratings,
-    subsample,
     train_movielens,
     truth_ranks,
     user_metrics,
 )
-from training.recall_data import UNKNOWN_ITEM_ID
 from training.recall_train import TrainConfig, fit, mean_bce, model_config
 
 SMALL_MODEL = {"id_dim": 8, "field_dim": 16, "hidden_dims": (32,), "out_dim": 16}

@@ -12,13 +12,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mmrec.cli import app
+from cli.main import app
 from mmrec.settings import Settings
-from training.build_sets import BuildConfig, build_ranking_set, read_split
-from training.export import load_model, save_model
-from training.models.ranking import RankingConfig, RankingModel, score_candidates
+from models.ranking import RankingConfig, RankingModel, score_candidates
+from models.ranking_inputs import require_content
+from models.store import load_model, save_model
 from training.rank_ablation import VARIANT_NAMES, VARIANTS
-from training.rank_data import require_content
 from training.rank_eval import gauc
 from training.rank_train import (
     SWITCHES,
@@ -30,6 +29,7 @@ from training.rank_train import (
     load_splits,
     model_config,
 )
+from training_sets.build import BuildConfig, build_ranking_set, read_split
 
 MAX_SEQ_LEN = 20
 FIT_ROWS = 1200  # a slice of the tiny train split: enough for the loss to fall, seconds to fit
@@ -51,7 +51,7 @@ def small_splits(splits: RankingSplits) -> RankingSplits:
 def test_tensors_follow_the_feast_rows_and_content_is_point_in_time(
     tiny_world: Settings, splits: RankingSplits
 ) -> None:
-    frame = read_split(tiny_world, "ranking", "train")
+    frame = read_split(tiny_world, "ranking_v1", "train")
     frame = frame[frame.material.notna()].reset_index(drop=True)
     data = splits.train
     assert len(data) == len(frame)
@@ -119,17 +119,17 @@ def test_loss_falls_and_the_same_seed_trains_the_same_model(small_splits: Rankin
 
 
 def test_exported_model_scores_500_candidates_like_the_trained_one(
-    small_splits: RankingSplits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_splits: RankingSplits, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("BENTOML_HOME", str(tmp_path))
+    settings = Settings(workspace=tmp_path)
     train_config = TrainConfig(epochs=1, batch_size=256)
     config = model_config(small_splits, train_config)
     result = fit(config, small_splits, train_config)
     metrics = evaluate_splits(result.model, small_splits, ("test",))
     metadata = export_metadata(config, small_splits, train_config, result, metrics)
-    tag = save_model("ranking_test", result.model, config, metadata)
-    loaded, stored = load_model(tag, RankingModel, RankingConfig)
-    assert stored["feature_service"] == "ranking"
+    tag = save_model(settings, "ranking_test", result.model, config, metadata)
+    loaded, stored = load_model(settings, tag, RankingModel, RankingConfig)
+    assert stored["feature_service"] == "ranking_v1"
     assert stored["encoder_version"] == small_splits.content.versions["encoder_version"]
     assert stored["switches"] == {name: True for name in SWITCHES}
 

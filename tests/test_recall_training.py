@@ -11,12 +11,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mmrec.cli import app
+from cli.main import app
 from mmrec.settings import Settings
 from mmrec.vocab import CATEGORIES
-from training.build_sets import BuildConfig, build_recall_set
-from training.models.recall import TwoTowerRecall
-from training.recall_data import (
+from models.recall import TwoTowerRecall
+from models.recall_inputs import (
     ROW_COLUMNS,
     UNKNOWN_ITEM_ID,
     channel_data,
@@ -32,6 +31,7 @@ from training.recall_eval import (
     target_ranks,
 )
 from training.recall_train import RecallSplits, TrainConfig, fit, load_splits, model_config
+from training_sets.build import BuildConfig, build_recall_set
 
 SMALL_MODEL = {"id_dim": 8, "field_dim": 16, "hidden_dims": (32,), "out_dim": 16}
 
@@ -232,9 +232,8 @@ def test_tensors_follow_the_feast_rows(recall_world: Settings, feature_store) ->
 def test_cli_trains_evaluates_and_exports(
     recall_world: Settings, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bentoml
+    from models.store import stored_model
 
-    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     monkeypatch.setenv("MMREC_TORCH_THREADS", "1")
     ws = str(recall_world.workspace)
     result = CliRunner().invoke(app, ["train", "recall", "--epochs", "1", "--workspace", ws])
@@ -247,8 +246,8 @@ def test_cli_trains_evaluates_and_exports(
         assert set(methods[name]) == {"u2v", "v2v", "s2v", "all"}
     assert (out / "recall_at_k.png").stat().st_size > 0
     assert "| popularity | cold |" in (out / "report.md").read_text()
-    stored = bentoml.models.get(report["tag"])
-    assert stored.info.metadata["feature_service"] == "recall"
+    stored = stored_model(recall_world, report["tag"])
+    assert stored.info.metadata["feature_service"] == "recall_v1"
     assert stored.info.metadata["encoder_version"] != "none"
     assert "recall@50" in stored.info.metadata["metrics"]["test"]
 

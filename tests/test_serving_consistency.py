@@ -1,6 +1,6 @@
 """No train/serve skew: the features (and model inputs) the ranker used for an online request
 equal the offline point-in-time features of that user and those items at the request time,
-which is how the training sets were built (training/build_sets.py)."""
+which is how the training sets were built (training_sets/build.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
+from models.ranking_inputs import build_ranking_data
 from serving.ranker import FEATURE_COLUMNS
 from serving.schemas import RecommendRequest
-from tests.test_serving_recommender import active_user
-from training.rank_data import build_ranking_data
+from tests.test_serving_pipeline import active_user
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def online_and_offline(pipeline):
             "request_ts": rec.request_ts,
         }
     )
-    service = pipeline.store.get_feature_service("ranking")
+    service = pipeline.store.get_feature_service("ranking_v1")
     offline = pipeline.store.get_historical_features(entity_df=entity, features=service).to_df()
     offline = offline.set_index("item_id").loc[online.item_id].reset_index()
     return rec, online, offline

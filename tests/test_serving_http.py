@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from index.server import LiteServer
 from mmrec.settings import Settings
-from serving.bento_process import BentoServer, build_bento
-from tests.test_serving_recommender import CHANNELS
+from serving.bento_process import BentoServer, build_bento, workspace_env
+from tests.test_serving_pipeline import CHANNELS
 
 pytestmark = pytest.mark.slow
 
@@ -30,13 +30,13 @@ def server(
         "MMREC_RANK_MODEL": serving_config.rank_model,
     }
     env = {
+        **workspace_env(serving_world),
         **models,
-        "MMREC_WORKSPACE": str(serving_world.workspace),
         "MMREC_MILVUS_URI": index_server.uri,
         "MMREC_TORCH_THREADS": "1",
     }
     log_file = tmp_path_factory.mktemp("bento") / "serve.log"
-    with BentoServer(build_bento(models), env, log_file) as running:
+    with BentoServer(build_bento(env), env, log_file) as running:
         yield running.url
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmrec.feast_store import open_store, world_end
+from mmrec.feast_store import open_store
 from mmrec.settings import Settings
+from mmrec.world_manifest import world_end
 from serving.online_features import CandidateFeatureReader, OnlineFeatureError
 from tests.analysis_fixtures import copy_world
 
@@ -18,14 +19,14 @@ from tests.analysis_fixtures import copy_world
 def _assert_reader_matches_feast(settings: Settings) -> None:
     store = open_store(settings)
     catalog = pd.read_parquet(settings.offline_dir / "item_attributes", columns=["item_id"]).item_id
-    reader = CandidateFeatureReader(store, "ranking", catalog)
+    reader = CandidateFeatureReader(store, "ranking_v1", catalog)
     now = {"request_ts": int(world_end(settings).timestamp())}
     rng = np.random.default_rng(0)
     for user in (3, 17, 10**9):  # the last one is unknown
         candidates = [*rng.choice(catalog, 60, replace=False).tolist(), 10**9]
         got = reader.read(user, candidates, now)
         want = store.get_online_features(
-            features=store.get_feature_service("ranking"),
+            features=store.get_feature_service("ranking_v1"),
             entity_rows=[{"user_id": user, "item_id": i, **now} for i in candidates],
         ).to_dict()
         assert set(got) == set(want)
@@ -48,7 +49,7 @@ def test_reader_equals_feast_online_reads_on_redis(redis_world: Settings) -> Non
 def test_reader_rejects_unknown_service_and_missing_request_fields(feature_store) -> None:
     with pytest.raises(OnlineFeatureError, match="unknown feature service"):
         CandidateFeatureReader(feature_store, "nope", [1, 2])
-    reader = CandidateFeatureReader(feature_store, "ranking", [1, 2])
+    reader = CandidateFeatureReader(feature_store, "ranking_v1", [1, 2])
     with pytest.raises(OnlineFeatureError, match="request_ts"):
         reader.read(1, [1, 2])
 
@@ -61,7 +62,7 @@ def _catalog(settings: Settings) -> np.ndarray:
 
 def test_a_stale_snapshot_reloads_in_the_background(tiny_world: Settings, feature_store) -> None:
     reader = CandidateFeatureReader(
-        feature_store, "ranking", _catalog(tiny_world), refresh_seconds=0.0
+        feature_store, "ranking_v1", _catalog(tiny_world), refresh_seconds=0.0
     )
     loads: list[int] = []
     reader.on_load("loads", lambda snapshot: loads.append(snapshot.version) or len(loads))
@@ -81,7 +82,7 @@ def test_a_stale_snapshot_reloads_in_the_background(tiny_world: Settings, featur
 def test_a_failed_reload_keeps_serving_the_last_snapshot(tiny_world: Settings, tmp_path) -> None:
     broken = copy_world(tiny_world, tmp_path / "ws")
     store = open_store(broken)
-    reader = CandidateFeatureReader(store, "ranking", _catalog(broken), refresh_seconds=0.0)
+    reader = CandidateFeatureReader(store, "ranking_v1", _catalog(broken), refresh_seconds=0.0)
     now = {"request_ts": int(world_end(broken).timestamp())}
     items = _catalog(broken)[:5].tolist()
     before = reader.read(3, items, now)

@@ -8,14 +8,13 @@ import pandas as pd
 import pytest
 
 from mmrec.settings import Settings
-from training.build_sets import (
+from mmrec.vocab import RANKING_TASKS
+from training_sets.build import (
     BuildConfig,
     build_ranking_set,
     build_recall_set,
     read_split,
-    training_dir,
 )
-from training.samples import RANKING_TASKS
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +34,7 @@ def _all(settings: Settings, name: str) -> pd.DataFrame:
 def test_ranking_set_keeps_every_impression_with_its_labels(
     tiny_world: Settings, built_sets
 ) -> None:
-    ranking = _all(tiny_world, "ranking")
+    ranking = _all(tiny_world, "ranking_v1")
     events = pd.read_parquet(tiny_world.raw_dir / "events")
     assert len(ranking) == (events.event_type == "impression").sum()
     assert built_sets[0]["rows"] == ranking.split.value_counts().to_dict()
@@ -56,7 +55,7 @@ def test_ranking_set_keeps_every_impression_with_its_labels(
 
 def test_sample_features_never_come_from_after_the_sample(tiny_world: Settings, built_sets) -> None:
     """Every item in a sample's click sequence was clicked by that user before the sample."""
-    ranking = _all(tiny_world, "ranking")
+    ranking = _all(tiny_world, "ranking_v1")
     events = pd.read_parquet(tiny_world.raw_dir / "events")
     clicks = (
         events[events.event_type == "click"].groupby(["user_id", "item_id"]).event_timestamp.min()
@@ -73,7 +72,7 @@ def test_sample_features_never_come_from_after_the_sample(tiny_world: Settings, 
 
 
 def test_splits_follow_the_days(tiny_world: Settings, built_sets) -> None:
-    ranking = _all(tiny_world, "ranking")
+    ranking = _all(tiny_world, "ranking_v1")
     days = built_sets[0]["days"]
     for split in ("train", "valid", "test"):
         part = ranking[ranking.split == split]
@@ -82,7 +81,7 @@ def test_splits_follow_the_days(tiny_world: Settings, built_sets) -> None:
 
 
 def test_recall_negative_ratio_and_no_positive_leaks(tiny_world: Settings, built_sets) -> None:
-    recall = _all(tiny_world, "recall")
+    recall = _all(tiny_world, "recall_v1")
     manifest = built_sets[1]
     positives, negatives = recall[recall.label == 1], recall[recall.label == 0]
     assert len(negatives) == 4 * len(positives) - manifest["negatives_dropped"]
@@ -116,7 +115,7 @@ def test_recall_negative_ratio_and_no_positive_leaks(tiny_world: Settings, built
 
 
 def test_recall_channels_have_their_query_features(tiny_world: Settings, built_sets) -> None:
-    recall = _all(tiny_world, "recall")
+    recall = _all(tiny_world, "recall_v1")
     assert set(recall.channel) == {"u2v", "v2v", "s2v"}
     s2v = recall[recall.channel == "s2v"]
     assert s2v.sku_category.notna().all()
@@ -125,10 +124,10 @@ def test_recall_channels_have_their_query_features(tiny_world: Settings, built_s
 
 
 def test_rebuilding_replaces_the_set(tiny_world: Settings, built_sets, feature_store) -> None:
-    before = _all(tiny_world, "ranking")
+    before = _all(tiny_world, "ranking_v1")
     build_ranking_set(tiny_world, BuildConfig(chunk_rows=50_000), feature_store)
-    after = _all(tiny_world, "ranking")
+    after = _all(tiny_world, "ranking_v1")
     pd.testing.assert_frame_equal(before, after)
     assert not any(
-        p.name.startswith(".") for p in training_dir(tiny_world, "ranking").parent.iterdir()
+        p.name.startswith(".") for p in tiny_world.training_set_dir("ranking_v1").parent.iterdir()
     )

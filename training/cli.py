@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 
-from mmrec.cli import Workspace, _settings, _user_errors, console
-from mmrec.cli_errors import fail
+from mmrec.cli_common import StageApp, Workspace, cli_settings, console
 
-app = typer.Typer(help="Training sets and models.", no_args_is_help=True)
+app = StageApp(help="Training sets and models.")
 
 
 @app.command("build-sets")
@@ -29,18 +28,13 @@ def build_sets(
     workspace: Workspace = None,
 ) -> None:
     """Build the ranking and recall training sets through Feast's feature services."""
-    from training.build_sets import BuildConfig, build_ranking_set, build_recall_set
+    from training_sets.build import BuildConfig, build_ranking_set, build_recall_set
 
-    try:
-        config = BuildConfig(
-            chunk_rows, valid_days, test_days, negative_ratio, popularity_alpha, seed
-        )
-        settings = _settings(workspace)
-        for name, build in (("ranking", build_ranking_set), ("recall", build_recall_set)):
-            manifest = build(settings, config)
-            console.print(f"{name}: rows {manifest['rows']} label rates {manifest['label_rates']}")
-    except _user_errors() as err:
-        raise fail(str(err)) from None
+    config = BuildConfig(chunk_rows, valid_days, test_days, negative_ratio, popularity_alpha, seed)
+    settings = cli_settings(workspace)
+    for name, build in (("ranking", build_ranking_set), ("recall", build_recall_set)):
+        manifest = build(settings, config)
+        console.print(f"{name}: rows {manifest['rows']} label rates {manifest['label_rates']}")
 
 
 def _num(value: float | None) -> str:
@@ -89,13 +83,10 @@ def rank(
 
     from training.rank_train import TrainConfig, train_ranking
 
-    try:
-        config = TrainConfig(epochs, batch_size, lr, max_seq_len=max_seq_len, seed=seed)
-        settings = _settings(workspace)
-        torch.set_num_threads(settings.torch_threads)
-        report = train_ranking(settings, config, _switches(multimodal, dsn, min_, cdr, timeliness))
-    except _user_errors() as err:
-        raise fail(str(err)) from None
+    config = TrainConfig(epochs, batch_size, lr, max_seq_len=max_seq_len, seed=seed)
+    settings = cli_settings(workspace)
+    torch.set_num_threads(settings.torch_threads)
+    report = train_ranking(settings, config, _switches(multimodal, dsn, min_, cdr, timeliness))
     test = report["metrics"]["test"]
     console.print(
         f"saved {report['tag']} ({report['train']['samples_per_s']} samples/s); test "
@@ -125,15 +116,12 @@ def rank_ablation(
     from training.rank_ablation import run_ablation
     from training.rank_train import TrainConfig
 
-    try:
-        if seeds < 1:
-            raise ValueError(f"--seeds must be >= 1, got {seeds}")
-        config = TrainConfig(epochs, batch_size, lr, max_seq_len=max_seq_len)
-        settings = _settings(workspace)
-        torch.set_num_threads(settings.torch_threads)
-        summary = run_ablation(settings, config, tuple(range(seeds)))
-    except _user_errors() as err:
-        raise fail(str(err)) from None
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    config = TrainConfig(epochs, batch_size, lr, max_seq_len=max_seq_len)
+    settings = cli_settings(workspace)
+    torch.set_num_threads(settings.torch_threads)
+    summary = run_ablation(settings, config, tuple(range(seeds)))
     for variant, stats in summary["summary"].items():
         console.print(
             f"{variant:>12}: click AUC {_num(stats['click_all_auc']['mean'])} "
@@ -163,15 +151,10 @@ def recall(
 
     from training.recall_train import TrainConfig, train_recall
 
-    try:
-        config = TrainConfig(
-            epochs, batch_size, lr, max_seq_len, id_dropout, softmax_weight, seed=seed
-        )
-        settings = _settings(workspace)
-        torch.set_num_threads(settings.torch_threads)
-        report = train_recall(settings, config)
-    except _user_errors() as err:
-        raise fail(str(err)) from None
+    config = TrainConfig(epochs, batch_size, lr, max_seq_len, id_dropout, softmax_weight, seed=seed)
+    settings = cli_settings(workspace)
+    torch.set_num_threads(settings.torch_threads)
+    report = train_recall(settings, config)
     from training.recall_eval import markdown
 
     console.print(f"saved {report['tag']} ({report['item_tower']} item tower)")
@@ -193,13 +176,10 @@ def recall_movielens(
     from training.movielens import ARTIFACT_DIR, TITLE, SplitConfig, train_movielens
     from training.recall_train import TrainConfig
 
-    try:
-        config = TrainConfig(epochs=epochs, seed=seed, model_name=ARTIFACT_DIR)
-        settings = _settings(workspace)
-        torch.set_num_threads(settings.torch_threads)
-        report = train_movielens(settings, config, SplitConfig(seed=seed))
-    except _user_errors() as err:
-        raise fail(str(err)) from None
+    config = TrainConfig(epochs=epochs, seed=seed, model_name=ARTIFACT_DIR)
+    settings = cli_settings(workspace)
+    torch.set_num_threads(settings.torch_threads)
+    report = train_movielens(settings, config, SplitConfig(seed=seed))
     from training.recall_eval import markdown
 
     console.print(markdown(report["evaluation"], TITLE), soft_wrap=True)

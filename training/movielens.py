@@ -1,10 +1,8 @@
 """`mmrec train recall-movielens`: the two-tower recall and its baselines on MovieLens-100k.
 
-Data: the ml-100k atomic files that the `recbole` wheel bundles (recbole/dataset_example/
-ml-100k: `.inter` user/item/rating/timestamp, `.item` title/year/genres), read with pandas;
-recbole itself is never imported and nothing is downloaded. 943 users, 1682 movies, 100,000
-ratings. The model, training loop and metrics are the synthetic world's
-(training/models/recall.py, recall_train.fit, recall_eval); only the data side lives here.
+Data: MovieLens-100k from the `recbole` wheel, read by the adapter `ingest.movielens` (943
+users, 1682 movies, 100,000 ratings). The model, training loop and metrics are the synthetic world's
+(models/recall.py, recall_train.fit, recall_eval); only the data side lives here.
 
 Choices, stated once:
 - Ratings -> behaviours: rating >= 4 is a click (positive); rating <= 3 is an impression
@@ -44,22 +42,28 @@ Choices, stated once:
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ingest.movielens import (
+    DATASET,
+    MovieLens,
+    dataset_dir,
+    genre_matrix,
+    item_texts,
+    load_movielens,
+)
 from mmrec.io import progress
 from mmrec.settings import Settings
-from training.models.recall import ItemInputs, TwoTowerRecall, UserQuery
-from training.recall_data import UNKNOWN_QUALITY, ChannelData, ItemTable
+from models.recall import ItemInputs, TwoTowerRecall, UserQuery
+from models.recall_inputs import UNKNOWN_QUALITY, ChannelData, ItemTable
 from training.recall_eval import (
     KS,
     NDCG_K,
@@ -75,98 +79,11 @@ from training.recall_train import RecallSplits, TrainConfig, fit, model_config
 
 log = logging.getLogger(__name__)
 
-DATASET = "ml-100k"
 ARTIFACT_DIR = "recall-movielens"
 TITLE = "Recall on MovieLens-100k"
 CLICK_RATING = 4  # rating >= 4 is a click
 MODEL_FIELDS = ("id", "text", "tags")
 PERIODS = ("train", "valid", "test")
-_INTER_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
-_ITEM_COLUMNS = ("item_id", "movie_title", "release_year", "class")
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-
-@dataclass
-class MovieLens:
-    """ratings: user_id, item_id, rating, timestamp (int64 seconds); items: item_id, title,
-    year, genres (list of str), sorted by item_id; genres: the genre vocabulary, sorted."""
-
-    ratings: pd.DataFrame
-    items: pd.DataFrame
-    genres: tuple[str, ...]
-
-
-def dataset_dir() -> Path:
-    """The ml-100k folder inside the installed recbole wheel (found without importing it)."""
-    spec = importlib.util.find_spec("recbole")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "recbole is not installed: `pip install --no-deps recbole==1.2.1` ships ml-100k"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "dataset_example" / DATASET
-
-
-def read_atomic(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    """A RecBole atomic file (tab-separated, header `name:type`) with the `:type` stripped."""
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing: MovieLens-100k is read from the recbole wheel's bundled "
-            "example data; reinstall it (`pip install --no-deps recbole==1.2.1`)"
-        )
-    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    frame.columns = [c.split(":")[0] for c in frame.columns]
-    missing = sorted(set(columns) - set(frame.columns))
-    if missing:
-        raise ValueError(f"{path} lacks columns {missing}")
-    return frame[list(columns)]
-
-
-def load_movielens(folder: Path | None = None) -> MovieLens:
-    """Ratings and movies of ml-100k from `folder` (default: the recbole wheel's copy)."""
-    folder = folder or dataset_dir()
-    inter = read_atomic(folder / f"{DATASET}.inter", _INTER_COLUMNS)
-    ratings = pd.DataFrame(
-        {
-            "user_id": inter.user_id.astype(np.int64),
-            "item_id": inter.item_id.astype(np.int64),
-            "rating": inter.rating.astype(float).astype(np.int64),
-            "timestamp": inter.timestamp.astype(float).astype(np.int64),
-        }
-    )
-    raw = read_atomic(folder / f"{DATASET}.item", _ITEM_COLUMNS)
-    items = pd.DataFrame(
-        {
-            "item_id": raw.item_id.astype(np.int64),
-            "title": raw.movie_title.str.strip(),
-            "year": raw.release_year.str.strip(),
-            "genres": raw["class"].str.split(),
-        }
-    ).sort_values("item_id", ignore_index=True)
-    unknown = sorted(set(ratings.item_id) - set(items.item_id))
-    if unknown:
-        raise ValueError(f"ratings of items missing from {DATASET}.item: {unknown[:5]}")
-    genres = tuple(sorted({g for gs in items.genres for g in gs}))
-    return MovieLens(ratings, items, genres)
-
-
-def item_texts(items: pd.DataFrame) -> list[str]:
-    """'<title> (<year>). Genres: <g1>, <g2>.' per movie, in table order."""
-    return [
-        f"{title}{f' ({year})' if year else ''}. Genres: {', '.join(genres)}."
-        for title, year, genres in zip(items.title, items.year, items.genres, strict=True)
-    ]
-
-
-def genre_matrix(items: pd.DataFrame, genres: tuple[str, ...]) -> np.ndarray:
-    """(N, n_genres) float32 multi-hot."""
-    index = {g: i for i, g in enumerate(genres)}
-    out = np.zeros((len(items), len(genres)), dtype=np.float32)
-    for row, names in enumerate(items.genres):
-        out[row, [index[g] for g in names]] = 1.0
-    return out
 
 
 def encode_texts(texts: list[str], threads: int, batch_size: int = 64) -> tuple[np.ndarray, str]:
@@ -205,15 +122,6 @@ def item_table(ml: MovieLens, text_emb: np.ndarray, encoder_version: str) -> Ite
         },
         stats={"items": n},
     )
-
-
-def subsample(ml: MovieLens, n_users: int, n_items: int, seed: int = 0) -> MovieLens:
-    """A seeded random subset of users and movies with the ratings between them (for tests)."""
-    rng = np.random.default_rng(seed)
-    users = rng.choice(ml.ratings.user_id.unique(), n_users, replace=False)
-    items = ml.items.iloc[np.sort(rng.choice(len(ml.items), n_items, replace=False))]
-    ratings = ml.ratings[ml.ratings.user_id.isin(users) & ml.ratings.item_id.isin(items.item_id)]
-    return MovieLens(ratings.reset_index(drop=True), items.reset_index(drop=True), ml.genres)
 
 
 # ---------------------------------------------------------------------------------------------

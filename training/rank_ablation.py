@@ -21,6 +21,7 @@ import numpy as np
 
 from mmrec.io import write_json
 from mmrec.settings import Settings
+from mmrec.vocab import RANKING_TASKS
 from training.rank_eval import SLICES, evaluate, headline, predict
 from training.rank_train import (
     SWITCHES,
@@ -171,9 +172,7 @@ def markdown_report(summary: dict[str, Any]) -> str:
 
 
 def _task_order(task: str) -> int:
-    from training.models.ranking import TASKS
-
-    return TASKS.index(task) if task in TASKS else len(TASKS)
+    return RANKING_TASKS.index(task) if task in RANKING_TASKS else len(RANKING_TASKS)
 
 
 def plot_ablation(summary: dict[str, Any], path: Path) -> Path:

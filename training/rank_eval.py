@@ -14,9 +14,10 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from training.models.layers import inference
-from training.models.ranking import RankingModel
-from training.rank_data import ItemContent, RankingData
+from models.item_content import ItemContent
+from models.layers import inference
+from models.ranking import RankingModel
+from models.ranking_inputs import RankingData
 
 SLICES = ("all", "warm", "cold")
 

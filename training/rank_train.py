@@ -1,6 +1,6 @@
 """`mmrec train rank`: fit the multi-task ranker on the ranking set, evaluate, export.
 
-Data: the three splits of the Feast-built ranking set (training/rank_data.py). Training is
+Data: the three splits of the Feast-built ranking set (models/ranking_inputs.py). Training is
 seeded (parameter init from `RankingConfig.seed`, shuffling and ID dropout from
 `TrainConfig.seed`), single process, `settings.torch_threads` threads (set by the CLI).
 Adam for the ranker and, with DSN, a second Adam for the discriminators
@@ -12,7 +12,7 @@ rarer than clicks), capped at `TrainConfig.max_pos_weight`; click and watch keep
 weights shift those tasks' probabilities upward (not calibrated), which ranking does not mind;
 they are written into the model's metadata.
 
-Export: the BentoML model store of the workspace (training/export.py) under
+Export: the BentoML model store of the workspace (models/store.py) under
 `TrainConfig.model_name`, with the feature service name, the content encoder and fusion
 versions, the sequence length and feature names the data path used, and the valid/test
 metrics; the same figures go to `artifacts/ranking/metrics.json`.
@@ -28,19 +28,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmrec.feast_store import open_store, world_end
+from mmrec.feast_store import open_store
 from mmrec.io import progress, write_json
 from mmrec.settings import Settings
-from training.build_sets import read_split
-from training.export import KNOWN_ITEMS, save_model, use_workspace_store
-from training.models.ranking import (
+from mmrec.world_manifest import world_end
+from models.ranking import (
     RankingConfig,
     RankingLoss,
     RankingModel,
     ranking_parameter_groups,
     train_step,
 )
-from training.rank_data import (
+from models.ranking_inputs import (
     CONTENT_VERSION_FIELDS,
     CTR_FEATURES,
     FEATURE_SERVICE,
@@ -52,7 +51,9 @@ from training.rank_data import (
     referenced_items,
     require_content,
 )
+from models.store import KNOWN_ITEMS, save_model
 from training.rank_eval import evaluate, headline, predict
+from training_sets.build import read_split
 
 log = logging.getLogger(__name__)
 
@@ -262,9 +263,10 @@ def train_ranking(
     result = fit(config, splits, train_config)
     metrics = evaluate_splits(result.model, splits)
     metadata = export_metadata(config, splits, train_config, result, metrics)
-    use_workspace_store(settings)
     known = splits.train.item_id.unique().numpy()  # the train split's items: warm at serving
-    tag = save_model(train_config.model_name, result.model, config, metadata, {KNOWN_ITEMS: known})
+    tag = save_model(
+        settings, train_config.model_name, result.model, config, metadata, {KNOWN_ITEMS: known}
+    )
     report = {"tag": tag, **metadata, "metrics_detail": metrics}
     write_json(report, settings.artifacts_dir / "ranking" / "metrics.json")
     return report

@@ -2,7 +2,7 @@
 
 Protocol (one positive row of the test split = one query, the clicked item its target):
 - candidates: every catalog item published at the query's time (`ItemTable.publish_ts`);
-  V2V and S2V target videos only (their positives are videos, training/samples.py), and a
+  V2V and S2V target videos only (their positives are videos, training_sets/samples.py), and a
   V2V seed is not its own candidate. Items the user clicked before stay candidates (re-clicks
   are real positives in the logs).
 - rank of the target: items scoring higher + half the other items scoring the same (the
@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmrec.io import write_json
-from training.models.recall import TwoTowerRecall, encode_items, encode_queries
-from training.recall_data import ChannelData, ItemTable, model_query
+from models.recall import TwoTowerRecall, encode_items, encode_queries
+from models.recall_inputs import ChannelData, ItemTable, model_query
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the Agg backend

@@ -1,7 +1,7 @@
 """`mmrec train recall`: fit the two-tower recall model on the recall set, evaluate, export.
 
 Data: the three splits of the Feast-built recall set and the catalog's item table
-(training/recall_data.py). Loss: BCE over the 1:4 sampled rows (the talk), optionally plus an
+(models/recall_inputs.py). Loss: BCE over the 1:4 sampled rows (the talk), optionally plus an
 in-batch sampled softmax over each batch's positives (`TrainConfig.softmax_weight`). Each
 optimisation step holds rows of one channel (the query towers differ); the order of the
 channels' batches is shuffled. Everything is seeded: parameter init (`RecallConfig.seed`),
@@ -14,7 +14,7 @@ so that row learns "no ID signal: trust the content fields".
 Early stopping: the returned model is the epoch with the lowest valid-split BCE (on the
 small world the in-batch softmax overfits after one epoch: valid BCE 0.384 -> 0.452 by 5).
 
-Export: the BentoML model store of the workspace (training/export.py) under
+Export: the BentoML model store of the workspace (models/store.py) under
 `TrainConfig.model_name`, with the feature service, the content versions (or "none" for the
 ID + attribute tower), the item fields, the UNKNOWN_ITEM_ID rule and the test metrics.
 """
@@ -30,13 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmrec.feast_store import open_store, world_end
+from mmrec.feast_store import open_store
 from mmrec.io import progress, read_json
 from mmrec.settings import Settings
-from training.build_sets import training_dir
-from training.export import KNOWN_ITEMS, save_model, use_workspace_store
-from training.models.recall import CHANNELS, RecallBatch, RecallConfig, RecallLoss, TwoTowerRecall
-from training.recall_data import (
+from mmrec.world_manifest import world_end
+from models.recall import CHANNELS, RecallBatch, RecallConfig, RecallLoss, TwoTowerRecall
+from models.recall_inputs import (
     FEATURE_SERVICE,
     SEQUENCE_FEATURE,
     UNKNOWN_ITEM_ID,
@@ -49,6 +48,7 @@ from training.recall_data import (
     model_query,
     read_rows,
 )
+from models.store import KNOWN_ITEMS, save_model
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def load_splits(settings: Settings, max_seq_len: int = 20, store=None) -> Recall
     train = splits["train"]
     known = np.unique(np.concatenate([d.item_id[d.labels > 0.5].numpy() for d in train.values()]))
     table.set_known(known)
-    manifest = read_json(training_dir(settings, FEATURE_SERVICE) / "manifest.json")
+    manifest = read_json(settings.training_set_dir(FEATURE_SERVICE) / "manifest.json")
     return RecallSplits(splits, table, tuple(manifest["days"]["test"]), stats)
 
 
@@ -270,9 +270,10 @@ def train_recall(settings: Settings, train_config: TrainConfig, store=None) -> d
         if value is not None
     }
     metadata = export_metadata(config, splits, train_config, result, {"test": headline})
-    use_workspace_store(settings)
     known = splits.table.item_id[splits.table.model_id != UNKNOWN_ITEM_ID]
-    tag = save_model(train_config.model_name, result.model, config, metadata, {KNOWN_ITEMS: known})
+    tag = save_model(
+        settings, train_config.model_name, result.model, config, metadata, {KNOWN_ITEMS: known}
+    )
     report = {"tag": tag, **metadata, "evaluation": evaluation}
     write_report(report, settings.artifacts_dir / "recall", "Recall on the synthetic world")
     return report

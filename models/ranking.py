@@ -61,8 +61,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from mmrec.vocab import MATERIALS, N_CATEGORIES, POSITIONS, SOURCES
-from training.models.layers import (
+from mmrec.vocab import (
+    MATERIALS,
+    N_CATEGORIES,
+    POSITIONS,
+    RANKING_TASKS,
+    SOURCES,
+    TEXT_DIM,
+    VISUAL_DIM,
+)
+from models.layers import (
     MLP,
     HashEmbedding,
     TargetAttention,
@@ -74,7 +82,6 @@ from training.models.layers import (
     projection,
 )
 
-TASKS = ("click", "watch", "share", "comment", "cart", "favorite")
 MODALITIES = ("id", "text", "visual")  # MIN's interest distribution; visual = cover or video frames
 CONTENT_MODALITIES = ("text", "visual")  # modalities with a DSN generator
 
@@ -145,13 +152,13 @@ def _default_pos_weight() -> dict[str, float]:
 class RankingConfig:
     """Sizes, switches and loss settings of `RankingModel` and `RankingLoss`."""
 
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = RANKING_TASKS
     n_item_buckets: int = 200_000  # hashed item-ID rows; about the catalog size
     # Width of ID embeddings and of every modality projection: one space, so DSN residuals
     # (real - generated) and MIN's weighted sum of modality pools are well defined.
     embed_dim: int = 32
-    text_dim: int = 384  # all-MiniLM-L6-v2
-    visual_dim: int = 1280  # EfficientNet-lite0 pooled
+    text_dim: int = TEXT_DIM  # all-MiniLM-L6-v2
+    visual_dim: int = VISUAL_DIM  # EfficientNet-lite0 pooled
     n_categories: int = N_CATEGORIES
     n_positions: int = len(POSITIONS)
     n_sources: int = len(SOURCES)
@@ -663,7 +670,6 @@ def score_candidates(
 
 __all__ = [
     "MODALITIES",
-    "TASKS",
     "CandidateInputs",
     "RankingConfig",
     "RankingLoss",

@@ -9,21 +9,20 @@ import numpy as np
 import pytest
 
 from index.build import build_index
-from index.channels import FRESH, POPULAR, S2V, TERM, U2V, V2V
 from index.server import LiteServer
 from mmrec.settings import Settings
-from mmrec.vocab import MATERIALS
+from mmrec.vocab import FRESH, MATERIALS, POPULAR, S2V, TERM, U2V, V2V
 from serving.config import ServingConfig
 from serving.events import updated_sequences
+from serving.pipeline import ONLINE_STORE, RecommendationPipeline
 from serving.recall import VECTOR_INDEX
-from serving.recommender import ONLINE_STORE, Recommender
 from serving.schemas import BehaviourEvent, RecommendRequest
 from tests.analysis_fixtures import copy_world
 
 CHANNELS = {U2V, V2V, S2V, TERM, FRESH, POPULAR}
 
 
-def active_user(pipeline: Recommender) -> tuple[int, list[int]]:
+def active_user(pipeline: RecommendationPipeline) -> tuple[int, list[int]]:
     """A user with a click history online, and that history."""
     for user_id in range(200):
         seq = pipeline.reader.read_user(user_id)["item_click_seq"][0]
@@ -121,7 +120,7 @@ def test_the_vector_index_failing_gives_a_flagged_fallback_answer(
 ) -> None:
     with LiteServer(tmp_path / "milvus.db") as server:
         build_index(serving_world, serving_config.recall_model, uri=server.uri, show_progress=False)
-        pipeline = Recommender(serving_world, serving_config, milvus_uri=server.uri)
+        pipeline = RecommendationPipeline(serving_world, serving_config, milvus_uri=server.uri)
     # the server is gone now
     user_id, _ = active_user(pipeline)
     out = pipeline.recommend(RecommendRequest(user_id=user_id, scene="home", k=10)).response
@@ -133,7 +132,7 @@ def test_the_online_store_failing_gives_a_flagged_cold_start_answer(
     serving_world: Settings, serving_config: ServingConfig, index_server: LiteServer, tmp_path
 ) -> None:
     broken = copy_world(serving_world, tmp_path / "ws")
-    pipeline = Recommender(broken, serving_config, milvus_uri=index_server.uri)
+    pipeline = RecommendationPipeline(broken, serving_config, milvus_uri=index_server.uri)
     with sqlite3.connect(broken.data_dir / "feast" / "online_store.db") as db:  # lose every table
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         for table in tables:

@@ -1,4 +1,4 @@
-"""Recall training set (Feast-built, training/build_sets.py) -> two-tower model tensors.
+"""Recall training set (Feast-built, training_sets/build.py) -> two-tower model tensors.
 
 Two inputs, both read through the `recall` feature service:
 
@@ -39,15 +39,20 @@ import torch
 from torch import Tensor
 
 from mmrec.feast_store import service_refs_by_entity
-from mmrec.vocab import CATEGORIES
-from training.build_sets import training_dir
-from training.models.recall import ItemInputs, Query, SkuQuery, UserQuery
+from mmrec.vocab import CATEGORIES, FUSED_DIM, RECALL_SERVICE, TEXT_DIM, VISUAL_DIM
+from models.item_content import (
+    CONTENT_VERSION_FIELDS,
+    NO_VERSION,
+    content_versions,
+    stack_embeddings,
+)
+from models.recall import ItemInputs, Query, SkuQuery, UserQuery
 
 log = logging.getLogger(__name__)
 
-FEATURE_SERVICE = "recall"
+FEATURE_SERVICE = RECALL_SERVICE
 CONTENT_VIEWS = ("item_embeddings", "item_tags")
-VERSION_FIELDS = ("encoder_name", "encoder_version", "fusion_version", "tag_model_version")
+VERSION_FIELDS = (*CONTENT_VERSION_FIELDS, "tag_model_version")
 SEQUENCE_FEATURE = "item_click_seq"  # newest first, as written by feature_pipelines
 # The hashed ID table maps -1 to its last bucket; the table is sized with headroom
 # (`id_buckets`) so no catalog item shares that bucket.
@@ -67,10 +72,12 @@ def id_buckets(max_id: int, minimum: int = 1024) -> int:
 
 def read_rows(settings, split: str) -> pd.DataFrame:
     """The recall split's keys, labels and query-side features (not the item columns)."""
-    files = sorted((training_dir(settings, FEATURE_SERVICE) / f"split={split}").glob("*.parquet"))
+    files = sorted(
+        (settings.training_set_dir(FEATURE_SERVICE) / f"split={split}").glob("*.parquet")
+    )
     if not files:
         raise FileNotFoundError(
-            f"no recall {split} split in {training_dir(settings, FEATURE_SERVICE)}: "
+            f"no recall {split} split in {settings.training_set_dir(FEATURE_SERVICE)}: "
             "run `mmrec train build-sets`"
         )
     missing = [c for c in ROW_COLUMNS if c not in pq.read_schema(files[0]).names]
@@ -87,17 +94,6 @@ def _category_one_hot(categories: pd.Series) -> np.ndarray:
     codes = categories.map(_CATEGORY_INDEX)
     rows = np.flatnonzero(codes.notna().to_numpy())
     out[rows, codes.iloc[rows].to_numpy(np.int64)] = 1.0
-    return out
-
-
-def _stack(column: pd.Series, width: int, fill: np.ndarray | None = None) -> np.ndarray:
-    """(N, width) float32 from a list column; null rows take `fill`'s row (zeros if None)."""
-    out = np.zeros((len(column), width), dtype=np.float32) if fill is None else fill.copy()
-    for i, values in enumerate(column.to_numpy()):
-        if values is not None and not (np.isscalar(values) and pd.isna(values)):
-            if len(values) != width:
-                raise ValueError(f"{column.name} row {i} has {len(values)} values, want {width}")
-            out[i] = values
     return out
 
 
@@ -206,19 +202,17 @@ def item_table_from_frame(frame: pd.DataFrame) -> ItemTable:
     text = visual = fused = None
     has_content = np.zeros(len(frame), dtype=bool)
     tags, quality = one_hot, np.full(len(frame), UNKNOWN_QUALITY, dtype=np.float32)
-    versions = dict.fromkeys(VERSION_FIELDS, "none")
+    versions = dict.fromkeys(VERSION_FIELDS, NO_VERSION)
     if content:
         has_content = (frame.text_emb.notna() & frame.category_probs.notna()).to_numpy()
-        text = _stack(frame.text_emb, 384)
-        visual = _stack(frame.visual_emb, 1280)
-        fused = _stack(frame.fused_emb, 128) if "fused_emb" in frame.columns else None
-        tags = _stack(frame.category_probs, len(CATEGORIES), fill=one_hot)
+        text = stack_embeddings(frame.text_emb, TEXT_DIM)
+        visual = stack_embeddings(frame.visual_emb, VISUAL_DIM)
+        fused = (
+            stack_embeddings(frame.fused_emb, FUSED_DIM) if "fused_emb" in frame.columns else None
+        )
+        tags = stack_embeddings(frame.category_probs, len(CATEGORIES), fill=one_hot)
         quality = frame.quality_score.fillna(UNKNOWN_QUALITY).to_numpy(np.float32)
-        for name in VERSION_FIELDS:
-            values = frame[name].dropna().unique() if name in frame.columns else []
-            if len(values) > 1:
-                raise ValueError(f"item features mix {name}s {sorted(values)}: re-run the encoder")
-            versions[name] = str(values[0]) if len(values) else "none"
+        versions = content_versions(frame, VERSION_FIELDS)
         stats["items_without_content"] = int((~has_content).sum())
     tags_text = (
         frame.category_tags.where(frame.category_tags.notna(), frame.category.map(lambda c: [c]))
@@ -322,7 +316,7 @@ def channel_data(
             seq_item_ids=torch.from_numpy(seq),  # raw ids; `model_query` maps unknown ones
             seq_mask=torch.from_numpy(seq >= 0),
             category_affinity=torch.from_numpy(
-                _stack(frame.cdr_category_affinity, len(CATEGORIES))
+                stack_embeddings(frame.cdr_category_affinity, len(CATEGORIES))
             ),
         )
     elif channel == "s2v":

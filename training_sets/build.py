@@ -1,6 +1,6 @@
 """`mmrec train build-sets`: point-in-time-correct training sets through Feast.
 
-Samples (keys, labels, split) come from the logs (training/samples.py); every feature comes
+Samples (keys, labels, split) come from the logs (training_sets/samples.py); every feature comes
 from `get_historical_features` with the `ranking` / `recall` feature services, in chunks so the
 bench-scale world fits in memory. Output: Parquet parts DuckDB can query plus a manifest:
 
@@ -19,12 +19,13 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from feature_pipelines.run import world_days
 from mmrec.feast_store import historical_features, open_store, service_refs_by_entity
 from mmrec.io import progress, write_json, write_parquet
 from mmrec.settings import Settings
-from training.samples import RANKING_TASKS, NegativeSampler, ranking_samples, recall_positives
-from training.splits import DaySplit
+from mmrec.vocab import RANKING_SERVICE, RANKING_TASKS, RECALL_SERVICE
+from mmrec.world_manifest import world_days
+from training_sets.samples import NegativeSampler, ranking_samples, recall_positives
+from training_sets.splits import DaySplit
 
 log = logging.getLogger(__name__)
 NO_SKU = 0  # sku ids start at 1: rows of channels without a seed SKU read nulls for it
@@ -44,16 +45,12 @@ class BuildConfig:
             raise ValueError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
 
 
-def training_dir(settings: Settings, name: str) -> Path:
-    return settings.data_dir / "training" / name
-
-
 def read_split(settings: Settings, name: str, split: str) -> pd.DataFrame:
     """One split of a built training set."""
-    files = sorted((training_dir(settings, name) / f"split={split}").glob("*.parquet"))
+    files = sorted((settings.training_set_dir(name) / f"split={split}").glob("*.parquet"))
     if not files:
         raise FileNotFoundError(
-            f"no {name} {split} split in {training_dir(settings, name)}: run `mmrec train build-sets`"
+            f"no {name} {split} split in {settings.training_set_dir(name)}: run `mmrec train build-sets`"
         )
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
@@ -123,12 +120,16 @@ def build_ranking_set(settings: Settings, config: BuildConfig, store=None) -> di
         con, _events_glob(settings), str(settings.raw_dir / "items.parquet"), split
     )
     frame = _retrieve(
-        store, store.get_feature_service("ranking"), samples, config.chunk_rows, "ranking"
+        store,
+        store.get_feature_service(RANKING_SERVICE),
+        samples,
+        config.chunk_rows,
+        RANKING_SERVICE,
     )
-    folder = training_dir(settings, "ranking")
+    folder = settings.training_set_dir(RANKING_SERVICE)
     counts = _write_splits(frame, folder)
     manifest = {
-        "feature_service": "ranking",
+        "feature_service": RANKING_SERVICE,
         "labels": [f"label_{t}" for t in RANKING_TASKS],
         "time_range": [str(frame.event_timestamp.min()), str(frame.event_timestamp.max())],
         "days": {"train": split.train, "valid": split.valid, "test": split.test},
@@ -164,8 +165,8 @@ def build_recall_set(settings: Settings, config: BuildConfig, store=None) -> dic
     )
     samples = pd.concat([positives.assign(label=1), negatives.assign(label=0)], ignore_index=True)
     samples["sku_id"] = samples.sku_id.fillna(NO_SKU).astype("int64")
-    service = store.get_feature_service("recall")
-    frame = _retrieve(store, service, samples, config.chunk_rows, "recall")
+    service = store.get_feature_service(RECALL_SERVICE)
+    frame = _retrieve(store, service, samples, config.chunk_rows, RECALL_SERVICE)
     # V2V queries: the seed video's item features at the same time, through the same service
     item_features = item_feature_names(store, service)
     seeds = frame.loc[
@@ -179,10 +180,10 @@ def build_recall_set(settings: Settings, config: BuildConfig, store=None) -> dic
         columns={"item_id": "seed_item_id", **{f: f"seed_{f}" for f in item_features}}
     )
     frame = frame.merge(seed_features, on=["seed_item_id", "event_timestamp"], how="left")
-    folder = training_dir(settings, "recall")
+    folder = settings.training_set_dir(RECALL_SERVICE)
     counts = _write_splits(frame, folder)
     manifest = {
-        "feature_service": "recall",
+        "feature_service": RECALL_SERVICE,
         "labels": ["label"],
         "time_range": [str(frame.event_timestamp.min()), str(frame.event_timestamp.max())],
         "days": {"train": split.train, "valid": split.valid, "test": split.test},

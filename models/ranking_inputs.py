@@ -22,7 +22,7 @@ Choices, stated once:
 - Cold start: `is_cold` (the set's flag: first seen on a test day; rank_train widens it to
   items absent from the train split) zeroes the candidate's ID
   embedding in the model, so cold items are ranked by their modality projections and DSN
-  residuals (training/models/ranking.py; `id_dropout` trains that path on warm items).
+  residuals (models/ranking.py; `id_dropout` trains that path on warm items).
 """
 
 from __future__ import annotations
@@ -38,41 +38,24 @@ import torch
 from torch import Tensor
 
 from feature_pipelines.item_stats import PRIOR_CTR
-from mmrec.vocab import CATEGORIES, MATERIALS, POSITIONS, SOURCES
-from training.models.ranking import CandidateInputs, RankingConfig, UserInputs
-from training.samples import RANKING_TASKS
+from mmrec.vocab import (
+    CATEGORIES,
+    MATERIALS,
+    POSITIONS,
+    RANKING_SERVICE,
+    RANKING_TASKS,
+    SOURCES,
+)
+from models.item_content import CONTENT_VERSION_FIELDS, ItemContent, item_content_from_frame
+from models.ranking import CandidateInputs, RankingConfig, UserInputs
 
 log = logging.getLogger(__name__)
 
-FEATURE_SERVICE = "ranking"
+FEATURE_SERVICE = RANKING_SERVICE
 CONTENT_VIEW = "item_embeddings"
-CONTENT_VERSION_FIELDS = ("encoder_name", "encoder_version", "fusion_version")
 # The windowed rates fed to the timeliness block (RankingConfig.n_ctr_windows = 4).
 CTR_FEATURES = ("ctr_7d", "ctr_home_7d", "ctr_inner_7d", "ctr_detail_7d")
 SEQUENCE_FEATURE = "item_click_seq"  # newest first, as written by feature_pipelines
-
-
-@dataclass
-class ItemContent:
-    """Text and visual embeddings per item id; row 0 is the all-zero "no content" row.
-
-    item_ids: (M,) sorted int64; text: (M + 1, 384) float32; visual: (M + 1, 1280) float32;
-    versions: encoder_name / encoder_version / fusion_version of every row.
-    """
-
-    item_ids: np.ndarray
-    text: Tensor
-    visual: Tensor
-    versions: dict[str, str]
-
-    def rows(self, item_ids: np.ndarray) -> np.ndarray:
-        """Table rows (int64, same shape as `item_ids`) of the ids; 0 for ids without content."""
-        flat = np.asarray(item_ids, dtype=np.int64).ravel()
-        pos = np.searchsorted(self.item_ids, flat)
-        pos = np.minimum(pos, max(len(self.item_ids) - 1, 0))
-        found = len(self.item_ids) > 0
-        hit = (self.item_ids[pos] == flat) if found else np.zeros(len(flat), dtype=bool)
-        return np.where(hit, pos + 1, 0).reshape(np.shape(item_ids))
 
 
 def content_projection(store) -> list[str] | None:
@@ -106,22 +89,7 @@ def load_item_content(store, item_ids: np.ndarray, at: datetime) -> ItemContent 
         {"item_id": ids, "event_timestamp": pd.Timestamp(at).tz_convert("UTC").as_unit("us")}
     )
     frame = store.get_historical_features(entity_df=entity, features=refs).to_df()
-    frame = frame[frame.text_emb.notna() & frame.visual_emb.notna()].sort_values("item_id")
-    versions = {}
-    for name in CONTENT_VERSION_FIELDS:
-        values = frame[name].dropna().unique()
-        if len(values) > 1:
-            raise ValueError(f"item_embeddings mixes {name}s {sorted(values)}: re-run the encoder")
-        versions[name] = str(values[0]) if len(values) else "none"
-    text = np.zeros((len(frame) + 1, RankingConfig.text_dim), dtype=np.float32)
-    visual = np.zeros((len(frame) + 1, RankingConfig.visual_dim), dtype=np.float32)
-    if len(frame):
-        text[1:] = np.stack(frame.text_emb.to_numpy())
-        visual[1:] = np.stack(frame.visual_emb.to_numpy())
-    log.info("item content: %d of %d items have embeddings %s", len(frame), len(ids), versions)
-    return ItemContent(
-        frame.item_id.to_numpy(np.int64), torch.from_numpy(text), torch.from_numpy(visual), versions
-    )
+    return item_content_from_frame(frame)
 
 
 def require_content(config: RankingConfig, content: ItemContent | None) -> None:

@@ -2,21 +2,23 @@
 
 A model is saved as its state dict plus its config (a dataclass, as JSON) and metadata that
 ties it to the data it was trained on: the feature service, the content encoder versions and
-the evaluation metrics. The store lives in `BENTOML_HOME`, which `use_workspace_store` points at
-`<workspace>/data/bentoml` unless the caller set it, so a workspace carries its own models.
+the evaluation metrics. The store is `Settings.model_store_dir`: BENTOML_HOME when set, else
+`<workspace>/data/bentoml`, so a workspace carries its own models. It is opened explicitly
+(BentoML's `_model_store` argument) rather than through BENTOML_HOME, so nothing here has to
+change the process's environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from mmrec.errors import UserError
 from mmrec.settings import Settings
 
 WEIGHTS_FILE = "state_dict.pt"
@@ -26,14 +28,20 @@ ARRAYS_FILE = "arrays.npz"
 KNOWN_ITEMS = "known_item_ids"
 
 
-def use_workspace_store(settings: Settings) -> Path:
-    """Point BentoML's store at the workspace (unless BENTOML_HOME is set) before it is used."""
-    home = Path(os.environ.setdefault("BENTOML_HOME", str(settings.data_dir / "bentoml")))
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+def model_store(settings: Settings):
+    """The workspace's BentoML model store (created on first use)."""
+    # BentoML opens other stores only through BENTOML_HOME (read once per process) or this
+    # class, which its public functions take as `_model_store`.
+    from bentoml._internal.models import ModelStore
+
+    settings.model_store_dir.mkdir(parents=True, exist_ok=True)
+    models = settings.model_store_dir / "models"
+    models.mkdir(exist_ok=True)
+    return ModelStore(models)
 
 
 def save_model(
+    settings: Settings,
     name: str,
     model: torch.nn.Module,
     config: Any,
@@ -47,7 +55,9 @@ def save_model(
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"config must be a dataclass, got {type(config).__name__}")
     json.dumps(metadata)  # metadata must be plain JSON: fail here, not inside BentoML
-    with bentoml.models.create(name, metadata=metadata, labels={"stage": "trained"}) as stored:
+    with bentoml.models.create(
+        name, metadata=metadata, labels={"stage": "trained"}, _model_store=model_store(settings)
+    ) as stored:
         torch.save(model.state_dict(), stored.path_of(WEIGHTS_FILE))
         Path(stored.path_of(CONFIG_FILE)).write_text(
             json.dumps(dataclasses.asdict(config), default=list)
@@ -57,19 +67,22 @@ def save_model(
     return str(stored.tag)
 
 
-def stored_model(ref: Any):
-    """The stored BentoML model of `ref`: a tag ("name:latest" too) or a stored model itself
-    (what a service's `bentoml.models.BentoModel` attribute resolves to inside a bento)."""
+def stored_model(settings: Settings, ref: Any):
+    """The stored BentoML model of `ref`: a tag ("name:latest" too) in the workspace's store,
+    or a stored model itself (what a service's `bentoml.models.BentoModel` attribute resolves
+    to inside a bento)."""
     import bentoml
 
-    return ref if hasattr(ref, "path_of") else bentoml.models.get(ref)
+    if hasattr(ref, "path_of"):
+        return ref
+    return bentoml.models.get(ref, _model_store=model_store(settings))
 
 
 def load_model(
-    ref: Any, model_cls: type[torch.nn.Module], config_cls: type
+    settings: Settings, ref: Any, model_cls: type[torch.nn.Module], config_cls: type
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a saved model in eval mode; returns (model, metadata). `ref`: see stored_model."""
-    stored = stored_model(ref)
+    stored = stored_model(settings, ref)
     fields = json.loads(Path(stored.path_of(CONFIG_FILE)).read_text())
     types = {f.name: f.type for f in dataclasses.fields(config_cls)}
     # JSON turns tuples into lists: give tuple-typed fields their tuples back
@@ -98,6 +111,17 @@ class LoadedModel:
         """The model's store version (an index collection built from it carries it)."""
         return self.tag.split(":", 1)[1]
 
+    @property
+    def feature_service(self) -> str:
+        """The Feast feature service the model was trained with, and so is served with."""
+        name = self.metadata.get("feature_service")
+        if not name:
+            raise UserError(
+                f"{self.tag} does not record its feature service: retrain it "
+                "(`mmrec train rank` / `mmrec train recall`)"
+            )
+        return str(name)
+
 
 def load_stored(
     settings: Settings, ref: Any, model_cls: type[torch.nn.Module], config_cls: type, train: str
@@ -107,23 +131,21 @@ def load_stored(
     command that makes it."""
     import bentoml
 
-    if isinstance(ref, str):
-        use_workspace_store(settings)
     try:
-        stored = stored_model(ref)
+        stored = stored_model(settings, ref)
     except bentoml.exceptions.NotFound:
         raise FileNotFoundError(
-            f"no model {ref!r} in the BentoML store at {os.environ['BENTOML_HOME']}: run `{train}`"
+            f"no model {ref!r} in the BentoML store at {settings.model_store_dir}: run `{train}`"
         ) from None
-    model, metadata = load_model(stored, model_cls, config_cls)
-    known = load_arrays(stored).get(KNOWN_ITEMS)
+    model, metadata = load_model(settings, stored, model_cls, config_cls)
+    known = load_arrays(settings, stored).get(KNOWN_ITEMS)
     known = None if known is None else np.unique(known.astype(np.int64))
     return LoadedModel(str(stored.tag), model, metadata, known)
 
 
-def load_arrays(ref: Any) -> dict[str, np.ndarray]:
+def load_arrays(settings: Settings, ref: Any) -> dict[str, np.ndarray]:
     """The named arrays saved with a model ({} when it has none). `ref`: see stored_model."""
-    path = Path(stored_model(ref).path_of(ARRAYS_FILE))
+    path = Path(stored_model(settings, ref).path_of(ARRAYS_FILE))
     if not path.exists():
         return {}
     with np.load(path) as arrays:

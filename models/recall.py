@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmrec.vocab import N_CATEGORIES
-from training.models.layers import (
+from mmrec.vocab import N_CATEGORIES, TEXT_DIM, VISUAL_DIM
+from models.layers import (
     MLP,
     HashEmbedding,
     TensorBatch,
@@ -134,8 +134,8 @@ class RecallConfig:
     n_item_buckets: int = 200_000
     n_sku_buckets: int = 200_000
     id_dim: int = 32
-    text_dim: int = 384  # all-MiniLM-L6-v2 sentence embedding
-    visual_dim: int = 1280  # EfficientNet-lite0 global-pooled features
+    text_dim: int = TEXT_DIM  # all-MiniLM-L6-v2 sentence embedding
+    visual_dim: int = VISUAL_DIM  # EfficientNet-lite0 global-pooled features
     n_categories: int = N_CATEGORIES
     # Fields the item tower reads; ("id",) is the ID-only ablation, drop "id" for a pure
     # content tower that serves cold items as well as warm ones.

@@ -1,7 +1,7 @@
 """Labelled samples from the raw logs: which (query, item, time) rows to learn from.
 
 Only labels and keys come from the logs; every feature is read later through Feast, at each
-row's timestamp (training/build_sets.py).
+row's timestamp (training_sets/build.py).
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from training.splits import DaySplit
+from training_sets.splits import DaySplit
 
-RANKING_TASKS = ("click", "watch", "share", "comment", "cart", "favorite")
 WATCH_COMPLETION = 0.5  # watched share of a video/live that counts as a 'watch'
 S2V_WINDOW_HOURS = 72  # a video click counts for a SKU engaged at most this long before
 

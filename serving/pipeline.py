@@ -21,20 +21,20 @@ import numpy as np
 from index.build import load_recall_model
 from index.channels import RecallFilter
 from index.collections import ContentIndex
-from index.connection import default_uri
-from mmrec.feast_store import open_store, world_end
+from index.connection import open_index
+from mmrec.feast_store import open_store
 from mmrec.settings import Settings
+from mmrec.world_manifest import world_end
 from serving.config import ServingConfig
 from serving.mixing import item_values, mix
 from serving.online_features import CandidateFeatureReader
-from serving.ranker import OnlineRanker, RankedCandidates
+from serving.ranker import OnlineRanker, RankedCandidates, load_ranking_model
 from serving.recall import RecallStage, Seeds
 from serving.schemas import RecommendedItem, RecommendRequest, RecommendResponse
 
 log = logging.getLogger(__name__)
 
 ONLINE_STORE = "online_store"  # the degraded part named in responses
-RANKING_SERVICE = "ranking"
 SKU_CATEGORY_REF = "sku_attributes:sku_category"  # in the `recall` service (S2V seeds)
 
 
@@ -47,7 +47,7 @@ class Recommendation:
     request_ts: int
 
 
-class Recommender:
+class RecommendationPipeline:
     """Loads models, feature store, index and snapshots once; answers requests."""
 
     def __init__(
@@ -59,16 +59,17 @@ class Recommender:
         store=None,
     ) -> None:
         self.settings = settings
-        self.config = config or ServingConfig.from_env()
+        self.config = config or ServingConfig.from_settings(settings)
         self.store = store or open_store(settings)
         self.recall_model = load_recall_model(settings, self.config.recall_model)
         self.index = ContentIndex(
-            milvus_uri or default_uri(settings), refresh_s=self.config.index_refresh_s
+            open_index(settings, milvus_uri), refresh_s=self.config.index_refresh_s
         )
         self.recall = RecallStage(self.recall_model, self.index, self.config.quotas)
+        ranking_model = load_ranking_model(settings, self.config.rank_model)
         self.reader = CandidateFeatureReader(
             self.store,
-            RANKING_SERVICE,
+            ranking_model.feature_service,
             self.recall.catalog.item_id.to_numpy(np.int64),
             self.config.snapshot_refresh_s,
         )
@@ -77,7 +78,7 @@ class Recommender:
             "popularity",
             lambda snapshot: self.recall.use_popularity(snapshot.column("clicks_7d").astype(float)),
         )
-        self.ranker = OnlineRanker(settings, self.config.rank_model, self.reader)
+        self.ranker = OnlineRanker(ranking_model, self.reader)
         self.ranker.content()  # build the dense content table now, not in the first request
         self._world_now = (
             int(world_end(settings).timestamp()) if self.config.clock == "world" else None

@@ -1,0 +1,1 @@
+"""The root `mmrec` command line: mounts every stage's `<stage>/cli.py` (`cli.main:app`)."""

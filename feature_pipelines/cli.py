@@ -1,0 +1,95 @@
+"""`mmrec features ...`: the offline pipelines and the Feast feature store."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mmrec.cli_common import OnlineStore, StageApp, Workspace, cli_settings, console
+from mmrec.vocab import RANKING_SERVICE, RECALL_SERVICE
+
+app = StageApp(help="Offline pipelines and the Feast feature store.")
+
+
+@app.command("build")
+def features_build(
+    day: Annotated[
+        list[str] | None,
+        typer.Option(help="World day(s) YYYY-MM-DD to (re)build; all when omitted."),
+    ] = None,
+    workspace: Workspace = None,
+) -> None:
+    """Run the event-to-feature pipelines into the offline sources (idempotent per day)."""
+    from feature_pipelines.run import build_features
+
+    written = build_features(cli_settings(workspace), day)
+    for source, rows in written.items():
+        console.print(f"{source:>20}: {rows} rows")
+
+
+@app.command("apply")
+def features_apply(workspace: Workspace = None, online_store: OnlineStore = None) -> None:
+    """Register the feature repo's definitions (runs `feast apply` in feature_repo/)."""
+    from mmrec.feast_store import apply_repo
+
+    console.print(apply_repo(cli_settings(workspace, online_store)) or "applied")
+
+
+@app.command("materialize")
+def features_materialize(
+    end: Annotated[
+        str | None, typer.Option(help="ISO time to materialize up to (default: the world's end).")
+    ] = None,
+    view: Annotated[
+        list[str] | None, typer.Option(help="Feature view(s); all when omitted.")
+    ] = None,
+    workspace: Workspace = None,
+    online_store: OnlineStore = None,
+) -> None:
+    """Load the latest feature values within each view's TTL into the online store."""
+    from mmrec.feast_store import materialize, open_store
+    from mmrec.world_manifest import time_or_world_end
+
+    settings = cli_settings(workspace, online_store)
+    until = time_or_world_end(settings, end)
+    windows = materialize(open_store(settings), until, view)
+    for name, ttl in windows.items():
+        console.print(
+            f"{name:>20}: materialized ({until - ttl:%Y-%m-%d %H:%M}, {until:%Y-%m-%d %H:%M}]"
+        )
+
+
+@app.command("show")
+def features_show(
+    user_id: Annotated[int, typer.Option(help="User to read.")],
+    item_id: Annotated[int, typer.Option(help="Item to read.")],
+    service: Annotated[
+        str, typer.Option(help=f"Feature service: {RECALL_SERVICE} or {RANKING_SERVICE}.")
+    ] = RANKING_SERVICE,
+    workspace: Workspace = None,
+    online_store: OnlineStore = None,
+) -> None:
+    """Read one (user, item) row of a feature service from the online store."""
+    from mmrec.feast_store import open_store
+    from mmrec.world_manifest import world_end
+
+    settings = cli_settings(workspace, online_store)
+    store = open_store(settings)
+    try:
+        feature_service = store.get_feature_service(service)
+    except Exception as err:  # Feast raises its own FeatureServiceNotFoundException
+        raise ValueError(f"unknown feature service {service!r}: {err}") from None
+    row = {
+        "user_id": user_id,
+        "item_id": item_id,
+        "request_ts": int(world_end(settings).timestamp()),
+    }
+    values = store.get_online_features(features=feature_service, entity_rows=[row]).to_dict()
+    table = Table(title=f"online features: service={service} user={user_id} item={item_id}")
+    table.add_column("feature")
+    table.add_column("value", overflow="fold")
+    for name, column in values.items():
+        table.add_row(name, repr(column[0]))
+    console.print(table)

@@ -1,0 +1,81 @@
+"""What every stage's CLI shares: the common options, the settings built from them, and the
+one place where a user error becomes a red line on stderr and exit code 2.
+
+Stage CLIs (`<stage>/cli.py`) build their apps with `StageApp`; the root (`cli/main.py`) mounts
+them and nothing imports it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from mmrec.errors import UserError
+from mmrec.settings import Settings
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+# UserError is ours; ValueError and FileNotFoundError are how the libraries we call (datetime,
+# pandas, pyarrow, Feast) reject a bad value or a missing file that came from the user.
+USER_ERRORS: tuple[type[Exception], ...] = (UserError, ValueError, FileNotFoundError)
+
+Workspace = Annotated[
+    Path | None,
+    typer.Option(
+        "--workspace",
+        "-w",
+        help="Folder with feature_repo/ and data/ (default: MMREC_WORKSPACE or the repo).",
+    ),
+]
+OnlineStore = Annotated[
+    str | None,
+    typer.Option("--online-store", help="sqlite (default) or redis (MMREC_ONLINE_STORE)."),
+]
+
+
+def fail(message: str) -> typer.Exit:
+    """Print `message` as an error; raise the returned Exit (code 2)."""
+    err_console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=2)
+
+
+def cli_settings(workspace: Path | None, online_store: str | None = None) -> Settings:
+    """The settings of one command: the environment, overridden by the command's options."""
+    settings = Settings.from_env(workspace)
+    return replace(settings, online_store=online_store) if online_store else settings
+
+
+def exits_on_user_error(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a command so a user error prints one line and exits 2 instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as err:
+            raise fail(str(err)) from None
+
+    return wrapper
+
+
+class StageApp(typer.Typer):
+    """A Typer app whose every command turns user errors into exit code 2."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(no_args_is_help=True, **kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable], Callable]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(function: Callable) -> Callable:
+            register(exits_on_user_error(function))
+            return function
+
+        return decorator
