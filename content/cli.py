@@ -47,9 +47,10 @@ def encode(
 
     Resumable: items already encoded with the same encoder version are not encoded again.
     Items with an empty title, an unreadable image or a video without frames are skipped and
-    counted; the run goes on.
+    counted; the run goes on. What is encoded follows the manifest's data profile: without
+    images, titles alone (no image encoder); without quality labels, no quality head.
     """
-    from content.encode import EncodeConfig, run_encode
+    from content.encode import EncodeConfig, quality_summary, run_encode
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -78,8 +79,12 @@ def encode(
             f"tags v{report.tag_model_version}, held-out {m['n_test']} items: "
             f"category micro-F1 {m['category']['micro_f1']:.3f} "
             f"(most-frequent-tag baseline {m['category_baseline_most_frequent_tag']['micro_f1']:.3f}), "
-            f"quality accuracy {m['quality']['accuracy']:.3f} "
-            f"(majority baseline {m['quality_baseline_majority']['accuracy']:.3f})"
+            f"{quality_summary(m)}"
+        )
+    if report.ignored_category_tags:
+        console.print(
+            f"ignored {sum(report.ignored_category_tags.values())} category tags outside the "
+            f"manifest's categories: {json.dumps(report.ignored_category_tags)}"
         )
     for name, path in report.outputs.items():
         console.print(f"{name:>16}: {path}")

@@ -10,6 +10,10 @@ equals cosine in the recall index.
 The visual input is standardised with the training items' mean and standard deviation first
 (EfficientNet's pooled ReLU6 features are all positive with a large common component);
 those statistics are buffers of the module and are saved with it.
+
+Missing modalities: a catalog without images builds the projector over text alone
+(`modalities=("text",)`, `visual` None); in a catalog with images, an item without one
+(`has_visual` false) gets no visual term, so its fused embedding is a projection of its text.
 """
 
 from __future__ import annotations
@@ -46,21 +50,44 @@ class FusionProjector(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.dim = dim
 
-    def fit_visual_stats(self, visual: np.ndarray) -> None:
-        """Standardise the visual input with these (training) items' statistics."""
-        self.visual_mean.copy_(torch.as_tensor(visual.mean(axis=0), dtype=torch.float32))
-        self.visual_std.copy_(torch.as_tensor(visual.std(axis=0) + 1e-4, dtype=torch.float32))
+    def fit_visual_stats(self, visual: np.ndarray | None, has_visual: np.ndarray | None) -> None:
+        """Standardise the visual input with the statistics of these (training) items' images
+        (`has_visual`: which rows have one; None: all). No image: the identity."""
+        if visual is None:
+            return
+        if has_visual is not None:
+            visual = visual[has_visual]
+        if len(visual):
+            self.visual_mean.copy_(torch.as_tensor(visual.mean(axis=0), dtype=torch.float32))
+            self.visual_std.copy_(torch.as_tensor(visual.std(axis=0) + 1e-4, dtype=torch.float32))
 
-    def hidden(self, text: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
-        """The shared representation the heads read (before L2 normalisation)."""
+    def hidden(
+        self,
+        text: torch.Tensor,
+        visual: torch.Tensor | None,
+        has_visual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The shared representation the heads read (before L2 normalisation). `visual` may be
+        None when the projector has no visual modality; rows where `has_visual` (B,) bool is
+        false get no visual term."""
         total = 0.0
         if "text" in self.modalities:
             total = total + self.text_proj(self.dropout(text))
         if "visual" in self.modalities:
+            if visual is None:
+                raise ValueError("this projector fuses a visual modality: pass visual features")
             visual = (visual - self.visual_mean) / self.visual_std
-            total = total + self.visual_proj(self.dropout(visual))
+            term = self.visual_proj(self.dropout(visual))
+            if has_visual is not None and not bool(has_visual.all()):
+                term = term * has_visual.unsqueeze(-1).to(term.dtype)
+            total = total + term
         return self.norm(total)
 
-    def forward(self, text: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        text: torch.Tensor,
+        visual: torch.Tensor | None,
+        has_visual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """(B, dim) L2-normalised fused embeddings."""
-        return nn.functional.normalize(self.hidden(text, visual), dim=-1)
+        return nn.functional.normalize(self.hidden(text, visual, has_visual), dim=-1)

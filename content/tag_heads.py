@@ -1,9 +1,12 @@
 """Classification tags and a quality tag from light heads over text + visual embeddings.
 
 One small model (`ContentHeads`) = the fusion projection (fusion.py) + two linear heads:
-- category: multi-label over mmrec.vocab.CATEGORIES (sigmoid, BCE), trained on the labels'
-  `category_tags` (the categories of the item's linked SKUs);
-- quality: low / medium / high (softmax, cross-entropy) on `quality_label`.
+- category: multi-label over the data's category vocabulary (the manifest's `categories`,
+  mmrec.vocab.CATEGORIES for the synthetic world; sigmoid, BCE), trained on the labels'
+  `category_tags`. Tags outside the vocabulary are ignored and counted (`Labels.unknown_tags`);
+- quality: low / medium / high (softmax, cross-entropy) on `quality_label`, trained on the
+  labelled items only, and only when at least MIN_QUALITY_LABELS training items carry a label.
+  Without it the model has no quality head and predicts no quality (None: unknown).
 Training is full-precision Adam with a fixed seed and early stopping on a validation slice
 of the training items. Items are split into train and held-out test by a seeded permutation;
 metrics on the held-out items are reported next to majority-class baselines (and, as an
@@ -11,7 +14,8 @@ ablation, the same heads trained on one modality only).
 
 Predicted tags are the categories with probability >= 0.5, and always the most probable one
 (every item has at least its primary category). The quality score is the expected grade in
-[0, 1] (low = 0, medium = 0.5, high = 1).
+[0, 1] (low = 0, medium = 0.5, high = 1). The saved model records its categories and is
+loaded only for the same ones.
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ from mmrec.vocab import CATEGORIES, FUSED_DIM, QUALITY_LABELS, TEXT_DIM, VISUAL_
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "content-heads"
+MIN_QUALITY_LABELS = 20  # labelled training items the quality head needs
+NO_LABEL = -1  # Labels.quality of an unlabelled item, Labels.primary outside the vocabulary
+
+
+class VocabularyMismatch(ValueError):
+    """A saved model was trained for other categories or quality grades."""
 
 
 @dataclass(frozen=True)
@@ -57,72 +67,108 @@ class HeadConfig:
 class Labels:
     """Targets aligned with the embedding rows."""
 
-    category: np.ndarray  # (N, C) float32 multi-hot
-    quality: np.ndarray  # (N,) int64 index into QUALITY_LABELS
-    primary: np.ndarray  # (N,) int64 index into CATEGORIES
+    category: np.ndarray  # (N, C) float32 multi-hot over `categories`
+    quality: np.ndarray  # (N,) int64 index into QUALITY_LABELS, NO_LABEL when unlabelled
+    primary: np.ndarray  # (N,) int64 index into `categories`, NO_LABEL when outside it
+    categories: tuple[str, ...] = CATEGORIES
+    unknown_tags: dict[str, int] = field(default_factory=dict)  # ignored tag -> count
+
+    def take(self, rows: np.ndarray) -> Labels:
+        """The labels of these rows (a mask or indices)."""
+        return Labels(self.category[rows], self.quality[rows], self.primary[rows], self.categories)
+
+    @property
+    def n_quality(self) -> int:
+        """Items with a quality label."""
+        return int((self.quality != NO_LABEL).sum())
 
 
 @dataclass
 class Predictions:
     fused: np.ndarray  # (N, dim) float32, L2-normalised
-    category_probs: np.ndarray  # (N, C) float32
+    category_probs: np.ndarray  # (N, C) float32, C = len(categories)
     category_pred: np.ndarray  # (N, C) bool
-    quality_probs: np.ndarray  # (N, Q) float32
-    quality_pred: np.ndarray  # (N,) int64
-    quality_score: np.ndarray  # (N,) float32 in [0, 1]
+    quality_probs: np.ndarray | None  # (N, Q) float32; None: no quality head (unknown)
+    quality_pred: np.ndarray | None  # (N,) int64
+    quality_score: np.ndarray | None  # (N,) float32 in [0, 1]
+    categories: tuple[str, ...] = CATEGORIES
 
     def category_tags(self) -> list[list[str]]:
         """Predicted tags per item, most probable first."""
-        names = np.asarray(CATEGORIES)
+        names = np.asarray(self.categories)
         tags = []
         for probs, chosen in zip(self.category_probs, self.category_pred, strict=True):
             order = np.argsort(-probs, kind="stable")
             tags.append([str(names[i]) for i in order if chosen[i]])
         return tags
 
-    def quality_labels(self) -> list[str]:
+    def quality_labels(self) -> list[str | None]:
+        """Predicted grades; None for every item when there is no quality head."""
+        if self.quality_pred is None:
+            return [None] * len(self.fused)
         return [QUALITY_LABELS[i] for i in self.quality_pred]
 
 
 class ContentHeads(nn.Module):
-    def __init__(self, config: HeadConfig) -> None:
+    """Fusion + a category head over `categories` + (with `quality`) a quality head."""
+
+    def __init__(
+        self, config: HeadConfig, categories: tuple[str, ...] = CATEGORIES, quality: bool = True
+    ) -> None:
         super().__init__()
         self.config = config
+        self.categories = tuple(categories)
         self.fusion = FusionProjector(
             TEXT_DIM, VISUAL_DIM, config.dim, config.dropout, modalities=config.modalities
         )
-        self.category = nn.Linear(config.dim, len(CATEGORIES))
-        self.quality = nn.Linear(config.dim, len(QUALITY_LABELS))
+        self.category = nn.Linear(config.dim, len(self.categories))
+        self.quality = nn.Linear(config.dim, len(QUALITY_LABELS)) if quality else None
 
     def forward(
-        self, text: torch.Tensor, visual: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.fusion.hidden(text, visual)
-        return self.category(h), self.quality(h)
+        self,
+        text: torch.Tensor,
+        visual: torch.Tensor | None,
+        has_visual: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Category logits and quality logits (None without a quality head)."""
+        h = self.fusion.hidden(text, visual, has_visual)
+        return self.category(h), None if self.quality is None else self.quality(h)
 
 
 def encode_labels(
-    category_tags: list[list[str]], quality_label: list[str], primary: list[str]
+    category_tags: list[list[str]],
+    quality_label: list[str | None],
+    primary: list[str],
+    categories: tuple[str, ...] = CATEGORIES,
 ) -> Labels:
-    """Multi-hot categories, quality and primary indices; unknown names are an error."""
-    cat_index = {c: i for i, c in enumerate(CATEGORIES)}
+    """Multi-hot categories over `categories`, quality and primary indices. Tags outside the
+    vocabulary are ignored and counted; a null quality is NO_LABEL; a quality name outside
+    QUALITY_LABELS is an error."""
+    cat_index = {c: i for i, c in enumerate(categories)}
     q_index = {q: i for i, q in enumerate(QUALITY_LABELS)}
-    multi = np.zeros((len(category_tags), len(CATEGORIES)), dtype=np.float32)
+    multi = np.zeros((len(category_tags), len(categories)), dtype=np.float32)
+    unknown: dict[str, int] = {}
     for row, tags in enumerate(category_tags):
         for tag in tags:
-            if tag not in cat_index:
-                raise ValueError(
-                    f"unknown category tag {tag!r}; expected one of mmrec.vocab.CATEGORIES"
-                )
-            multi[row, cat_index[tag]] = 1.0
-    unknown_q = sorted(set(quality_label) - set(q_index))
+            if tag in cat_index:
+                multi[row, cat_index[tag]] = 1.0
+            else:
+                unknown[tag] = unknown.get(tag, 0) + 1
+    quality = [None if _missing(q) else q for q in quality_label]
+    unknown_q = sorted({q for q in quality if q is not None} - set(q_index))
     if unknown_q:
         raise ValueError(f"unknown quality labels {unknown_q}; expected {QUALITY_LABELS}")
     return Labels(
         category=multi,
-        quality=np.array([q_index[q] for q in quality_label], dtype=np.int64),
-        primary=np.array([cat_index[c] for c in primary], dtype=np.int64),
+        quality=np.array([NO_LABEL if q is None else q_index[q] for q in quality], np.int64),
+        primary=np.array([cat_index.get(c, NO_LABEL) for c in primary], dtype=np.int64),
+        categories=tuple(categories),
+        unknown_tags=dict(sorted(unknown.items(), key=lambda kv: (-kv[1], kv[0]))),
     )
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def split(item_ids: np.ndarray, share: float, seed: int) -> np.ndarray:
@@ -137,24 +183,66 @@ def split(item_ids: np.ndarray, share: float, seed: int) -> np.ndarray:
     return mask
 
 
-def _tensors(text: np.ndarray, visual: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.as_tensor(text, dtype=torch.float32), torch.as_tensor(visual, dtype=torch.float32)
+@dataclass
+class _Inputs:
+    """Text (N, 384), visual (N, 1280) or None (no visual modality) and the rows that have an
+    image (None: all), as tensors."""
+
+    text: torch.Tensor
+    visual: torch.Tensor | None
+    has_visual: torch.Tensor | None
+
+    @classmethod
+    def of(
+        cls, text: np.ndarray, visual: np.ndarray | None, has_visual: np.ndarray | None
+    ) -> _Inputs:
+        return cls(
+            torch.as_tensor(text, dtype=torch.float32),
+            None if visual is None else torch.as_tensor(visual, dtype=torch.float32),
+            None if has_visual is None else torch.as_tensor(has_visual, dtype=torch.bool),
+        )
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+    def __getitem__(self, rows: torch.Tensor | slice) -> _Inputs:
+        return _Inputs(
+            self.text[rows],
+            None if self.visual is None else self.visual[rows],
+            None if self.has_visual is None else self.has_visual[rows],
+        )
 
 
-def _loss(model: ContentHeads, t, v, cat, qual) -> torch.Tensor:
-    cat_logits, q_logits = model(t, v)
-    return nn.functional.binary_cross_entropy_with_logits(
-        cat_logits, cat
-    ) + nn.functional.cross_entropy(q_logits, qual)
+def _rows(values: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    return None if values is None else values[rows]
+
+
+def _loss(model: ContentHeads, x: _Inputs, cat: torch.Tensor, qual: torch.Tensor) -> torch.Tensor:
+    cat_logits, q_logits = model(x.text, x.visual, x.has_visual)
+    loss = nn.functional.binary_cross_entropy_with_logits(cat_logits, cat)
+    if q_logits is not None:
+        known = qual != NO_LABEL
+        if not bool(known.all()):
+            q_logits, qual = q_logits[known], qual[known]
+        if len(qual):
+            loss = loss + nn.functional.cross_entropy(q_logits, qual)
+    return loss
 
 
 def train_heads(
-    text: np.ndarray, visual: np.ndarray, labels: Labels, item_ids: np.ndarray, config: HeadConfig
+    text: np.ndarray,
+    visual: np.ndarray | None,
+    labels: Labels,
+    item_ids: np.ndarray,
+    config: HeadConfig,
+    has_visual: np.ndarray | None = None,
 ) -> tuple[ContentHeads, dict[str, Any]]:
-    """Fit the fusion projection and both heads on these items (seeded, early-stopped)."""
+    """Fit the fusion projection and the heads on these items (seeded, early-stopped); the
+    quality head only when at least MIN_QUALITY_LABELS of them have a quality label.
+    `visual` None: no visual modality; `has_visual` (N,) bool: which items have an image."""
     torch.manual_seed(config.seed)
-    model = ContentHeads(config)
-    model.fusion.fit_visual_stats(visual)
+    model = ContentHeads(config, labels.categories, quality=labels.n_quality >= MIN_QUALITY_LABELS)
+    model.fusion.fit_visual_stats(visual, has_visual)
     with torch.no_grad():  # start every tag at its prior, not at p = 0.5
         prior = labels.category.mean(axis=0).clip(1e-3, 1 - 1e-3)
         model.category.bias.copy_(torch.as_tensor(np.log(prior / (1 - prior)), dtype=torch.float32))
@@ -164,7 +252,7 @@ def train_heads(
         else np.zeros(len(item_ids), bool)
     )
     fit = ~val
-    t, v = _tensors(text, visual)
+    x = _Inputs.of(text, visual, has_visual)
     cat = torch.as_tensor(labels.category)
     qual = torch.as_tensor(labels.quality)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -179,14 +267,14 @@ def train_heads(
         model.train()
         for batch in fit_idx[torch.randperm(len(fit_idx), generator=gen)].split(batch_size):
             opt.zero_grad()
-            loss = _loss(model, t[batch], v[batch], cat[batch], qual[batch])
+            loss = _loss(model, x[batch], cat[batch], qual[batch])
             loss.backward()
             opt.step()
             steps += 1
         model.eval()
         with torch.no_grad():
             idx = val_idx if len(val_idx) else fit_idx
-            val_loss = float(_loss(model, t[idx], v[idx], cat[idx], qual[idx]))
+            val_loss = float(_loss(model, x[idx], cat[idx], qual[idx]))
         history.append(round(val_loss, 5))
         if val_loss < best_loss - 1e-5:
             best, best_loss, best_epoch, stale = (
@@ -216,32 +304,46 @@ def train_heads(
 
 
 def predict(
-    model: ContentHeads, text: np.ndarray, visual: np.ndarray, batch_size: int = 4096
+    model: ContentHeads,
+    text: np.ndarray,
+    visual: np.ndarray | None,
+    batch_size: int = 4096,
+    has_visual: np.ndarray | None = None,
 ) -> Predictions:
+    """Fused embeddings, tags and (with a quality head) quality of these items."""
     model.eval()
+    x = _Inputs.of(text, visual, has_visual)
     fused, cat_p, q_p = [], [], []
     with torch.inference_mode():
-        for start in range(0, len(text), batch_size):
-            t, v = _tensors(text[start : start + batch_size], visual[start : start + batch_size])
-            fused.append(model.fusion(t, v))
-            cat_logits, q_logits = model(t, v)
+        for start in range(0, len(x), batch_size):
+            b = x[start : start + batch_size]
+            fused.append(model.fusion(b.text, b.visual, b.has_visual))
+            cat_logits, q_logits = model(b.text, b.visual, b.has_visual)
             cat_p.append(torch.sigmoid(cat_logits))
-            q_p.append(torch.softmax(q_logits, dim=-1))
-    dim = model.config.dim
+            if q_logits is not None:
+                q_p.append(torch.softmax(q_logits, dim=-1))
+    dim, n_cat = model.config.dim, len(model.categories)
     fused_np = torch.cat(fused).numpy() if fused else np.zeros((0, dim), np.float32)
-    cat_np = torch.cat(cat_p).numpy() if cat_p else np.zeros((0, len(CATEGORIES)), np.float32)
-    q_np = torch.cat(q_p).numpy() if q_p else np.zeros((0, len(QUALITY_LABELS)), np.float32)
+    cat_np = torch.cat(cat_p).numpy() if cat_p else np.zeros((0, n_cat), np.float32)
     chosen = cat_np >= model.config.threshold
     if len(cat_np):
         chosen[np.arange(len(cat_np)), cat_np.argmax(axis=1)] = True
-    grades = np.linspace(0.0, 1.0, len(QUALITY_LABELS), dtype=np.float32)
+    q_np = q_pred = q_score = None
+    if model.quality is not None:
+        q_np = torch.cat(q_p).numpy() if q_p else np.zeros((0, len(QUALITY_LABELS)), np.float32)
+        q_np = q_np.astype(np.float32)
+        q_pred = q_np.argmax(axis=1).astype(np.int64) if len(q_np) else np.zeros(0, np.int64)
+        q_score = (q_np @ np.linspace(0.0, 1.0, len(QUALITY_LABELS), dtype=np.float32)).astype(
+            np.float32
+        )
     return Predictions(
         fused=fused_np.astype(np.float32),
         category_probs=cat_np.astype(np.float32),
         category_pred=chosen,
-        quality_probs=q_np.astype(np.float32),
-        quality_pred=q_np.argmax(axis=1).astype(np.int64) if len(q_np) else np.zeros(0, np.int64),
-        quality_score=(q_np @ grades).astype(np.float32),
+        quality_probs=q_np,
+        quality_pred=q_pred,
+        quality_score=q_score,
+        categories=model.categories,
     )
 
 
@@ -284,9 +386,15 @@ def multiclass(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> dict[str,
     }
 
 
+def _share(hits: np.ndarray) -> float:
+    return float(hits.mean()) if len(hits) else 0.0
+
+
 def evaluate(pred: Predictions, labels: Labels, train_labels: Labels) -> dict[str, Any]:
-    """Held-out metrics of the heads and of majority-class baselines fitted on the train labels."""
-    n_cat, n_q = len(CATEGORIES), len(QUALITY_LABELS)
+    """Held-out metrics of the heads and of majority-class baselines fitted on the train labels.
+    Primary accuracy counts items whose primary category is in the vocabulary; quality (None
+    without a quality head) the items with a quality label."""
+    n_cat, n_q = len(labels.categories), len(QUALITY_LABELS)
     n = len(labels.quality)
     # Baselines: the most frequent tag (train) as every item's only tag; per-label majority
     # (each tag is in < half the items, so: no tag at all); the most frequent quality grade.
@@ -294,27 +402,35 @@ def evaluate(pred: Predictions, labels: Labels, train_labels: Labels) -> dict[st
     top_tag_pred = np.zeros((n, n_cat), bool)
     top_tag_pred[:, top_tag] = True
     per_label_majority = np.tile(train_labels.category.mean(axis=0) > 0.5, (n, 1))
-    top_q = int(np.bincount(train_labels.quality, minlength=n_q).argmax())
-    return {
+    known = labels.primary != NO_LABEL
+    metrics: dict[str, Any] = {
         "n_test": n,
         "category": {
             **multilabel_f1(labels.category, pred.category_pred),
-            "primary_accuracy": float((pred.category_probs.argmax(axis=1) == labels.primary).mean())
-            if n
-            else 0.0,
+            "primary_accuracy": _share(
+                pred.category_probs[known].argmax(axis=1) == labels.primary[known]
+            ),
         },
         "category_baseline_most_frequent_tag": {
-            "tag": CATEGORIES[top_tag],
+            "tag": labels.categories[top_tag],
             **multilabel_f1(labels.category, top_tag_pred),
-            "primary_accuracy": float((labels.primary == top_tag).mean()) if n else 0.0,
+            "primary_accuracy": _share(labels.primary[known] == top_tag),
         },
         "category_baseline_per_label_majority": multilabel_f1(labels.category, per_label_majority),
-        "quality": multiclass(labels.quality, pred.quality_pred, n_q),
-        "quality_baseline_majority": {
-            "label": QUALITY_LABELS[top_q],
-            **multiclass(labels.quality, np.full(n, top_q), n_q),
-        },
+        "quality": None,
+        "quality_baseline_majority": None,
     }
+    if pred.quality_pred is not None:
+        rated = labels.quality != NO_LABEL
+        truth = labels.quality[rated]
+        train_rated = train_labels.quality[train_labels.quality != NO_LABEL]
+        top_q = int(np.bincount(train_rated, minlength=n_q).argmax())
+        metrics["quality"] = multiclass(truth, pred.quality_pred[rated], n_q)
+        metrics["quality_baseline_majority"] = {
+            "label": QUALITY_LABELS[top_q],
+            **multiclass(truth, np.full(len(truth), top_q), n_q),
+        }
+    return metrics
 
 
 # ---- the whole job: split, train, evaluate, save -----------------------------------------
@@ -335,6 +451,8 @@ def heads_version(
     h = hashlib.sha256()
     h.update(base_version.encode())
     h.update(json.dumps(asdict(config), sort_keys=True).encode())
+    if labels.categories != CATEGORIES:  # the synthetic vocabulary keeps its earlier digests
+        h.update(json.dumps(list(labels.categories)).encode())
     order = np.argsort(item_ids, kind="stable")
     for arr in (item_ids[order], labels.category[order], labels.quality[order]):
         h.update(np.ascontiguousarray(arr).tobytes())
@@ -343,30 +461,42 @@ def heads_version(
 
 def fit_and_evaluate(
     text: np.ndarray,
-    visual: np.ndarray,
+    visual: np.ndarray | None,
     labels: Labels,
     item_ids: np.ndarray,
     base_version: str,
     config: HeadConfig | None = None,
     ablations: bool = True,
+    has_visual: np.ndarray | None = None,
 ) -> TrainedHeads:
-    """Train on the non-held-out items, report held-out metrics (and one-modality ablations)."""
+    """Train on the non-held-out items, report held-out metrics (and one-modality ablations).
+    `visual` None: no visual modality; `has_visual` (N,) bool: which items have an image."""
     config = config or HeadConfig()
     test = split(item_ids, config.test_share, config.seed)
     train = ~test
 
-    def subset(mask: np.ndarray) -> Labels:
-        return Labels(labels.category[mask], labels.quality[mask], labels.primary[mask])
+    def fit_and_score(cfg: HeadConfig) -> tuple[ContentHeads, dict[str, Any], dict[str, Any]]:
+        model, info = train_heads(
+            text[train],
+            _rows(visual, train),
+            labels.take(train),
+            item_ids[train],
+            cfg,
+            has_visual=_rows(has_visual, train),
+        )
+        held_out = predict(
+            model, text[test], _rows(visual, test), has_visual=_rows(has_visual, test)
+        )
+        return model, info, evaluate(held_out, labels.take(test), labels.take(train))
 
-    model, info = train_heads(text[train], visual[train], subset(train), item_ids[train], config)
-    metrics = evaluate(predict(model, text[test], visual[test]), subset(test), subset(train))
+    model, info, metrics = fit_and_score(config)
     metrics.update(n_train=int(train.sum()), training=info, config=asdict(config))
     if ablations and len(config.modalities) > 1:
         metrics["ablations"] = {}
         for modality in config.modalities:
-            solo = HeadConfig(**{**asdict(config), "modalities": (modality,)})
-            m, _ = train_heads(text[train], visual[train], subset(train), item_ids[train], solo)
-            scores = evaluate(predict(m, text[test], visual[test]), subset(test), subset(train))
+            _, _, scores = fit_and_score(
+                HeadConfig(**{**asdict(config), "modalities": (modality,)})
+            )
             metrics["ablations"][f"{modality}_only"] = {
                 "category": scores["category"],
                 "quality": scores["quality"],
@@ -384,8 +514,9 @@ def save(trained: TrainedHeads, path: Path) -> Path:
             "config": asdict(trained.model.config),
             "version": trained.version,
             "metrics": trained.metrics,
-            "categories": list(CATEGORIES),
+            "categories": list(trained.model.categories),
             "quality_labels": list(QUALITY_LABELS),
+            "quality_head": trained.model.quality is not None,
         },
         tmp,
     )
@@ -393,14 +524,17 @@ def save(trained: TrainedHeads, path: Path) -> Path:
     return path
 
 
-def load(path: Path) -> TrainedHeads:
+def load(path: Path, categories: tuple[str, ...] = CATEGORIES) -> TrainedHeads:
+    """A saved model, if it was trained for these categories (VocabularyMismatch if not)."""
     payload = torch.load(path, map_location="cpu", weights_only=False)
-    if payload["categories"] != list(CATEGORIES) or payload["quality_labels"] != list(
+    if payload["categories"] != list(categories) or payload["quality_labels"] != list(
         QUALITY_LABELS
     ):
-        raise ValueError(f"{path} was trained for another vocabulary; retrain it")
+        raise VocabularyMismatch(
+            f"{path} was trained for categories {payload['categories']}, not {list(categories)}"
+        )
     cfg = payload["config"]
     config = HeadConfig(**{**cfg, "modalities": tuple(cfg["modalities"])})
-    model = ContentHeads(config)
+    model = ContentHeads(config, categories, quality=payload.get("quality_head", True))
     model.load_state_dict(payload["state_dict"], strict=True)
     return TrainedHeads(model=model.eval(), version=payload["version"], metrics=payload["metrics"])

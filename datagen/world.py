@@ -25,7 +25,7 @@ from datagen.scales import Scale, get_scale
 from mmrec.errors import UserError
 from mmrec.io import progress, read_json, write_json, write_parquet
 from mmrec.settings import Settings
-from mmrec.vocab import CATEGORIES, WORLD_EPOCH
+from mmrec.vocab import CATEGORIES, MATERIALS, WORLD_EPOCH
 
 log = logging.getLogger(__name__)
 GENERATOR_VERSION = "1"
@@ -92,6 +92,12 @@ def generate_world(
         "n_events": n_events,
         "events_by_type": dict(sorted(counts.items())),
         "defects": {k: len(v) for k, v in defects.items()},
+        # the data profile (mmrec.world_manifest.DataProfile): what stages adapt to
+        "source": "synthetic",
+        "categories": list(CATEGORIES),
+        "modalities": {"text": True, "image": True, "frames": True},
+        "has_skus": True,
+        "materials": list(MATERIALS),
     }
     write_json(manifest, manifest_path)
     return manifest

@@ -3,6 +3,7 @@ attributes, stamped with the time they became true: an item's publish time."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import duckdb
@@ -10,18 +11,25 @@ import pandas as pd
 
 
 def build_item_attributes(
-    con: duckdb.DuckDBPyConnection, items_file: str, start: datetime, end: datetime
+    con: duckdb.DuckDBPyConnection,
+    items_file: str,
+    start: datetime | None,
+    end: datetime,
+    categories: Sequence[str],
 ) -> pd.DataFrame:
-    """Attributes of items published in [start, end), stamped at their publish time."""
+    """Attributes of items published in [start, end) (start None: any time before `end`),
+    stamped at their publish time. `category_index` is the category's position in the data's
+    vocabulary `categories` (null outside it): the index of every category vector."""
     return con.execute(
         """
-        SELECT item_id, publish_ts AS event_timestamp, material, category, sku_ids,
+        SELECT item_id, publish_ts AS event_timestamp, material, category,
+               (list_position($categories, category) - 1)::BIGINT AS category_index, sku_ids,
                epoch(publish_ts)::BIGINT AS publish_ts_s, duration_s::FLOAT AS duration_s
         FROM read_parquet($items)
-        WHERE publish_ts >= $start AND publish_ts < $end
+        WHERE ($start IS NULL OR publish_ts >= $start) AND publish_ts < $end
         ORDER BY item_id
         """,
-        {"items": items_file, "start": start, "end": end},
+        {"items": items_file, "start": start, "end": end, "categories": list(categories)},
     ).df()
 
 

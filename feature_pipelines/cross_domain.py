@@ -3,13 +3,12 @@ events (sku click / cart / purchase), used to rank content."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import duckdb
 import numpy as np
 import pandas as pd
-
-from mmrec.vocab import CATEGORIES
 
 LOOKBACK = timedelta(days=30)
 HALF_LIFE_DAYS = 7.0
@@ -18,11 +17,16 @@ EVENT_WEIGHTS = {"sku_click": 1.0, "sku_cart": 3.0, "sku_purchase": 5.0}
 
 
 def build_cross_domain(
-    con: duckdb.DuckDBPyConnection, files: list[str], skus_file: str, end: datetime
+    con: duckdb.DuckDBPyConnection,
+    files: list[str],
+    skus_file: str,
+    end: datetime,
+    categories: Sequence[str],
 ) -> pd.DataFrame:
     """Snapshots at `end` for users with product events in the lookback window.
 
-    cdr_category_affinity is a list over mmrec.vocab.CATEGORIES summing to 1.
+    cdr_category_affinity is a list over the data's `categories` summing to 1 (users whose
+    product events all fall outside the vocabulary get no row).
     """
     weights = " ".join(f"WHEN '{t}' THEN {w}" for t, w in EVENT_WEIGHTS.items())
     scores = con.execute(
@@ -51,13 +55,14 @@ def build_cross_domain(
         "cdr_top_category",
         "cdr_event_count_30d",
     ]
+    scores = scores[scores.category.isin(categories)]
     if scores.empty:
         return pd.DataFrame(columns=columns)
     # A (users x categories) pivot; pandas does this in one call where SQL would need a
     # cross join against the category list.
     matrix = scores.pivot_table(
         index="user_id", columns="category", values="score", aggfunc="sum", fill_value=0.0
-    ).reindex(columns=list(CATEGORIES), fill_value=0.0)
+    ).reindex(columns=list(categories), fill_value=0.0)
     values = matrix.to_numpy(dtype=np.float64)
     affinity = (values / values.sum(axis=1, keepdims=True)).astype(np.float32)
     counts = scores.groupby("user_id")["n"].sum().reindex(matrix.index)
@@ -66,7 +71,7 @@ def build_cross_domain(
             "user_id": matrix.index.to_numpy(dtype=np.int64),
             "event_timestamp": pd.Timestamp(end),
             "cdr_category_affinity": list(affinity),
-            "cdr_top_category": np.asarray(CATEGORIES)[values.argmax(axis=1)],
+            "cdr_top_category": np.asarray(categories)[values.argmax(axis=1)],
             "cdr_event_count_30d": counts.to_numpy(dtype=np.int64),
         }
     )

@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
+
 from mmrec.settings import Settings
 from mmrec.vocab import WORLD_EPOCH
 
@@ -19,6 +21,69 @@ ITEM_STATS = "item_stats"
 ITEM_ATTRIBUTES = "item_attributes"
 SKU_ATTRIBUTES = "sku_attributes"
 SOURCES = (USER_BEHAVIOR_SEQ, USER_CROSS_DOMAIN, ITEM_STATS, ITEM_ATTRIBUTES, SKU_ATTRIBUTES)
+
+# Each source's Parquet schema. Written explicitly, so a partition without rows or with an
+# all-null column (data without SKUs has no cross-domain rows) still carries the types Feast's
+# offline store joins on: one timestamp type everywhere, microseconds UTC.
+_TS = pa.timestamp("us", tz="UTC")
+_IDS = pa.list_(pa.int64())
+SCHEMAS: dict[str, pa.Schema] = {
+    USER_BEHAVIOR_SEQ: pa.schema(
+        [("user_id", pa.int64()), ("event_timestamp", _TS)]
+        + [
+            (f"{kind}_seq", _IDS)
+            for kind in (
+                "item_click",
+                "item_watch",
+                "item_engage",
+                "sku_click",
+                "sku_cart",
+                "sku_purchase",
+            )
+        ]
+    ),
+    USER_CROSS_DOMAIN: pa.schema(
+        [
+            ("user_id", pa.int64()),
+            ("event_timestamp", _TS),
+            ("cdr_category_affinity", pa.list_(pa.float32())),
+            ("cdr_top_category", pa.string()),
+            ("cdr_event_count_30d", pa.int64()),
+        ]
+    ),
+    ITEM_STATS: pa.schema(
+        [("item_id", pa.int64()), ("event_timestamp", _TS)]
+        + [
+            (f"{what}_{window}", pa.int64())
+            for window in ("1d", "7d")
+            for what in ("impressions", "clicks")
+        ]
+        + [
+            (name, pa.float32())
+            for name in ("ctr_7d", "ctr_home_7d", "ctr_inner_7d", "ctr_detail_7d", "watch_ratio_7d")
+        ]
+    ),
+    ITEM_ATTRIBUTES: pa.schema(
+        [
+            ("item_id", pa.int64()),
+            ("event_timestamp", _TS),
+            ("material", pa.string()),
+            ("category", pa.string()),
+            ("category_index", pa.int64()),
+            ("sku_ids", _IDS),
+            ("publish_ts_s", pa.int64()),
+            ("duration_s", pa.float32()),
+        ]
+    ),
+    SKU_ATTRIBUTES: pa.schema(
+        [
+            ("sku_id", pa.int64()),
+            ("event_timestamp", _TS),
+            ("sku_category", pa.string()),
+            ("sku_price", pa.float32()),
+        ]
+    ),
+}
 
 
 def day_start(day: int) -> datetime:

@@ -7,10 +7,11 @@ same content and a new day only adds partitions.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from feature_pipelines import layout
 from feature_pipelines.catalog_attributes import build_item_attributes, build_sku_attributes
@@ -22,7 +23,7 @@ from feature_pipelines.user_sequences import LOOKBACK as SEQ_LOOKBACK
 from feature_pipelines.user_sequences import build_user_sequences
 from mmrec.io import progress, write_parquet
 from mmrec.settings import Settings
-from mmrec.world_manifest import world_days
+from mmrec.world_manifest import data_profile, world_days
 
 log = logging.getLogger(__name__)
 SKU_CATALOG_AGE = timedelta(days=365)  # SKU attributes are valid from a year before day 0
@@ -38,10 +39,11 @@ def build_features(settings: Settings, days: list[str] | None = None) -> dict[st
     unknown = sorted(set(chosen) - set(all_days))
     if unknown:
         raise ValueError(f"days {unknown} are not in the world ({all_days[0]} .. {all_days[-1]})")
+    categories = data_profile(settings).categories
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     items, skus = str(settings.raw_dir / "items.parquet"), str(settings.raw_dir / "skus.parquet")
-    first_day = layout.day_start(0)
+    first_day = pd.Timestamp(all_days[0], tz="UTC").to_pydatetime()
     written = dict.fromkeys(layout.SOURCES, 0)
 
     def emit(source: str, frame: pd.DataFrame, when) -> None:
@@ -50,32 +52,43 @@ def build_features(settings: Settings, days: list[str] | None = None) -> dict[st
         frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True).astype(
             "datetime64[us, UTC]"
         )
-        write_parquet(frame, layout.partition_path(settings, source, when))
+        schema = layout.SCHEMAS[source]
+        table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+        write_parquet(table, layout.partition_path(settings, source, when))
         written[source] += len(frame)
 
     sku_time = first_day - SKU_CATALOG_AGE
     emit(layout.SKU_ATTRIBUTES, build_sku_attributes(con, skus, sku_time), sku_time)
-    if days is None or all_days[0] in chosen:  # the backfilled catalog, day by publish day
-        backfill_start = con.execute(
-            "SELECT min(publish_ts) FROM read_parquet($f)", {"f": items}
-        ).fetchone()[0]
-        day = backfill_start.replace(hour=0, minute=0, second=0, microsecond=0)
-        while day < first_day:
-            emit(
-                layout.ITEM_ATTRIBUTES,
-                build_item_attributes(con, items, day, day + timedelta(days=1)),
-                day,
-            )
-            day += timedelta(days=1)
-
+    # Items are stamped at their publish time, one partition per publish day. The catalog
+    # published before the data's first day (the backfill) is read in one query, as are the
+    # items published on days without events (a log with gaps: only days with events are
+    # data days, so nothing costs per calendar day).
+    if days is None or all_days[0] in chosen:
+        backfill = build_item_attributes(con, items, None, first_day, categories)
+        for day, frame in _by_publish_day(backfill):
+            emit(layout.ITEM_ATTRIBUTES, frame, day)
+    previous_end = dict(zip(all_days[1:], all_days, strict=False))
     for label in progress(chosen, "feature pipelines"):
         start = pd.Timestamp(label, tz="UTC").to_pydatetime()
         end = start + timedelta(days=1)
         lookback = max(SEQ_LOOKBACK, CDR_LOOKBACK, STATS_WINDOW)
         files = layout.event_files(settings, end - lookback, end)
-        emit(layout.ITEM_ATTRIBUTES, build_item_attributes(con, items, start, end), start)
+        since = (
+            pd.Timestamp(previous_end[label], tz="UTC").to_pydatetime() + timedelta(days=1)
+            if label in previous_end
+            else first_day
+        )
+        published = build_item_attributes(con, items, since, end, categories)
+        for day, frame in _by_publish_day(published):
+            emit(layout.ITEM_ATTRIBUTES, frame, day)
         emit(layout.USER_BEHAVIOR_SEQ, build_user_sequences(con, files, start, end), start)
-        emit(layout.USER_CROSS_DOMAIN, build_cross_domain(con, files, skus, end), start)
+        emit(layout.USER_CROSS_DOMAIN, build_cross_domain(con, files, skus, end, categories), start)
         emit(layout.ITEM_STATS, build_item_stats(con, files, items, end), start)
     log.info("offline sources written: %s", written)
     return written
+
+
+def _by_publish_day(frame: pd.DataFrame) -> list[tuple[datetime, pd.DataFrame]]:
+    """`frame` split by the UTC day of its event_timestamp (the publish time)."""
+    days = pd.to_datetime(frame.event_timestamp, utc=True).dt.floor("D")
+    return [(day.to_pydatetime(), part) for day, part in frame.groupby(days, sort=True)]

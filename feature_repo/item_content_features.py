@@ -2,7 +2,9 @@
 
 Written by `mmrec content encode` (content/encode.py) as
 `data/offline/{item_embeddings,item_tags}/day=YYYY-MM-DD/part.parquet`, one row per item
-stamped with its publish time and the encoder name and version that produced it.
+stamped with its publish time and the encoder name and version that produced it. What is
+there follows the data (the manifest's profile): a catalog without images has a null
+`visual_emb` and a text-only `fused_emb`; data without quality labels a null quality.
 """
 
 from datetime import timedelta
@@ -32,17 +34,17 @@ item_embeddings_fv = FeatureView(
         Field(
             name="visual_emb",
             dtype=Array(Float32),
-            description="EfficientNet-lite0 pooled features, 1280-d: the cover, or the mean over sampled video frames.",
+            description="EfficientNet-lite0 pooled features, 1280-d: the cover, or the mean over sampled video frames (the cover when the catalog has no frames); null when the item has no image.",
         ),
         Field(
             name="fused_emb",
             dtype=Array(Float32),
-            description="Learned projection of text + visual, 128-d, L2-normalised (recall).",
+            description="Learned projection of the modalities present (text + visual, or text alone), 128-d, L2-normalised (recall).",
         ),
         Field(
             name="encoder_name",
             dtype=String,
-            description="The text+image encoders that produced the row.",
+            description="The text+image encoders that produced the row ('+none': no image encoder ran).",
         ),
         Field(
             name="encoder_version",
@@ -74,14 +76,18 @@ item_tags_fv = FeatureView(
         Field(
             name="category_probs",
             dtype=Array(Float32),
-            description="Probability per category, mmrec.vocab.CATEGORIES order.",
+            description="Probability per category, in the order of the data's categories (the manifest's; mmrec.vocab.CATEGORIES for the synthetic world).",
         ),
         Field(
             name="quality_label",
             dtype=String,
-            description="Predicted quality grade: low | medium | high.",
+            description="Predicted quality grade: low | medium | high; null when the data has no quality labels.",
         ),
-        Field(name="quality_score", dtype=Float32, description="Expected quality grade in [0, 1]."),
+        Field(
+            name="quality_score",
+            dtype=Float32,
+            description="Expected quality grade in [0, 1]; null (unknown) when the data has no quality labels.",
+        ),
         Field(
             name="tag_model_version",
             dtype=String,

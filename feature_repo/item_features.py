@@ -15,6 +15,11 @@ item_attributes_fv = FeatureView(
     schema=[
         Field(name="material", dtype=String, description="video | live | shop | aggregated."),
         Field(name="category", dtype=String, description="Primary product category."),
+        Field(
+            name="category_index",
+            dtype=Int64,
+            description="Position of the category in the data's category list (manifest); null outside it.",
+        ),
         Field(name="sku_ids", dtype=Array(Int64), description="Linked product SKUs."),
         Field(name="publish_ts_s", dtype=Int64, description="Publish time, unix seconds."),
         Field(

@@ -32,15 +32,12 @@ def item_freshness(inputs: dict) -> dict:
     mode="python",
 )
 def user_item_affinity(inputs: dict) -> dict:
-    # The order of cdr_category_affinity (mmrec.vocab.CATEGORIES). Kept inside the function:
-    # Feast serializes the UDF into the registry and runs it where the repo is not importable.
-    categories = (
-        "electronics", "beauty", "apparel", "food", "home", "sports",
-        "toys", "books", "baby", "pets", "automotive", "outdoor",
-    )  # fmt: skip
-    category_index = {name: i for i, name in enumerate(categories)}
+    # cdr_category_affinity and category_index both follow the data's category list (the
+    # manifest), so the UDF needs no vocabulary of its own.
     out = []
-    for affinity, category in zip(inputs["cdr_category_affinity"], inputs["category"], strict=True):
-        index = category_index.get(category) if category is not None else None
-        out.append(float(affinity[index]) if affinity and index is not None else 0.0)
+    for affinity, index in zip(
+        inputs["cdr_category_affinity"], inputs["category_index"], strict=True
+    ):
+        usable = affinity is not None and index is not None and 0 <= index < len(affinity)
+        out.append(float(affinity[index]) if usable else 0.0)
     return {"cdr_item_category_affinity": out}

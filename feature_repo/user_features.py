@@ -42,7 +42,7 @@ user_cross_domain_fv = FeatureView(
         Field(
             name="cdr_category_affinity",
             dtype=Array(Float32),
-            description="Decayed product-domain affinity per category (mmrec.vocab.CATEGORIES order), sums to 1.",
+            description="Decayed product-domain affinity per category (the data's category list, manifest order), sums to 1.",
         ),
         Field(
             name="cdr_top_category",

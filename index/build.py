@@ -23,6 +23,7 @@ from index.connection import open_index
 from index.errors import VectorIndexError
 from mmrec.feast_store import open_store
 from mmrec.settings import Settings
+from mmrec.vocab import CATEGORIES
 from mmrec.world_manifest import world_end
 from models.recall import RecallConfig, TwoTowerRecall, encode_items
 from models.recall_inputs import VERSION_FIELDS, catalog_ids, load_item_table
@@ -75,7 +76,8 @@ def build_index(
     """Encode the catalog with the recall model's item tower and swap it in (module docstring)."""
     recall = load_recall_model(settings, model_tag)
     store = store or open_store(settings)
-    table = load_item_table(store, catalog_ids(settings), world_end(settings))
+    categories = tuple(recall.metadata.get("categories", CATEGORIES))
+    table = load_item_table(store, catalog_ids(settings), world_end(settings), categories)
     check_versions(recall.metadata, table.versions)
     table.set_known(recall.known_item_ids)
     vectors = encode_items(recall.model, table.inputs(np.arange(len(table)))).numpy()

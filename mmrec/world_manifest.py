@@ -3,12 +3,14 @@ ends. Every stage reads it here, so a missing world is one error with one fix.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from mmrec.errors import UserError
 from mmrec.io import read_json
 from mmrec.settings import Settings
+from mmrec.vocab import CATEGORIES, EVENT_TYPES, MATERIALS, RANKING_TASKS
 
 
 class NoWorldError(UserError):
@@ -46,3 +48,48 @@ def time_or_world_end(settings: Settings, iso: str | None, option: str = "--end"
     if moment.tzinfo is None:
         raise UserError(f"{option} {iso!r} needs a time zone, e.g. {iso}+00:00")
     return moment
+
+
+@dataclass(frozen=True)
+class DataProfile:
+    """What the data carries, as the manifest declares it (the generator and `mmrec data
+    import` write it), so every stage adapts without code edits.
+
+    categories: the item category vocabulary; its order is the index order of every category
+    vector (CDR affinities, tag probabilities, one-hots). event_types: the behaviours present.
+    image / frames: whether the catalog has covers / video frames (text is always there).
+    has_skus: whether there is a product domain (S2V recall, cross-domain interest).
+    """
+
+    categories: tuple[str, ...] = CATEGORIES
+    event_types: tuple[str, ...] = EVENT_TYPES
+    image: bool = True
+    frames: bool = True
+    has_skus: bool = True
+    materials: tuple[str, ...] = MATERIALS
+
+    @property
+    def ranking_tasks(self) -> tuple[str, ...]:
+        """The ranking tasks whose behaviour occurs in the data (click always: it is the
+        task every other one hangs off)."""
+        return tuple(t for t in RANKING_TASKS if t == "click" or t in self.event_types)
+
+    @property
+    def content_modalities(self) -> tuple[str, ...]:
+        """The content modalities the catalog carries: text always, visual with covers."""
+        return ("text", "visual") if self.image else ("text",)
+
+
+def data_profile(settings: Settings) -> DataProfile:
+    """The manifest's profile; fields an older manifest lacks take the synthetic world's."""
+    manifest = read_world_manifest(settings)
+    modalities = manifest.get("modalities", {})
+    present = manifest.get("events_by_type")
+    return DataProfile(
+        categories=tuple(manifest.get("categories", CATEGORIES)),
+        event_types=tuple(t for t in EVENT_TYPES if present is None or present.get(t, 0) > 0),
+        image=bool(modalities.get("image", True)),
+        frames=bool(modalities.get("frames", True)),
+        has_skus=bool(manifest.get("has_skus", True)),
+        materials=tuple(manifest.get("materials", MATERIALS)),
+    )

@@ -91,12 +91,13 @@ class ItemContent:
     """Text and visual embeddings per item id; row 0 is the all-zero "no content" row.
 
     item_ids: (M,) sorted int64; text: (M + 1, TEXT_DIM) float32; visual: (M + 1, VISUAL_DIM)
-    float32; versions: CONTENT_VERSION_FIELDS of every row.
+    float32, or None for a catalog without images; versions: CONTENT_VERSION_FIELDS of every
+    row.
     """
 
     item_ids: np.ndarray
     text: Tensor
-    visual: Tensor
+    visual: Tensor | None
     versions: dict[str, str]
 
     def rows(self, item_ids: np.ndarray) -> np.ndarray:
@@ -109,16 +110,24 @@ class ItemContent:
         return np.where(hit, pos + 1, 0).reshape(np.shape(item_ids))
 
 
-def item_content_from_frame(frame: pd.DataFrame) -> ItemContent:
+def item_content_from_frame(
+    frame: pd.DataFrame, modalities: tuple[str, ...] = ("text", "visual")
+) -> ItemContent:
     """ItemContent from rows of item_id, text_emb, visual_emb and the version fields (Feast's
-    offline rows in training, the online snapshot's columns in serving); rows missing either
-    embedding have no content."""
-    frame = frame[frame.text_emb.notna() & frame.visual_emb.notna()].sort_values("item_id")
+    offline rows in training, the online snapshot's columns in serving). `modalities`: the
+    content modalities the model reads; rows missing any of them have no content."""
+    has = frame.text_emb.notna()
+    if "visual" in modalities:
+        has &= frame.visual_emb.notna()
+    frame = frame[has].sort_values("item_id")
     versions = content_versions(frame, CONTENT_VERSION_FIELDS)
-    zero = np.zeros((1, TEXT_DIM), np.float32), np.zeros((1, VISUAL_DIM), np.float32)
-    text = np.vstack([zero[0], stack_embeddings(frame.text_emb, TEXT_DIM)])
-    visual = np.vstack([zero[1], stack_embeddings(frame.visual_emb, VISUAL_DIM)])
-    log.info("item content: %d items with embeddings %s", len(frame), versions)
+
+    def table(column: str, width: int) -> Tensor:
+        rows = stack_embeddings(frame[column], width) if len(frame) else np.zeros((0, width))
+        return torch.from_numpy(np.vstack([np.zeros((1, width), np.float32), rows]))
+
+    visual = table("visual_emb", VISUAL_DIM) if "visual" in modalities else None
+    log.info("item content: %d items with %s embeddings %s", len(frame), modalities, versions)
     return ItemContent(
-        frame.item_id.to_numpy(np.int64), torch.from_numpy(text), torch.from_numpy(visual), versions
+        frame.item_id.to_numpy(np.int64), table("text_emb", TEXT_DIM), visual, versions
     )

@@ -171,6 +171,9 @@ class RankingConfig:
     tower_dims: tuple[int, ...] = (32,)
     dropout: float = 0.0
     use_multimodal: bool = True
+    # The content modalities the data has (text always; visual when the catalog has covers):
+    # projections, DSN generators and MIN's interest weights exist for these only.
+    content_modalities: tuple[str, ...] = CONTENT_MODALITIES
     use_dsn: bool = True
     use_min: bool = True
     use_cdr: bool = True
@@ -178,7 +181,8 @@ class RankingConfig:
     # Training-only probability of zeroing a candidate's ID embedding (the cold path).
     id_dropout: float = 0.1
     # BCE pos_weight per task (missing = 1.0); see the module docstring on sparse labels.
-    pos_weight: dict[str, float] = field(default_factory=_default_pos_weight)
+    # None: the defaults of the configured tasks.
+    pos_weight: dict[str, float] | None = None
     task_weights: dict[str, float] = field(default_factory=dict)  # missing = 1.0
     adversarial_weight: float = 0.1  # generator's adversarial loss in the total; small = stable
     seed: int = 0  # parameter initialisation seed (the global RNG is left untouched)
@@ -188,6 +192,9 @@ class RankingConfig:
             raise ValueError(
                 f"RankingConfig.tasks must be distinct and non-empty, got {self.tasks}"
             )
+        if self.pos_weight is None:
+            defaults = _default_pos_weight()
+            self.pos_weight = {t: defaults[t] for t in self.tasks if t in defaults}
         positive = {
             "n_item_buckets": self.n_item_buckets,
             "embed_dim": self.embed_dim,
@@ -205,6 +212,11 @@ class RankingConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"RankingConfig.{name} must be >= 1, got {value}")
+        if not self.content_modalities or set(self.content_modalities) - set(CONTENT_MODALITIES):
+            raise ValueError(
+                f"RankingConfig.content_modalities must be some of {CONTENT_MODALITIES}, "
+                f"got {self.content_modalities}"
+            )
         if not self.expert_dims:
             raise ValueError("RankingConfig.expert_dims must name at least one layer width")
         for name in ("use_dsn", "use_min"):
@@ -237,12 +249,10 @@ class DSNResidual(nn.Module):
     The ranker consumes residual_m = real_m - G_m(id), computed by the model.
     """
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, modalities: tuple[str, ...]) -> None:
         super().__init__()
-        self.generators = nn.ModuleDict({m: MLP(dim, (hidden,), dim) for m in CONTENT_MODALITIES})
-        self.discriminators = nn.ModuleDict(
-            {m: MLP(2 * dim, (hidden,), 1) for m in CONTENT_MODALITIES}
-        )
+        self.generators = nn.ModuleDict({m: MLP(dim, (hidden,), dim) for m in modalities})
+        self.discriminators = nn.ModuleDict({m: MLP(2 * dim, (hidden,), 1) for m in modalities})
 
     def forward(self, id_emb: Tensor) -> dict[str, Tensor]:
         """id_emb (N, d) -> {modality: generated (N, d)}"""
@@ -265,17 +275,16 @@ class DSNResidual(nn.Module):
 
 
 class ModalityInterest(nn.Module):
-    """GMF's MIN: user features -> softmax weights over MODALITIES; candidates attend over the
-    user's history in the text and visual spaces (the ID-space pool comes from the model);
-    the fused interest is the weighted sum of the three pooled vectors.
+    """GMF's MIN: user features -> softmax weights over ID + the content modalities;
+    candidates attend over the user's history in each content space (the ID-space pool comes
+    from the model); the fused interest is the weighted sum of the pooled vectors.
     """
 
-    def __init__(self, user_dim: int, dim: int, hidden: int) -> None:
+    def __init__(self, user_dim: int, dim: int, hidden: int, modalities: tuple[str, ...]) -> None:
         super().__init__()
-        self.interest = MLP(user_dim, (hidden,), len(MODALITIES))
-        self.attention = nn.ModuleDict(
-            {m: TargetAttention(dim, hidden) for m in CONTENT_MODALITIES}
-        )
+        self.modalities = modalities
+        self.interest = MLP(user_dim, (hidden,), 1 + len(modalities))
+        self.attention = nn.ModuleDict({m: TargetAttention(dim, hidden) for m in modalities})
 
     def forward(
         self,
@@ -289,18 +298,18 @@ class ModalityInterest(nn.Module):
         Args:
             user_vec: (B, user_dim), B = 1 or N.
             id_pool: (N, d) the candidate's attention pool over the history in ID space.
-            queries: {text, visual} -> (N, d) candidate projections.
-            histories: {text, visual} -> (B, L, d) projected history.
+            queries: {modality} -> (N, d) candidate projections.
+            histories: {modality} -> (B, L, d) projected history.
             mask: (B, L) bool.
         Returns:
-            fused (N, d) and the interest weights (B, 3) over MODALITIES.
+            fused (N, d) and the interest weights (B, M) over ("id", *modalities), M <= 3.
         """
-        weights = torch.softmax(self.interest(user_vec), dim=-1)  # (B, 3)
+        weights = torch.softmax(self.interest(user_vec), dim=-1)  # (B, M)
         pools = [id_pool] + [
-            self.attention[m](queries[m], histories[m], mask) for m in CONTENT_MODALITIES
+            self.attention[m](queries[m], histories[m], mask) for m in self.modalities
         ]
-        stacked = torch.stack(pools, dim=1)  # (N, 3, d)
-        fused = (weights.unsqueeze(-1) * stacked).sum(1)  # (B, 3, 1) * (N, 3, d) -> (N, d)
+        stacked = torch.stack(pools, dim=1)  # (N, M, d)
+        fused = (weights.unsqueeze(-1) * stacked).sum(1)  # (B, M, 1) * (N, M, d) -> (N, d)
         return fused, weights
 
 
@@ -343,7 +352,8 @@ class RankingModel(nn.Module):
 
     Returned keys: "logits_{task}" (N,) for every task; with use_dsn "dsn_condition" (N, d)
     and "dsn_real_{m}", "dsn_fake_{m}" (N, d) for m in (text, visual), which `RankingLoss`
-    uses for the adversarial losses; with use_min "min_weights" (B, 3) over MODALITIES.
+    uses for the adversarial losses; with use_min "min_weights" (B, 1 + M) over ("id",
+    *content_modalities).
     """
 
     def __init__(self, config: RankingConfig) -> None:
@@ -362,16 +372,17 @@ class RankingModel(nn.Module):
             in_dim = 2 * d + 3 * c.context_dim
             self.text_proj = self.visual_proj = None
             self.dsn = self.min = None
+            modalities = c.content_modalities
             if c.use_multimodal:
-                self.text_proj = projection(c.text_dim, d)
-                self.visual_proj = projection(c.visual_dim, d)
-                in_dim += 2 * d
+                self.text_proj = projection(c.text_dim, d) if "text" in modalities else None
+                self.visual_proj = projection(c.visual_dim, d) if "visual" in modalities else None
+                in_dim += len(modalities) * d
             if c.use_dsn:
-                self.dsn = DSNResidual(d, c.attention_hidden)
-                in_dim += len(CONTENT_MODALITIES) * d
+                self.dsn = DSNResidual(d, c.attention_hidden, modalities)
+                in_dim += len(modalities) * d
             if c.use_min:
-                user_dim = len(MODALITIES) * d + (c.n_categories if c.use_cdr else 0)
-                self.min = ModalityInterest(user_dim, d, c.attention_hidden)
+                user_dim = (1 + len(modalities)) * d + (c.n_categories if c.use_cdr else 0)
+                self.min = ModalityInterest(user_dim, d, c.attention_hidden, modalities)
                 in_dim += d
             if c.use_cdr:
                 in_dim += c.n_categories + 1
@@ -408,16 +419,13 @@ class RankingModel(nn.Module):
         check_tensor("user.source", user.source, (b,), kind="int")
         check_index_range("user.source", user.source, c.n_sources)
 
-        if c.use_multimodal:
-            check_tensor("candidates.text_emb", items.text_emb, (n, c.text_dim), kind="float")
-            check_tensor("candidates.visual_emb", items.visual_emb, (n, c.visual_dim), kind="float")
-        if c.use_min:
-            check_tensor(
-                "user.seq_text_emb", user.seq_text_emb, (b, length, c.text_dim), kind="float"
-            )
-            check_tensor(
-                "user.seq_visual_emb", user.seq_visual_emb, (b, length, c.visual_dim), kind="float"
-            )
+        widths = {"text": c.text_dim, "visual": c.visual_dim}
+        for m in c.content_modalities if c.use_multimodal else ():
+            emb = getattr(items, f"{m}_emb")
+            check_tensor(f"candidates.{m}_emb", emb, (n, widths[m]), kind="float")
+            if c.use_min:
+                seq = getattr(user, f"seq_{m}_emb")
+                check_tensor(f"user.seq_{m}_emb", seq, (b, length, widths[m]), kind="float")
         if c.use_cdr:
             check_tensor(
                 "user.category_affinity",
@@ -426,7 +434,15 @@ class RankingModel(nn.Module):
                 kind="float",
             )
             check_tensor("candidates.category", items.category, (n,), kind="int")
-            check_index_range("candidates.category", items.category, c.n_categories)
+            category = items.category
+            if category.numel() and (
+                int(category.min()) < -1 or int(category.max()) >= c.n_categories
+            ):
+                raise ValueError(
+                    f"candidates.category must hold indices in [0, {c.n_categories}) or -1 "
+                    f"(outside the data's category list), got values in "
+                    f"[{int(category.min())}, {int(category.max())}]"
+                )
         if c.use_timeliness:
             check_tensor("candidates.age_hours", items.age_hours, (n,), kind="float")
             check_tensor(
@@ -457,29 +473,27 @@ class RankingModel(nn.Module):
         item_side = [item_id, id_interest, self.material_embedding(items.material)]
 
         if c.use_multimodal:
-            real = {
-                "text": self.text_proj(items.text_emb),
-                "visual": self.visual_proj(items.visual_emb),
-            }
-            item_side += [real["text"], real["visual"]]
+            modalities = c.content_modalities
+            projections = {"text": self.text_proj, "visual": self.visual_proj}
+            real = {m: projections[m](getattr(items, f"{m}_emb")) for m in modalities}  # (N, d)
+            item_side += [real[m] for m in modalities]
             if self.dsn is not None:
                 fake = self.dsn(item_id)
-                item_side += [real[m] - fake[m] for m in CONTENT_MODALITIES]
+                item_side += [real[m] - fake[m] for m in modalities]
                 out["dsn_condition"] = item_id
-                for m in CONTENT_MODALITIES:
+                for m in modalities:
                     out[f"dsn_real_{m}"] = real[m]
                     out[f"dsn_fake_{m}"] = fake[m]
             if self.min is not None:
                 histories = {
-                    "text": self.text_proj(user.seq_text_emb),  # (B, L, d)
-                    "visual": self.visual_proj(user.seq_visual_emb),  # (B, L, d)
-                }
+                    m: projections[m](getattr(user, f"seq_{m}_emb")) for m in modalities
+                }  # (B, L, d) each
                 user_parts = [masked_mean(history_id, user.seq_mask)] + [
-                    masked_mean(histories[m], user.seq_mask) for m in CONTENT_MODALITIES
+                    masked_mean(histories[m], user.seq_mask) for m in modalities
                 ]
                 if c.use_cdr:
                     user_parts.append(user.category_affinity)
-                user_vec = torch.cat(user_parts, dim=1)  # (B, 3d [+ n_categories])
+                user_vec = torch.cat(user_parts, dim=1)  # (B, (1 + M) d [+ n_categories])
                 fused, out["min_weights"] = self.min(
                     user_vec, id_interest, real, histories, user.seq_mask
                 )
@@ -488,7 +502,9 @@ class RankingModel(nn.Module):
         if c.use_cdr:
             affinity = user.category_affinity.expand(n, -1)  # (N, n_categories), a view
             user_side.append(user.category_affinity)
-            item_side.append(affinity.gather(1, items.category.unsqueeze(1)))  # (N, 1)
+            known = items.category >= 0  # -1: outside the data's category list
+            picked = affinity.gather(1, items.category.clamp(min=0).unsqueeze(1))  # (N, 1)
+            item_side.append(picked * known.unsqueeze(1).to(picked.dtype))
 
         if c.use_timeliness:
             age = torch.log1p(items.age_hours.clamp(min=0)).unsqueeze(1)  # (N, 1)
@@ -540,7 +556,7 @@ class RankingLoss(nn.Module):
             raise ValueError("dsn_losses needs a model built with use_dsn=True")
         condition = out["dsn_condition"].detach()
         gen, disc = [], []
-        for m in CONTENT_MODALITIES:
+        for m in self.model.config.content_modalities:
             real, fake = out[f"dsn_real_{m}"], out[f"dsn_fake_{m}"]
             fooled = dsn.discriminate(m, condition, fake, frozen=True)
             gen.append(F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled)))

@@ -72,7 +72,9 @@ def content_projection(store) -> list[str] | None:
     return None
 
 
-def load_item_content(store, item_ids: np.ndarray, at: datetime) -> ItemContent | None:
+def load_item_content(
+    store, item_ids: np.ndarray, at: datetime, modalities: tuple[str, ...] = ("text", "visual")
+) -> ItemContent | None:
     """One content row per item through Feast's point-in-time join at `at`.
 
     Point-in-time safety: content embeddings are static per encoder version and the
@@ -89,7 +91,7 @@ def load_item_content(store, item_ids: np.ndarray, at: datetime) -> ItemContent 
         {"item_id": ids, "event_timestamp": pd.Timestamp(at).tz_convert("UTC").as_unit("us")}
     )
     frame = store.get_historical_features(entity_df=entity, features=refs).to_df()
-    return item_content_from_frame(frame)
+    return item_content_from_frame(frame, modalities)
 
 
 def require_content(config: RankingConfig, content: ItemContent | None) -> None:
@@ -180,9 +182,11 @@ class RankingData:
             if history_content:
                 seq_rows = self.seq_rows[rows]
                 user.seq_text_emb = content.text[seq_rows]  # (B, L, 384)
-                user.seq_visual_emb = content.visual[seq_rows]  # (B, L, 1280)
+                if content.visual is not None:
+                    user.seq_visual_emb = content.visual[seq_rows]  # (B, L, 1280)
             items.text_emb = content.text[item_rows]  # (B, 384)
-            items.visual_emb = content.visual[item_rows]  # (B, 1280)
+            if content.visual is not None:
+                items.visual_emb = content.visual[item_rows]  # (B, 1280)
         labels = {t: v[rows] for t, v in self.labels.items()}
         masks = {t: v[rows] for t, v in self.label_masks.items()}
         return RankingBatch(user, items, labels, masks)
@@ -230,17 +234,20 @@ def build_ranking_data(
     frame: pd.DataFrame,
     content: ItemContent | None,
     max_seq_len: int = 20,
-    with_labels: bool = True,
+    tasks: tuple[str, ...] = RANKING_TASKS,
+    n_categories: int = len(CATEGORIES),
 ) -> RankingData:
     """Tensors of one ranking split (a `read_split` frame); see the module docstring.
 
-    Serving passes `with_labels=False` with the online features of its candidates: the same
-    code turns offline and online feature values into model inputs.
+    `tasks`: the labels to read (serving passes () with the online features of its
+    candidates: the same code turns offline and online feature values into model inputs).
+    `n_categories`: the width of the data's category vectors (the model config's). The
+    candidate's category is its `category_index` feature (-1 outside the data's list).
     """
     if max_seq_len < 1:
         raise ValueError(f"max_seq_len must be >= 1, got {max_seq_len}")
-    tasks = RANKING_TASKS if with_labels else ()
     required = ["user_id", "item_id", "source", "position", "material", "category", "is_cold"]
+    required += ["category_index"]
     required += [SEQUENCE_FEATURE, "cdr_category_affinity", "item_age_hours", *CTR_FEATURES]
     required += [f"label_{t}" for t in tasks]
     missing = [c for c in required if c not in frame.columns]
@@ -282,11 +289,13 @@ def build_ranking_data(
         position=_index(frame.position, POSITIONS, "position"),
         source=_index(frame.source, SOURCES, "source"),
         category_affinity=torch.from_numpy(
-            _float_matrix(frame.cdr_category_affinity, len(CATEGORIES))
+            _float_matrix(frame.cdr_category_affinity, n_categories)
         ),
         item_id=torch.from_numpy(item_ids),
         material=_index(frame.material, MATERIALS, "material"),
-        category=_index(frame.category, CATEGORIES, "category"),
+        category=torch.from_numpy(
+            frame.category_index.astype("float64").fillna(-1).to_numpy(np.int64)
+        ),
         item_rows=torch.from_numpy(item_rows),
         age_hours=torch.from_numpy(frame.item_age_hours.fillna(0.0).to_numpy(np.float32)),
         ctr_windows=torch.from_numpy(ctr),

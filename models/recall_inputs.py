@@ -62,7 +62,6 @@ ROW_COLUMNS = (
     "channel", "user_id", "item_id", "seed_item_id", "sku_id", "event_timestamp", "label",
     SEQUENCE_FEATURE, "cdr_category_affinity", "sku_category",
 )  # fmt: skip
-_CATEGORY_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
 
 
 def id_buckets(max_id: int, minimum: int = 1024) -> int:
@@ -88,10 +87,11 @@ def read_rows(settings, split: str) -> pd.DataFrame:
     )
 
 
-def _category_one_hot(categories: pd.Series) -> np.ndarray:
-    """(N, n_categories) float32; unknown or null categories are all-zero rows."""
-    out = np.zeros((len(categories), len(CATEGORIES)), dtype=np.float32)
-    codes = categories.map(_CATEGORY_INDEX)
+def _category_one_hot(category_index: pd.Series, n_categories: int) -> np.ndarray:
+    """(N, n_categories) float32 from the `category_index` feature; null (a category outside
+    the data's list) gives an all-zero row."""
+    out = np.zeros((len(category_index), n_categories), dtype=np.float32)
+    codes = category_index.astype("float64")
     rows = np.flatnonzero(codes.notna().to_numpy())
     out[rows, codes.iloc[rows].to_numpy(np.int64)] = 1.0
     return out
@@ -102,9 +102,10 @@ class ItemTable:
     """Item features by id: N items sorted by id.
 
     item_id (N,) int64; is_video (N,) bool; publish_ts (N,) int64 seconds; category_one_hot
-    (N, 12); tags (N, 12) category_probs (attribute one-hot where absent); quality (N,);
-    text (N, 384), visual (N, 1280), fused (N, 128) or None without content; has_content (N,)
-    bool; model_id (N,) int64: item_id, or UNKNOWN_ITEM_ID for items unknown to the ID table.
+    (N, C) over `categories` (the data's list); tags (N, C) category_probs (attribute one-hot
+    where absent); quality (N,); text (N, 384), visual (N, 1280), fused (N, 128) or None
+    without content (visual None too for a catalog without images); has_content (N,) bool;
+    model_id (N,) int64: item_id, or UNKNOWN_ITEM_ID for items unknown to the ID table.
     """
 
     item_id: np.ndarray
@@ -118,6 +119,7 @@ class ItemTable:
     fused: np.ndarray | None
     has_content: np.ndarray
     versions: dict[str, str]
+    categories: tuple[str, ...] = CATEGORIES
     model_id: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     stats: dict[str, int] = field(default_factory=dict)
     # item_id, material, category, tags (category_tags, or [category] without content),
@@ -159,8 +161,14 @@ class ItemTable:
         )
         if self.content:
             items.text_emb = torch.from_numpy(self.text[rows])
+        if self.visual is not None:
             items.visual_emb = torch.from_numpy(self.visual[rows])
         return items
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The content modalities the table holds."""
+        return tuple(m for m, v in (("text", self.text), ("visual", self.visual)) if v is not None)
 
 
 def item_feature_refs(store) -> list[str]:
@@ -177,8 +185,11 @@ def catalog_ids(settings) -> np.ndarray:
     return np.unique(pd.read_parquet(path, columns=["item_id"]).item_id.to_numpy(np.int64))
 
 
-def load_item_table(store, item_ids: np.ndarray, at: datetime) -> ItemTable:
-    """The item features of `item_ids` through Feast at `at` (see the module docstring)."""
+def load_item_table(
+    store, item_ids: np.ndarray, at: datetime, categories: tuple[str, ...] = CATEGORIES
+) -> ItemTable:
+    """The item features of `item_ids` through Feast at `at` (see the module docstring);
+    `categories`: the data's category list (DataProfile)."""
     refs = item_feature_refs(store)
     entity = pd.DataFrame(
         {
@@ -187,16 +198,18 @@ def load_item_table(store, item_ids: np.ndarray, at: datetime) -> ItemTable:
         }
     )
     frame = store.get_historical_features(entity_df=entity, features=refs).to_df()
-    return item_table_from_frame(frame)
+    return item_table_from_frame(frame, categories)
 
 
-def item_table_from_frame(frame: pd.DataFrame) -> ItemTable:
+def item_table_from_frame(
+    frame: pd.DataFrame, categories: tuple[str, ...] = CATEGORIES
+) -> ItemTable:
     """An ItemTable from a frame of item_id + the recall service's item features."""
     unpublished = frame.material.isna()
     frame = frame.loc[~unpublished].sort_values("item_id").reset_index(drop=True)
     if frame.empty:
         raise ValueError("no item has attributes in the feature store: run the feature stages")
-    one_hot = _category_one_hot(frame.category)
+    one_hot = _category_one_hot(frame.category_index, len(categories))
     content = {"text_emb", "visual_emb", "category_probs", "quality_score"} <= set(frame.columns)
     stats = {"items": len(frame), "items_unpublished": int(unpublished.sum())}
     text = visual = fused = None
@@ -206,11 +219,16 @@ def item_table_from_frame(frame: pd.DataFrame) -> ItemTable:
     if content:
         has_content = (frame.text_emb.notna() & frame.category_probs.notna()).to_numpy()
         text = stack_embeddings(frame.text_emb, TEXT_DIM)
-        visual = stack_embeddings(frame.visual_emb, VISUAL_DIM)
+        # a catalog without images has no visual modality at all (not zero vectors)
+        visual = (
+            stack_embeddings(frame.visual_emb, VISUAL_DIM)
+            if frame.visual_emb.notna().any()
+            else None
+        )
         fused = (
             stack_embeddings(frame.fused_emb, FUSED_DIM) if "fused_emb" in frame.columns else None
         )
-        tags = stack_embeddings(frame.category_probs, len(CATEGORIES), fill=one_hot)
+        tags = stack_embeddings(frame.category_probs, len(categories), fill=one_hot)
         quality = frame.quality_score.fillna(UNKNOWN_QUALITY).to_numpy(np.float32)
         versions = content_versions(frame, VERSION_FIELDS)
         stats["items_without_content"] = int((~has_content).sum())
@@ -242,6 +260,7 @@ def item_table_from_frame(frame: pd.DataFrame) -> ItemTable:
         fused=fused,
         has_content=has_content,
         versions=versions,
+        categories=tuple(categories),
         stats=stats,
         attributes=attributes,
     )
@@ -299,7 +318,7 @@ def channel_data(
     stats = {f"{channel}_rows_item_unpublished": int((~in_table).sum())}
     frame = frame[in_table]
     if channel == "s2v":
-        known_sku = frame.sku_category.isin(list(CATEGORIES))
+        known_sku = frame.sku_category.isin(list(table.categories))
         stats["s2v_rows_sku_without_category"] = int((~known_sku).sum())
         frame = frame[known_sku]
     if channel == "v2v":
@@ -316,14 +335,14 @@ def channel_data(
             seq_item_ids=torch.from_numpy(seq),  # raw ids; `model_query` maps unknown ones
             seq_mask=torch.from_numpy(seq >= 0),
             category_affinity=torch.from_numpy(
-                stack_embeddings(frame.cdr_category_affinity, len(CATEGORIES))
+                stack_embeddings(frame.cdr_category_affinity, len(table.categories))
             ),
         )
     elif channel == "s2v":
         query = SkuQuery(
             sku_id=torch.from_numpy(frame.sku_id.to_numpy(np.int64)),
             sku_category=torch.from_numpy(
-                frame.sku_category.map(_CATEGORY_INDEX).to_numpy(np.int64)
+                frame.sku_category.map(table.categories.index).to_numpy(np.int64)
             ),
         )
     else:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from mmrec.vocab import MATERIALS, POSITIONS
+from mmrec.vocab import MATERIALS, POSITIONS, RANKING_TASKS
 
 # The value of an impression as a weighted sum of the ranker's task probabilities.
 DEFAULT_TASK_WEIGHTS: dict[str, float] = {
@@ -41,6 +41,8 @@ class MixConfig:
     discount: str = "log"  # position discount 1 / log2(slot + 2), as in DCG
 
     def __post_init__(self) -> None:
+        if unknown := sorted(set(self.task_weights) - set(RANKING_TASKS)):
+            raise ValueError(f"task weights name unknown tasks {unknown}; use {RANKING_TASKS}")
         for scene, caps in self.quotas.items():
             if scene not in POSITIONS:
                 raise ValueError(f"quota scene {scene!r} is not one of {POSITIONS}")
@@ -60,11 +62,12 @@ class MixConfig:
 
 
 def item_values(task_probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
-    """Expected value per candidate: sum_t weight_t * p_t, (N,)."""
-    unknown = set(weights) - set(task_probs)
-    if unknown:
-        raise ValueError(f"task weights name tasks the ranker did not score: {sorted(unknown)}")
-    return sum(w * np.asarray(task_probs[t], dtype=np.float64) for t, w in weights.items())
+    """Expected value per candidate: sum_t weight_t * p_t over the tasks the ranker scored
+    (a data set without shares has no share task), (N,)."""
+    scored = {t: w for t, w in weights.items() if t in task_probs}
+    if not scored:
+        raise ValueError(f"no task weight names a task the ranker scored ({sorted(task_probs)})")
+    return sum(w * np.asarray(task_probs[t], dtype=np.float64) for t, w in scored.items())
 
 
 def mix(

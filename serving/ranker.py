@@ -36,7 +36,8 @@ from serving.online_features import CandidateFeatureReader, ItemSnapshot
 
 # What build_ranking_data reads from the online rows (besides the context columns).
 FEATURE_COLUMNS = (
-    "user_id", "item_id", "material", "category", SEQUENCE_FEATURE, "cdr_category_affinity",
+    "user_id", "item_id", "material", "category", "category_index", SEQUENCE_FEATURE,
+    "cdr_category_affinity",
     "item_age_hours", *CTR_FEATURES,
 )  # fmt: skip
 RANKER_CONTENT = "ranker_content"  # the reader's snapshot.derived key of the dense content
@@ -93,7 +94,7 @@ class OnlineRanker:
         frame = pd.DataFrame(
             {"item_id": self.reader.item_ids, **{name: snapshot.column(name) for name in columns}}
         )
-        content = item_content_from_frame(frame)
+        content = item_content_from_frame(frame, self.config.content_modalities)
         if not len(content.item_ids):
             raise ValueError(
                 f"{self.tag} needs content embeddings but no item has them online: run "
@@ -117,7 +118,9 @@ class OnlineRanker:
         content = self.content()
         require_content(self.config, content)
         frame = self.features_frame(features, scene)
-        data = build_ranking_data(frame, content, self.max_seq_len, with_labels=False)
+        data = build_ranking_data(
+            frame, content, self.max_seq_len, tasks=(), n_categories=self.config.n_categories
+        )
         # one user: every row carries the same user side, so take it (and its history's
         # content, for MIN) from the first row only
         user = data.batch(slice(0, 1), content, history_content=self.config.use_min).user

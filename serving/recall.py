@@ -37,7 +37,6 @@ from models.store import LoadedModel
 log = logging.getLogger(__name__)
 
 VECTOR_INDEX = "vector_index"  # the degraded part named in responses
-_CATEGORY_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
 
 
 @dataclass
@@ -47,7 +46,7 @@ class Seeds:
     clicked_items: list[int] = field(default_factory=list)  # newest first
     sku_ids: list[int] = field(default_factory=list)  # context SKU first, then newest clicked
     sku_categories: list[str | None] = field(default_factory=list)
-    category_affinity: list[float] | None = None  # CDR, order of mmrec.vocab.CATEGORIES
+    category_affinity: list[float] | None = None  # CDR, order of the data's categories
     interest_tags: list[str] = field(default_factory=list)
 
     @property
@@ -73,6 +72,9 @@ class RecallStage:
         self.recall = recall
         self.index = index
         self.quotas = quotas
+        # the data's category list the model was trained with: the order of CDR affinities
+        self.categories = tuple(recall.metadata.get("categories", CATEGORIES))
+        self._category_index = {c: i for i, c in enumerate(self.categories)}
         active = index.collection.removeprefix(f"{index.alias}_v")
         if active != recall.version:
             raise ModelMismatchError(
@@ -102,7 +104,7 @@ class RecallStage:
         """Top-n CDR categories, then the categories of the newest clicked items."""
         tags = []
         if affinity is not None:
-            tags = [CATEGORIES[i] for i in np.argsort(-np.asarray(affinity))[:n]]
+            tags = [self.categories[i] for i in np.argsort(-np.asarray(affinity))[:n]]
         tags += [self._category[i] for i in clicked if i in self._category]
         return list(dict.fromkeys(tags))
 
@@ -110,7 +112,7 @@ class RecallStage:
         known = self.recall.known_item_ids
         seq = np.asarray(seeds.clicked_items[:max_seq_len], dtype=np.int64)
         ids = np.where(np.isin(seq, known), seq, UNKNOWN_ITEM_ID)
-        affinity = seeds.category_affinity or [0.0] * len(CATEGORIES)
+        affinity = seeds.category_affinity or [0.0] * len(self.categories)
         query = UserQuery(
             seq_item_ids=torch.from_numpy(ids)[None, :],
             seq_mask=torch.ones((1, len(ids)), dtype=torch.bool),
@@ -120,9 +122,9 @@ class RecallStage:
 
     def _sku_vectors(self, seeds: Seeds) -> np.ndarray:
         pairs = [
-            (sku, _CATEGORY_INDEX[cat])
+            (sku, self._category_index[cat])
             for sku, cat in zip(seeds.sku_ids, seeds.sku_categories, strict=True)
-            if cat in _CATEGORY_INDEX
+            if cat in self._category_index
         ]
         if not pairs:
             return np.empty((0, self.index.dim), dtype=np.float32)

@@ -20,6 +20,7 @@ import pytest
 from mmrec.feast_store import apply_repo, materialize, open_store
 from mmrec.io import write_parquet
 from mmrec.settings import REPO_ROOT, Settings
+from mmrec.vocab import CATEGORIES
 from mmrec.world_manifest import world_end
 
 END = datetime(2026, 10, 7, tzinfo=UTC)
@@ -122,6 +123,7 @@ ITEM_ATTRIBUTES = {
     "event_timestamp": (ITEMS.publish_ts.tolist(), TS),
     "material": (ITEMS.material.tolist(), pa.string()),
     "category": (ITEMS.category.tolist(), pa.string()),
+    "category_index": ([CATEGORIES.index(c) for c in ITEMS.category], I64),
     "sku_ids": (ITEMS.sku_ids.tolist(), pa.list_(I64)),
     "publish_ts_s": ([int(t.timestamp()) for t in ITEMS.publish_ts], I64),
     "duration_s": (ITEMS.duration_s.tolist(), F32),

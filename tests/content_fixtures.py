@@ -2,9 +2,11 @@
 encoders shared by every test module of a session, and real sample photos.
 
 The fixture world follows the contract of `datagen` (raw/items.parquet, item_media.parquet,
-item_labels.parquet) with its own small renderer, so these tests do not depend on the
-generator's internals: titles name a category's goods with a quality adjective; the cover's
-hue encodes the category and its contrast/noise the quality; videos have 4 frames.
+item_labels.parquet, and manifest.json's data profile) with its own small renderer, so these
+tests do not depend on the generator's internals: titles name a category's goods with a
+quality adjective; the cover's hue encodes the category and its contrast/noise the quality;
+videos have 4 frames. `make_text_only` turns it into an imported-looking catalog: no covers or
+frames, its own genre vocabulary, no quality labels.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
-from mmrec.io import write_parquet
+from mmrec.io import write_json, write_parquet
 from mmrec.settings import Settings
 from mmrec.vocab import (
     CATEGORIES,
@@ -144,11 +147,71 @@ def write_world(
     write_parquet(items, raw_dir / "items.parquet")
     write_parquet(media, raw_dir / "item_media.parquet")
     write_parquet(labels, raw_dir / "item_labels.parquet")
+    write_manifest(raw_dir)
     return bad
+
+
+def write_manifest(
+    raw_dir: Path,
+    categories: tuple[str, ...] = CATEGORIES,
+    image: bool = True,
+    frames: bool = True,
+) -> None:
+    """The manifest's data profile (mmrec.world_manifest.data_profile reads it)."""
+    modalities = {"text": True, "image": image, "frames": frames}
+    write_json(
+        {"categories": list(categories), "modalities": modalities}, raw_dir / "manifest.json"
+    )
+
+
+def genres(n: int) -> tuple[str, ...]:
+    return tuple(f"genre_{k}" for k in range(n))
+
+
+def make_text_only(raw_dir: Path, n_genres: int = 7) -> tuple[str, ...]:
+    """Turn a written world into a text-only catalog: covers and frames null, categories mapped
+    onto `n_genres` genres outside mmrec.vocab.CATEGORIES, quality labels null. The genres."""
+    vocab = genres(n_genres)
+    genre = {c: vocab[i % n_genres] for i, c in enumerate(CATEGORIES)}
+    items = pd.read_parquet(raw_dir / "items.parquet")
+    items["category"] = items.category.map(genre)
+    labels = pd.read_parquet(raw_dir / "item_labels.parquet")
+    labels["category_tags"] = [sorted({genre[t] for t in tags}) for tags in labels.category_tags]
+    labels["quality_label"] = None
+    media = pq.read_table(raw_dir / "item_media.parquet")
+    n = media.num_rows
+    media = media.set_column(1, "cover_png", pa.nulls(n, pa.binary()))
+    media = media.set_column(2, "frame_pngs", pa.array([[]] * n, pa.list_(pa.binary())))
+    write_parquet(items, raw_dir / "items.parquet")
+    write_parquet(labels, raw_dir / "item_labels.parquet")
+    write_parquet(media, raw_dir / "item_media.parquet")
+    write_manifest(raw_dir, vocab, image=False, frames=False)
+    return vocab
 
 
 def make_settings(root: Path) -> Settings:
     return Settings(workspace=root, torch_threads=2)
+
+
+def quick_config(**changes):
+    """An EncodeConfig for small worlds: short head training, no ablations (the heads have
+    their own tests), small batches."""
+    from content.encode import EncodeConfig
+    from content.tag_heads import HeadConfig
+
+    heads = HeadConfig(max_epochs=30, max_steps=300)
+    return EncodeConfig(
+        **{"batch_size": 8, "show_progress": False, "heads": heads, "ablations": False, **changes}
+    )
+
+
+def read_source(settings: Settings, name: str) -> pd.DataFrame:
+    """A published offline source, every partition, sorted by item id."""
+    files = sorted((settings.offline_dir / name).glob("*/*.parquet"))
+    assert files, f"no partitions under {settings.offline_dir / name}"
+    return (
+        pd.concat([pd.read_parquet(f) for f in files]).sort_values("item_id").reset_index(drop=True)
+    )
 
 
 @functools.cache
@@ -171,10 +234,12 @@ def image_encoder(backend: str = "onnxruntime"):
     return ImageEncoder(backend, threads=2, cache_dir=onnx_cache())
 
 
-def encoders(image_backend: str = "onnxruntime"):
+def encoders(image_backend: str | None = "onnxruntime"):
+    """The session's encoders; `image_backend` None: text only (a catalog without images)."""
     from content.encode import Encoders
 
-    return Encoders(text=text_encoder("torch"), image=image_encoder(image_backend))
+    image = None if image_backend is None else image_encoder(image_backend)
+    return Encoders(text=text_encoder("torch"), image=image)
 
 
 def photo(name: str) -> Image.Image:

@@ -11,33 +11,22 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from content_fixtures import encoders, make_settings, write_world
+from content_fixtures import encoders, make_settings, quick_config, read_source, write_world
 from typer.testing import CliRunner
 
 from content import encode as stage
-from content import tag_heads as th
 from content.cli import app as content_app
 from mmrec.settings import REPO_ROOT
 from mmrec.vocab import CATEGORIES, FUSED_DIM, TEXT_DIM, VISUAL_DIM
 
 N_ITEMS = 40
-# Small worlds: a short head training, no ablations (the heads have their own tests).
-QUICK_HEADS = th.HeadConfig(max_epochs=30, max_steps=300)
-QUICK = stage.EncodeConfig(batch_size=8, show_progress=False, heads=QUICK_HEADS, ablations=False)
+QUICK = quick_config()
 
 
 def _workspace(root: Path, n_items: int = N_ITEMS, seed: int = 0):
     settings = make_settings(root)
     defects = write_world(settings.raw_dir, n_items, seed=seed)
     return settings, defects
-
-
-def _read_source(settings, name: str) -> pd.DataFrame:
-    files = sorted((settings.offline_dir / name).glob("*/*.parquet"))
-    assert files, f"no partitions under {settings.offline_dir / name}"
-    return (
-        pd.concat([pd.read_parquet(f) for f in files]).sort_values("item_id").reset_index(drop=True)
-    )
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +51,7 @@ def test_bad_items_are_skipped_with_a_reason_and_counted(encoded, caplog):
         + defects.video_without_frames
         + defects.missing_media
     )
-    published = set(_read_source(settings, stage.ITEM_EMBEDDINGS).item_id)
+    published = set(read_source(settings, stage.ITEM_EMBEDDINGS).item_id)
     assert not published & bad
     assert len(published) == N_ITEMS - 4
 
@@ -83,8 +72,8 @@ def test_skips_are_logged(tmp_path, caplog):
 
 def test_published_sources_have_the_contract_schema(encoded):
     settings, _, report = encoded
-    emb = _read_source(settings, stage.ITEM_EMBEDDINGS)
-    tags = _read_source(settings, stage.ITEM_TAGS)
+    emb = read_source(settings, stage.ITEM_EMBEDDINGS)
+    tags = read_source(settings, stage.ITEM_TAGS)
     items = pd.read_parquet(settings.raw_dir / "items.parquet").set_index("item_id")
     for frame in (emb, tags):
         assert (frame.encoder_name == stage.ENCODER_NAME).all()
@@ -142,14 +131,14 @@ def test_changed_inputs_are_re_encoded_not_served_stale(tmp_path):
     settings, _ = _workspace(tmp_path, n_items=16, seed=7)
     first = stage.run_encode(settings, QUICK, encoders())
     items = pd.read_parquet(settings.raw_dir / "items.parquet")
-    ok_ids = sorted(set(_read_source(settings, stage.ITEM_EMBEDDINGS).item_id))
+    ok_ids = sorted(set(read_source(settings, stage.ITEM_EMBEDDINGS).item_id))
     target = ok_ids[3]
     items.loc[items.item_id == target, "title"] = "Unboxing my new premium dark chocolate"
     items.to_parquet(settings.raw_dir / "items.parquet")
     second = stage.run_encode(settings, QUICK, encoders())
     assert second.n_encoded_now == 1 and second.n_reused == 15
     assert second.encoder_version == first.encoder_version
-    emb = _read_source(settings, stage.ITEM_EMBEDDINGS).set_index("item_id")
+    emb = read_source(settings, stage.ITEM_EMBEDDINGS).set_index("item_id")
     expected = encoders().text.encode(["Unboxing my new premium dark chocolate"])[0]
     np.testing.assert_allclose(emb.text_emb[target], expected, atol=1e-5)
     # a whole new world in the same workspace (same item ids, other content)
@@ -165,7 +154,7 @@ def test_a_new_encoder_version_never_mixes_with_the_old(tmp_path):
     assert torch_run.encoder_version != onnx.encoder_version
     assert torch_run.n_reused == 0  # nothing of the other version is reused
     for name in (stage.ITEM_EMBEDDINGS, stage.ITEM_TAGS):
-        frame = _read_source(settings, name)
+        frame = read_source(settings, name)
         assert set(frame.encoder_version) == {torch_run.encoder_version}
     assert not list(settings.offline_dir.glob(".item_*"))  # no staging leftovers
     # both caches are kept, each in its own version folder
@@ -194,7 +183,7 @@ def test_a_model_error_skips_one_item_not_the_batch(tmp_path):
     flaky = stage.Encoders(text=_Flaky(real.text, "POISON"), image=real.image)  # type: ignore[arg-type]
     report = stage.run_encode(settings, QUICK, flaky)
     assert report.skipped_by_reason.get("encode_error") == 1
-    assert victim.item_id not in set(_read_source(settings, stage.ITEM_EMBEDDINGS).item_id)
+    assert victim.item_id not in set(read_source(settings, stage.ITEM_EMBEDDINGS).item_id)
 
 
 def test_missing_world_is_a_clear_error(tmp_path):
@@ -242,7 +231,7 @@ def test_feast_reads_both_views_point_in_time(encoded, tmp_path):
     apply_repo(settings)
     store = open_store(settings)
     assert {"item_embeddings", "item_tags"} <= {v.name for v in store.list_feature_views()}
-    emb = _read_source(settings, stage.ITEM_EMBEDDINGS).head(3)
+    emb = read_source(settings, stage.ITEM_EMBEDDINGS).head(3)
     before = emb.event_timestamp - pd.Timedelta(minutes=5)
     after = emb.event_timestamp + pd.Timedelta(minutes=5)
     entity = pd.DataFrame(

@@ -137,11 +137,75 @@ def test_metric_functions():
     assert mc["macro_f1"] == pytest.approx((1.0 + 0.0 + 0.8) / 3)
 
 
-def test_unknown_labels_are_rejected():
-    with pytest.raises(ValueError, match="unknown category"):
-        th.encode_labels([["gadgets"]], ["low"], ["electronics"])
+def test_labels_outside_the_vocabulary():
+    """Category tags outside the vocabulary are ignored and counted; a null quality is no
+    label; an unknown quality grade is an error."""
+    labels = th.encode_labels(
+        [["gadgets", "electronics"], ["gadgets", "comics"]],
+        ["low", None],
+        ["electronics", "comics"],
+    )
+    assert labels.unknown_tags == {"gadgets": 2, "comics": 1}
+    assert labels.category.sum() == 1 and labels.category[0, CATEGORIES.index("electronics")]
+    assert labels.quality.tolist() == [QUALITY_LABELS.index("low"), th.NO_LABEL]
+    assert labels.primary.tolist() == [CATEGORIES.index("electronics"), th.NO_LABEL]
     with pytest.raises(ValueError, match="unknown quality"):
         th.encode_labels([["electronics"]], ["great"], ["electronics"])
+
+
+def _renamed(labels: th.Labels, categories: tuple[str, ...]) -> th.Labels:
+    return replace(labels, categories=categories)
+
+
+def test_category_head_over_the_data_vocabulary(data):
+    """The head's width and names are the data's categories; the version names them."""
+    text, visual, labels, ids = data
+    genres = tuple(f"genre_{k}" for k in range(len(CATEGORIES)))
+    config = th.HeadConfig(seed=5, max_epochs=5)
+    model, _ = th.train_heads(text, visual, _renamed(labels, genres), ids, config)
+    pred = th.predict(model, text, visual)
+    assert pred.category_probs.shape == (len(ids), len(genres))
+    assert all(set(t) <= set(genres) for t in pred.category_tags())
+    assert th.heads_version("v", config, ids, _renamed(labels, genres)) != th.heads_version(
+        "v", config, ids, labels
+    )
+    narrow = th.encode_labels([["b"], ["a", "c"]], [None, None], ["b", "a"], ("a", "b", "c"))
+    assert narrow.category.tolist() == [[0, 1, 0], [1, 0, 1]]
+
+
+def test_quality_head_trains_only_on_labelled_items(data):
+    text, visual, labels, ids = data
+    config = th.HeadConfig(seed=5, max_epochs=5)
+    few = labels.quality.copy()
+    few[th.MIN_QUALITY_LABELS - 1 :] = th.NO_LABEL
+    model, _ = th.train_heads(text, visual, replace(labels, quality=few), ids, config)
+    assert model.quality is None
+    pred = th.predict(model, text, visual)
+    assert pred.quality_score is None and pred.quality_labels() == [None] * len(ids)
+    half = labels.quality.copy()
+    half[::2] = th.NO_LABEL
+    trained = th.fit_and_evaluate(
+        text, visual, replace(labels, quality=half), ids, "v", config, ablations=False
+    )
+    assert trained.model.quality is not None
+    assert np.isfinite(trained.metrics["training"]["val_loss"])
+    assert 0.0 <= trained.metrics["quality"]["accuracy"] <= 1.0
+
+
+def test_items_without_an_image_fuse_their_text_alone(trained, data):
+    text, visual, _, _ = data
+    has_visual = np.ones(len(text), bool)
+    has_visual[:5] = False
+    other = visual.copy()
+    other[:5] = visual[5:10]
+    a = th.predict(trained.model, text, visual, has_visual=has_visual)
+    b = th.predict(trained.model, text, other, has_visual=has_visual)
+    np.testing.assert_array_equal(a.fused[:5], b.fused[:5])  # the image plays no part
+    full = th.predict(trained.model, text, visual).fused
+    np.testing.assert_allclose(a.fused[5:], full[5:], atol=1e-6)  # the others keep theirs
+    assert not np.allclose(a.fused[:5], full[:5], atol=1e-3)
+    text_only = th.ContentHeads(replace(th.HeadConfig(), modalities=("text",)))
+    assert th.predict(text_only, text, None).fused.shape == (len(text), FUSED_DIM)
 
 
 def test_one_modality_config():

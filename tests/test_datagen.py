@@ -139,7 +139,7 @@ def test_hidden_structure_is_learnable(tiny_world: Settings) -> None:
         (["generate", "--scale", "tiny", "--seed", "-1"], "seed must be >= 0"),
         (["features", "build"], "mmrec generate"),
         (["features", "materialize"], "mmrec generate"),
-        (["features", "materialize", "--end", "yesterday"], "Invalid isoformat"),
+        (["features", "materialize", "--end", "yesterday"], "not an ISO time"),
         (["features", "show", "--user-id", "1", "--item-id", "1"], "mmrec features apply"),
         (["features", "apply", "--online-store", "mongo"], "not supported"),
     ],

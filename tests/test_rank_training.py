@@ -44,7 +44,11 @@ def splits(tiny_world: Settings, feature_store) -> RankingSplits:
 @pytest.fixture(scope="module")
 def small_splits(splits: RankingSplits) -> RankingSplits:
     return RankingSplits(
-        splits.train.subset(slice(0, FIT_ROWS)), splits.valid, splits.test, splits.content
+        splits.train.subset(slice(0, FIT_ROWS)),
+        splits.valid,
+        splits.test,
+        splits.content,
+        splits.profile,
     )
 
 

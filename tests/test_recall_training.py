@@ -100,6 +100,7 @@ def planted_world(seed: int = 0) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]
             "item_id": np.arange(1, N_ITEMS + 1),
             "material": "video",
             "category": [CATEGORIES[c] for c in categories],
+            "category_index": categories,
             "publish_ts_s": T0 - 86_400,
             "text_emb": list(text),
             "visual_emb": list(rng.normal(size=(N_ITEMS, 1280)).astype(np.float32)),

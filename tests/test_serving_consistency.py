@@ -65,7 +65,11 @@ def test_the_model_inputs_equal_those_built_from_the_offline_rows(
     offline_frame = pd.concat([offline[list(FEATURE_COLUMNS)], context], axis=1)
     content = pipeline.ranker.content()
     expected = build_ranking_data(
-        offline_frame, content, pipeline.ranker.max_seq_len, with_labels=False
+        offline_frame,
+        content,
+        pipeline.ranker.max_seq_len,
+        tasks=(),
+        n_categories=pipeline.ranker.config.n_categories,
     )
     for name, value in vars(rec.ranked.inputs).items():
         if isinstance(value, torch.Tensor):

@@ -55,8 +55,12 @@ def test_greedy_merge_matches_brute_force_optimum() -> None:
 def test_item_values_weight_the_task_probabilities() -> None:
     probs = {"click": np.array([0.1, 0.5]), "cart": np.array([0.2, 0.0])}
     assert item_values(probs, {"click": 1.0, "cart": 2.0}).tolist() == pytest.approx([0.5, 0.5])
-    with pytest.raises(ValueError, match="did not score"):
+    # a task the ranker did not score (absent from the data) weighs nothing
+    assert item_values(probs, {"click": 1.0, "share": 5.0}).tolist() == pytest.approx([0.1, 0.5])
+    with pytest.raises(ValueError, match="no task weight"):
         item_values(probs, {"share": 1.0})
+    with pytest.raises(ValueError, match="unknown tasks"):
+        MixConfig(task_weights={"clikc": 1.0})
 
 
 @pytest.mark.parametrize(

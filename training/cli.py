@@ -43,15 +43,17 @@ def _num(value: float | None) -> str:
 
 
 def _switches(
-    multimodal: bool, dsn: bool, min_: bool, cdr: bool, timeliness: bool
+    multimodal: bool, dsn: bool, min_: bool, cdr: bool | None, timeliness: bool
 ) -> dict[str, bool]:
-    return {
+    """The model switches; CDR unset = on exactly when the data has a product domain."""
+    switches = {
         "use_multimodal": multimodal,
         "use_dsn": dsn,
         "use_min": min_,
         "use_cdr": cdr,
         "use_timeliness": timeliness,
     }
+    return {name: value for name, value in switches.items() if value is not None}
 
 
 Epochs = Annotated[int, typer.Option(help="Passes over the training split.")]
@@ -74,7 +76,12 @@ def rank(
     min_: Annotated[
         bool, typer.Option("--min/--no-min", help="GMF's modality interest (needs --multimodal).")
     ] = True,
-    cdr: Annotated[bool, typer.Option(help="Cross-domain (product) category interest.")] = True,
+    cdr: Annotated[
+        bool | None,
+        typer.Option(
+            help="Cross-domain (product) category interest (default: on when the data has SKUs)."
+        ),
+    ] = None,
     timeliness: Annotated[bool, typer.Option(help="Item age and windowed CTRs.")] = True,
     workspace: Workspace = None,
 ) -> None:

@@ -13,7 +13,7 @@ Choices, stated once:
 - Items: text = "<title> (<year>). Genres: <g1>, <g2>." through all-MiniLM-L6-v2
   (content/text_encoder.py, offline from its wheel); tags = the 19-genre multi-hot ("unknown"
   included), quality 0.5 (unknown); no visual field: the tower reads ("id", "text", "tags")
-  and `ItemTable.visual` is an empty (N, 0) array. The content-only baseline is the raw text
+  and `ItemTable.visual` is None. The content-only baseline is the raw text
   cosine (the table's `fused` vectors are the text embeddings).
 - Split by time, on global quantiles of the rating timestamps: train before the 80% quantile,
   valid up to the 90% one, test after. Cold items: items first rated in the test period, plus
@@ -111,7 +111,7 @@ def item_table(ml: MovieLens, text_emb: np.ndarray, encoder_version: str) -> Ite
         tags=genres,
         quality=np.full(n, UNKNOWN_QUALITY, dtype=np.float32),
         text=text_emb.astype(np.float32),
-        visual=np.zeros((n, 0), dtype=np.float32),
+        visual=None,
         fused=text_emb.astype(np.float32),
         has_content=np.ones(n, dtype=bool),
         versions={
@@ -120,6 +120,7 @@ def item_table(ml: MovieLens, text_emb: np.ndarray, encoder_version: str) -> Ite
             "fusion_version": "none",
             "tag_model_version": f"{DATASET} genres",
         },
+        categories=tuple(ml.genres),
         stats={"items": n},
     )
 

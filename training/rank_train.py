@@ -31,7 +31,7 @@ import torch
 from mmrec.feast_store import open_store
 from mmrec.io import progress, write_json
 from mmrec.settings import Settings
-from mmrec.world_manifest import world_end
+from mmrec.world_manifest import DataProfile, data_profile, world_end
 from models.ranking import (
     RankingConfig,
     RankingLoss,
@@ -93,6 +93,7 @@ class RankingSplits:
     valid: RankingData
     test: RankingData
     content: ItemContent | None
+    profile: DataProfile  # what the data has: tasks, categories, modalities, SKUs
 
     def __getitem__(self, split: str) -> RankingData:
         return getattr(self, split)
@@ -109,12 +110,15 @@ class FitResult:
 def load_splits(settings: Settings, max_seq_len: int = 20, store=None) -> RankingSplits:
     """Read the ranking set's splits and look up the content of every item they mention."""
     frames = {split: read_split(settings, FEATURE_SERVICE, split) for split in SPLITS}
+    profile = data_profile(settings)
     store = store or open_store(settings)
-    content = load_item_content(
-        store, referenced_items(list(frames.values()), max_seq_len), world_end(settings)
-    )
+    referenced = referenced_items(list(frames.values()), max_seq_len)
+    content = load_item_content(store, referenced, world_end(settings), profile.content_modalities)
     data = {
-        split: build_ranking_data(frame, content, max_seq_len) for split, frame in frames.items()
+        split: build_ranking_data(
+            frame, content, max_seq_len, profile.ranking_tasks, len(profile.categories)
+        )
+        for split, frame in frames.items()
     }
     # Cold = no interaction history the model could learn an ID from: the set's flag (first
     # seen on a test day) or, wider, an item absent from the train split (an item first seen
@@ -124,7 +128,7 @@ def load_splits(settings: Settings, max_seq_len: int = 20, store=None) -> Rankin
         unseen = ~torch.isin(data[split].item_id, trained)
         data[split].is_cold = data[split].is_cold | unseen
         data[split].stats["rows_cold"] = int(data[split].is_cold.sum())
-    return RankingSplits(**data, content=content)
+    return RankingSplits(**data, content=content, profile=profile)
 
 
 def sparse_pos_weights(train: RankingData, tasks: tuple[str, ...], cap: float) -> dict[str, float]:
@@ -147,12 +151,20 @@ def sparse_pos_weights(train: RankingData, tasks: tuple[str, ...], cap: float) -
 def model_config(
     splits: RankingSplits, train_config: TrainConfig, switches: dict[str, bool] | None = None
 ) -> RankingConfig:
-    """The RankingConfig for these data: switches (defaults all on), pos weights, seed."""
+    """The RankingConfig for these data: the tasks, categories and content modalities the data
+    has, switches (defaults all on; CDR only with a product domain), pos weights, seed."""
     switches = switches or {}
     unknown = set(switches) - set(SWITCHES)
     if unknown:
         raise ValueError(f"unknown switches {sorted(unknown)}; known: {SWITCHES}")
-    base = RankingConfig(**switches, seed=train_config.seed)
+    profile = splits.profile
+    base = RankingConfig(
+        **{"use_cdr": profile.has_skus, **switches},
+        tasks=profile.ranking_tasks,
+        n_categories=len(profile.categories),
+        content_modalities=profile.content_modalities,
+        seed=train_config.seed,
+    )
     config = replace(
         base,
         pos_weight=sparse_pos_weights(splits.train, base.tasks, train_config.max_pos_weight),
@@ -229,6 +241,7 @@ def export_metadata(
         "feature_service": FEATURE_SERVICE,
         **versions,
         "tasks": list(config.tasks),
+        "categories": list(splits.profile.categories),
         "switches": {name: getattr(config, name) for name in SWITCHES},
         "sequence_feature": SEQUENCE_FEATURE,
         "max_seq_len": train_config.max_seq_len,

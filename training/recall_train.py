@@ -33,7 +33,7 @@ import torch
 from mmrec.feast_store import open_store
 from mmrec.io import progress, read_json
 from mmrec.settings import Settings
-from mmrec.world_manifest import world_end
+from mmrec.world_manifest import data_profile, world_end
 from models.recall import CHANNELS, RecallBatch, RecallConfig, RecallLoss, TwoTowerRecall
 from models.recall_inputs import (
     FEATURE_SERVICE,
@@ -104,7 +104,8 @@ class FitResult:
 def load_splits(settings: Settings, max_seq_len: int = 20, store=None) -> RecallSplits:
     """Read the recall set's splits and the catalog's item features (through Feast)."""
     store = store or open_store(settings)
-    table = load_item_table(store, catalog_ids(settings), world_end(settings))
+    profile = data_profile(settings)
+    table = load_item_table(store, catalog_ids(settings), world_end(settings), profile.categories)
     splits, stats = {}, {}
     for split in SPLITS:
         rows = read_rows(settings, split)
@@ -121,9 +122,11 @@ def load_splits(settings: Settings, max_seq_len: int = 20, store=None) -> Recall
 
 
 def model_config(table: ItemTable, train_config: TrainConfig, **overrides: Any) -> RecallConfig:
-    """RecallConfig for this catalog: fields by content presence, buckets by id range."""
-    fields = ("id", "text", "visual", "tags") if table.content else ("id", "tags")
+    """RecallConfig for this catalog: fields by the modalities present, categories by the
+    data's list, buckets by id range."""
+    fields = ("id", *table.modalities, "tags")
     base = RecallConfig(
+        n_categories=len(table.categories),
         n_item_buckets=id_buckets(int(table.item_id.max())),
         n_sku_buckets=id_buckets(10_000),
         item_fields=fields,
@@ -236,6 +239,7 @@ def export_metadata(
             else "none"
         ),
         "item_fields": list(config.item_fields),
+        "categories": list(table.categories),
         "tags_source": "item_tags.category_probs" if table.content else "item_attributes.category",
         "unknown_item_id": UNKNOWN_ITEM_ID,
         "unknown_item_rule": "items without a click in the train period",

@@ -172,14 +172,17 @@ def build_recall_set(settings: Settings, config: BuildConfig, store=None) -> dic
     seeds = frame.loc[
         frame.channel == "v2v", ["seed_item_id", "event_timestamp", "user_id", "sku_id"]
     ].drop_duplicates(["seed_item_id", "event_timestamp"])
-    seed_rows = seeds.rename(columns={"seed_item_id": "item_id"})
-    seed_features = _retrieve(store, service, seed_rows, config.chunk_rows, "v2v seeds")[
-        ["item_id", "event_timestamp", *item_features]
-    ]
-    seed_features = seed_features.rename(
-        columns={"item_id": "seed_item_id", **{f: f"seed_{f}" for f in item_features}}
-    )
-    frame = frame.merge(seed_features, on=["seed_item_id", "event_timestamp"], how="left")
+    if seeds.empty:  # no two videos clicked in one session: a log without V2V pairs
+        frame = frame.assign(**{f"seed_{f}": None for f in item_features})
+    else:
+        seed_rows = seeds.rename(columns={"seed_item_id": "item_id"})
+        seed_features = _retrieve(store, service, seed_rows, config.chunk_rows, "v2v seeds")[
+            ["item_id", "event_timestamp", *item_features]
+        ]
+        seed_features = seed_features.rename(
+            columns={"item_id": "seed_item_id", **{f: f"seed_{f}" for f in item_features}}
+        )
+        frame = frame.merge(seed_features, on=["seed_item_id", "event_timestamp"], how="left")
     folder = settings.training_set_dir(RECALL_SERVICE)
     counts = _write_splits(frame, folder)
     manifest = {

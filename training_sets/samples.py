@@ -16,6 +16,27 @@ from training_sets.splits import DaySplit
 
 WATCH_COMPLETION = 0.5  # watched share of a video/live that counts as a 'watch'
 S2V_WINDOW_HOURS = 72  # a video click counts for a SKU engaged at most this long before
+# Logs without sessions (session_id -1 or null, as imported data may be): a user's session
+# ends after this long without an event, the usual web-analytics rule.
+SESSION_GAP_MINUTES = 30
+# The events with a session on every row: the log's own session_id where it has one, else
+# the user's bursts of activity split at gaps > SESSION_GAP_MINUTES, numbered per user below
+# -1 so they never meet a logged id. Sessions are always keyed with the user.
+SESSIONIZED_EVENTS = f"""
+    ev AS (
+        SELECT * EXCLUDE (_new) REPLACE (
+            CASE WHEN session_id >= 0 THEN session_id
+                 ELSE -2 - sum(_new) OVER (PARTITION BY user_id ORDER BY event_timestamp
+                                           ROWS UNBOUNDED PRECEDING)
+            END AS session_id)
+        FROM (
+            SELECT * REPLACE (coalesce(session_id, -1) AS session_id),
+                   coalesce(epoch(event_timestamp) - lag(epoch(event_timestamp)) OVER (
+                       PARTITION BY user_id ORDER BY event_timestamp)
+                       > {SESSION_GAP_MINUTES * 60}, true)::INT AS _new
+            FROM read_parquet($events)
+        )
+    )"""
 
 
 def ranking_samples(
@@ -37,12 +58,16 @@ def ranking_samples(
     )
     return con.execute(
         f"""
-        WITH ev AS (SELECT * FROM read_parquet($events) WHERE item_id IS NOT NULL),
+        WITH {SESSIONIZED_EVENTS},
         acts AS (
-            SELECT session_id, item_id, {flags}, max(watch_seconds) AS watch_seconds
-            FROM ev WHERE event_type <> 'impression' GROUP BY session_id, item_id
+            SELECT user_id, session_id, item_id, {flags}, max(watch_seconds) AS watch_seconds
+            FROM ev WHERE event_type <> 'impression' AND item_id IS NOT NULL
+            GROUP BY user_id, session_id, item_id
         ),
-        first_seen AS (SELECT item_id, min(event_timestamp) AS first_seen FROM ev GROUP BY item_id)
+        first_seen AS (
+            SELECT item_id, min(event_timestamp) AS first_seen FROM ev
+            WHERE item_id IS NOT NULL GROUP BY item_id
+        )
         SELECT i.user_id, i.item_id, date_trunc('second', i.event_timestamp) AS event_timestamp,
                epoch(date_trunc('second', i.event_timestamp))::BIGINT AS request_ts,
                i.session_id, i.source, i.position,
@@ -53,7 +78,7 @@ def ranking_samples(
                {split.sql_case("i.event_timestamp")} AS split,
                strftime(f.first_seen, '%Y-%m-%d') IN ({", ".join(f"'{d}'" for d in split.test)}) AS is_cold
         FROM ev i
-        LEFT JOIN acts a USING (session_id, item_id)
+        LEFT JOIN acts a USING (user_id, session_id, item_id)
         JOIN read_parquet($items) c USING (item_id)
         JOIN first_seen f USING (item_id)
         WHERE i.event_type = 'impression'
@@ -76,7 +101,7 @@ def recall_positives(
     return (
         con.execute(
             f"""
-        WITH ev AS (SELECT * FROM read_parquet($events)),
+        WITH {SESSIONIZED_EVENTS},
         items AS (SELECT item_id, material, sku_ids FROM read_parquet($items)),
         clicks AS (
             SELECT e.user_id, e.item_id, e.session_id, date_trunc('second', e.event_timestamp) AS ts, i.material
@@ -86,7 +111,7 @@ def recall_positives(
             SELECT * FROM (
                 SELECT user_id, item_id, ts, material,
                        lag(item_id) OVER w AS seed_item_id, lag(material) OVER w AS seed_material
-                FROM clicks WINDOW w AS (PARTITION BY session_id ORDER BY ts, item_id)
+                FROM clicks WINDOW w AS (PARTITION BY user_id, session_id ORDER BY ts, item_id)
             ) WHERE seed_item_id IS NOT NULL AND material = 'video' AND seed_material = 'video'
               AND seed_item_id <> item_id
         ),

@@ -1,0 +1,123 @@
+"""`mmrec run`: every stage of the main job after the data is in, in order, each skipped when
+it already ran on the same inputs.
+
+The stages are the stage CLIs' own commands, called with their defaults, so `mmrec run` does
+exactly what running them one by one does. A stage's inputs are named by a token chain: the
+first stage's token is a digest of the raw data's manifest and the feature repo; every stage
+that runs gets a new token, and a stage is skipped when the token of the stage before it is
+the one it last ran on. So new data re-runs everything, a failed stage re-runs from itself,
+and a finished run re-runs nothing. The record is `data/artifacts/run.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from content.cli import encode
+from feature_pipelines.cli import features_apply, features_build, features_materialize
+from index.cli import build as index_build
+from mmrec.cli_common import Workspace, cli_settings, console, exits_on_user_error
+from mmrec.io import read_json, write_json
+from mmrec.settings import Settings
+from mmrec.world_manifest import read_world_manifest
+from training.cli import build_sets, rank, recall
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What `mmrec run` passes on to the stages (the rest are each stage's defaults)."""
+
+    valid_days: int = 1  # days before the test days held out for validation
+    test_days: int = 2  # last days of the data held out for testing
+
+    def digest(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+Stage = Callable[[Path, RunOptions], None]
+STAGES: tuple[tuple[str, Stage], ...] = (
+    ("features build", lambda ws, o: features_build(workspace=ws)),
+    ("content encode", lambda ws, o: encode(workspace=ws)),
+    ("features apply", lambda ws, o: features_apply(workspace=ws)),
+    ("features materialize", lambda ws, o: features_materialize(workspace=ws)),
+    (
+        "train build-sets",
+        lambda ws, o: build_sets(valid_days=o.valid_days, test_days=o.test_days, workspace=ws),
+    ),
+    ("train rank", lambda ws, o: rank(workspace=ws)),
+    ("train recall", lambda ws, o: recall(workspace=ws)),
+    ("index build", lambda ws, o: index_build(workspace=ws)),
+)
+
+
+def data_token(settings: Settings, options: RunOptions) -> str:
+    """A digest of what the first stage reads: the raw data's manifest, the feature repo and
+    the run's options."""
+    read_world_manifest(settings)  # no data: say which command makes it
+    digest = hashlib.sha256((settings.raw_dir / "manifest.json").read_bytes())
+    digest.update(options.digest().encode())
+    for path in sorted(settings.feature_repo.glob("*.py")) + sorted(
+        settings.feature_repo.glob("*.yaml")
+    ):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_stages(
+    settings: Settings, options: RunOptions | None = None, force: bool = False
+) -> dict[str, str]:
+    """Run the stages in order; returns {stage: "ran" | "skipped"}."""
+    record_path = settings.artifacts_dir / "run.json"
+    record: dict[str, dict[str, str]] = (
+        {} if force or not record_path.exists() else read_json(record_path)
+    )
+    options = options or RunOptions()
+    token = data_token(settings, options)
+    outcome = {}
+    for i, (name, stage) in enumerate(STAGES, start=1):
+        title = f"[{i}/{len(STAGES)}] mmrec {name}"
+        done = record.get(name, {})
+        if done.get("inputs") == token:
+            console.print(f"[dim]{title}: skipped (already ran on these inputs)[/]")
+            token, outcome[name] = done["token"], "skipped"
+            continue
+        console.rule(title)
+        started = time.perf_counter()
+        stage(settings.workspace, options)
+        new_token = uuid.uuid4().hex
+        record[name] = {"inputs": token, "token": new_token}
+        write_json(record, record_path)  # after each stage: a failure later keeps this one
+        console.print(f"[green]{title}: done in {time.perf_counter() - started:.1f} s[/]")
+        token, outcome[name] = new_token, "ran"
+    return outcome
+
+
+@exits_on_user_error
+def run(
+    valid_days: Annotated[
+        int, typer.Option(help="Days before the test days held out for validation.")
+    ] = 1,
+    test_days: Annotated[int, typer.Option(help="Last days of the data held out for testing.")] = 2,
+    force: Annotated[
+        bool, typer.Option(help="Run every stage, even those that ran on the same inputs.")
+    ] = False,
+    workspace: Workspace = None,
+) -> None:
+    """Every stage after the data is in: features -> content -> Feast -> training sets ->
+    rank -> recall -> index. Re-running skips what already ran on the same inputs."""
+    settings = cli_settings(workspace)
+    outcome = run_stages(settings, RunOptions(valid_days, test_days), force)
+    ran = [name for name, what in outcome.items() if what == "ran"]
+    console.print(
+        f"{len(ran)} stage(s) ran, {len(outcome) - len(ran)} skipped; "
+        "next: `mmrec serve demo` (or `bentoml build` + `bentoml serve`)"
+    )

@@ -1,0 +1,178 @@
+"""The raw-data contract of `mmrec data import`, as pyarrow schemas (docs/data-contract.md).
+
+Input tables (`CONTRACT`): each field is a column with the type it has once parsed; its
+metadata says whether the column is required, its default and its vocabulary, and a
+non-nullable field rejects empty values. Inputs come as CSV or Parquet, so the parser
+(`ingest/readers.py`) also accepts text for numbers and times, and `|`-joined text for lists.
+
+Output tables (`RAW_SCHEMAS`): exactly what the world generator (`datagen/world.py`) writes
+under `Settings.raw_dir` and every later stage reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from mmrec.errors import UserError
+from mmrec.vocab import EVENT_TYPES, MATERIALS, POSITIONS, PRODUCT_BEHAVIOURS, SOURCES
+
+CONTRACT_DOC = "docs/data-contract.md"
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+MAX_EXAMPLES = 5
+LIST_SEPARATOR = "|"
+# Event types about a SKU (the product domain); every other type is about a content item.
+SKU_EVENT_TYPES = PRODUCT_BEHAVIOURS
+
+
+class DataContractError(UserError):
+    """An input file breaks the contract; the message names the file, the column, the first
+    offending rows and the fix."""
+
+
+def _column(
+    name: str,
+    type_: pa.DataType,
+    *,
+    required: bool = False,
+    nullable: bool = True,
+    default: str | None = None,
+    vocabulary: Sequence[str] = (),
+) -> pa.Field:
+    """A contract column; `nullable=False` means every row needs a value."""
+    metadata = {"required": "true" if required else "false"}
+    if default is not None:
+        metadata["default"] = default
+    if vocabulary:
+        metadata["vocabulary"] = LIST_SEPARATOR.join(vocabulary)
+    return pa.field(name, type_, nullable=nullable, metadata=metadata)
+
+
+EVENTS = pa.schema(
+    [
+        _column("user_id", pa.int64(), required=True, nullable=False),
+        # item_id or sku_id: at least one of the two columns (ONE_OF); content events need an
+        # item_id, sku_* events a sku_id
+        _column("item_id", pa.int64()),
+        _column("sku_id", pa.int64()),
+        _column("event_type", pa.string(), required=True, nullable=False, vocabulary=EVENT_TYPES),
+        _column("event_ts", TIMESTAMP, required=True, nullable=False),
+        _column("source", pa.string(), default="rec", vocabulary=SOURCES),
+        _column("position", pa.string(), default="home", vocabulary=POSITIONS),
+        _column("session_id", pa.int64(), default="-1"),
+        _column("watch_seconds", pa.float64()),
+        _column("event_id", pa.string()),  # deduplication key when present
+    ]
+)
+ITEMS = pa.schema(
+    [
+        _column("item_id", pa.int64(), required=True, nullable=False),
+        _column("title", pa.string(), required=True, default=""),
+        _column("material", pa.string(), default="video", vocabulary=MATERIALS),
+        _column("publish_ts", TIMESTAMP, default="the item's first event"),
+        _column("category", pa.string(), default="the first tag, else 'unknown'"),
+        _column("tags", pa.list_(pa.string()), default="[]"),
+        _column("duration_s", pa.float64(), default="0"),
+        _column("sku_ids", pa.list_(pa.int64()), default="[]"),
+        _column("image", pa.binary()),  # a path relative to the items file's folder, or bytes
+        _column("frames", pa.list_(pa.binary()), default="[]"),  # paths or bytes
+    ]
+)
+SKUS = pa.schema(
+    [
+        _column("sku_id", pa.int64(), required=True, nullable=False),
+        _column("category", pa.string(), required=True, nullable=False),
+        _column("price", pa.float64(), default="0"),
+    ]
+)
+USERS = pa.schema(
+    [
+        _column("user_id", pa.int64(), required=True, nullable=False),
+        _column("region", pa.string(), default="unknown"),
+        _column("registered_at", TIMESTAMP, default="the user's first event"),
+    ]
+)
+CONTRACT: dict[str, pa.Schema] = {"events": EVENTS, "items": ITEMS, "skus": SKUS, "users": USERS}
+REQUIRED_TABLES = ("events", "items")
+# Per table: columns of which at least one must be present.
+ONE_OF: dict[str, tuple[str, ...]] = {"events": ("item_id", "sku_id")}
+
+
+def is_required(field: pa.Field) -> bool:
+    return field.metadata[b"required"] == b"true"
+
+
+def vocabulary(field: pa.Field) -> tuple[str, ...]:
+    """The allowed values of a column; () when any value goes."""
+    value = (field.metadata or {}).get(b"vocabulary")
+    return tuple(value.decode().split(LIST_SEPARATOR)) if value else ()
+
+
+def default(field: pa.Field) -> str | None:
+    value = (field.metadata or {}).get(b"default")
+    return value.decode() if value is not None else None
+
+
+# ---------------------------------------------------------------------------------------------
+# What the import writes: the generator's raw layout
+
+RAW_USERS = pa.schema(
+    [("user_id", pa.int64()), ("region", pa.string()), ("registered_at", TIMESTAMP)]
+)
+RAW_SKUS = pa.schema([("sku_id", pa.int64()), ("category", pa.string()), ("price", pa.float64())])
+RAW_ITEMS = pa.schema(
+    [
+        ("item_id", pa.int64()),
+        ("material", pa.string()),
+        ("title", pa.string()),
+        ("category", pa.string()),
+        ("sku_ids", pa.list_(pa.int64())),
+        ("publish_ts", TIMESTAMP),
+        ("duration_s", pa.float64()),
+    ]
+)
+RAW_ITEM_LABELS = pa.schema(
+    [
+        ("item_id", pa.int64()),
+        ("category_tags", pa.list_(pa.string())),
+        ("quality_label", pa.string()),
+    ]
+)
+RAW_ITEM_MEDIA = pa.schema(
+    [("item_id", pa.int64()), ("cover_png", pa.binary()), ("frame_pngs", pa.list_(pa.binary()))]
+)
+RAW_EVENTS = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        ("item_id", pa.int64()),  # null for sku_* events
+        ("sku_id", pa.int64()),  # null when none
+        ("event_type", pa.string()),
+        ("source", pa.string()),
+        ("position", pa.string()),
+        ("material", pa.string()),  # the item's; null for sku_* events
+        ("session_id", pa.int64()),
+        ("watch_seconds", pa.float64()),
+        ("event_timestamp", pa.timestamp("ns", tz="UTC")),
+    ]
+)
+# File name under raw/ -> schema; "events" is every raw/events/day=YYYY-MM-DD/events.parquet.
+RAW_SCHEMAS: dict[str, pa.Schema] = {
+    "users.parquet": RAW_USERS,
+    "skus.parquet": RAW_SKUS,
+    "items.parquet": RAW_ITEMS,
+    "item_labels.parquet": RAW_ITEM_LABELS,
+    "item_media.parquet": RAW_ITEM_MEDIA,
+    "events": RAW_EVENTS,
+}
+
+
+def contract_error(
+    where: str, column: str | None, problem: str, examples: Sequence[str], total: int, fix: str
+) -> DataContractError:
+    """'<where>, column <c>: <problem> (<total> rows; first: <examples>). Fix: <fix>.'"""
+    column_part = f", column {column!r}" if column else ""
+    shown = "; ".join(examples[:MAX_EXAMPLES])
+    count = f"{total} row{'s' if total != 1 else ''}"
+    rows = f" ({count}; first: {shown})" if examples else ""
+    return DataContractError(f"{where}{column_part}: {problem}{rows}. Fix: {fix}.")
