@@ -95,30 +95,12 @@ def item_texts(items: pd.DataFrame) -> list[str]:
     ]
 
 
-def genre_matrix(items: pd.DataFrame, genres: tuple[str, ...]) -> np.ndarray:
-    """(N, n_genres) float32 multi-hot."""
-    index = {g: i for i, g in enumerate(genres)}
-    out = np.zeros((len(items), len(genres)), dtype=np.float32)
-    for row, names in enumerate(items.genres):
-        out[row, [index[g] for g in names]] = 1.0
-    return out
-
-
-def subsample(ml: MovieLens, n_users: int, n_items: int, seed: int = 0) -> MovieLens:
-    """A seeded random subset of users and movies with the ratings between them (for tests)."""
-    rng = np.random.default_rng(seed)
-    users = rng.choice(ml.ratings.user_id.unique(), n_users, replace=False)
-    items = ml.items.iloc[np.sort(rng.choice(len(ml.items), n_items, replace=False))]
-    ratings = ml.ratings[ml.ratings.user_id.isin(users) & ml.ratings.item_id.isin(items.item_id)]
-    return MovieLens(ratings.reset_index(drop=True), items.reset_index(drop=True), ml.genres)
-
-
 def write_movielens_contract(folder: Path, ml: MovieLens | None = None) -> tuple[Path, Path]:
     """Write ml-100k (or `ml`) as contract files; returns (events.csv, items.csv).
 
     Every rating is an `impression` at its timestamp, and a rating >= CLICK_RATING also a
-    `click` one second later; items: title "<title> (<year>)", category = first genre, tags =
-    all genres, material "video", no images.
+    `click` one second later; items: title "<title> (<year>). Genres: <g1>, <g2>." (the text
+    the encoder reads), category = first genre, tags = all genres, material "video", no images.
     """
     ml = ml or load_movielens()
     ratings = ml.ratings
@@ -133,10 +115,7 @@ def write_movielens_contract(folder: Path, ml: MovieLens | None = None) -> tuple
     items = pd.DataFrame(
         {
             "item_id": ml.items.item_id,
-            "title": [
-                f"{title} ({year})" if year else title
-                for title, year in zip(ml.items.title, ml.items.year, strict=True)
-            ],
+            "title": item_texts(ml.items),
             "material": "video",
             "category": [genres[0] if genres else None for genres in ml.items.genres],
             "tags": ["|".join(genres) for genres in ml.items.genres],

@@ -570,7 +570,7 @@ def test_movielens_imports_every_rating_and_its_clicks(settings: Settings) -> No
     assert manifest["n_users"] == 943 and manifest["n_items"] == 1682
     assert manifest["inputs"]["adapter"] == "movielens-100k"
     items = pd.read_parquet(settings.raw_dir / "items.parquet").set_index("item_id")
-    assert items.title[1] == "Toy Story (1995)" and items.category[1] == "Animation"
+    assert items.title[1] == "Toy Story (1995). Genres: Animation, Children's, Comedy." and items.category[1] == "Animation"
     labels = pd.read_parquet(settings.raw_dir / "item_labels.parquet").set_index("item_id")
     assert list(labels.category_tags[1]) == ["Animation", "Children's", "Comedy"]
     assert import_data(settings, adapter="movielens-100k", now=NOW).unchanged
@@ -601,3 +601,19 @@ def test_the_contract_doc_names_every_column() -> None:
         assert f"`{table}`" in doc
         for name in schema.names:
             assert f"`{name}`" in doc, f"{CONTRACT_DOC} does not document {table}.{name}"
+
+
+def test_the_movielens_adapter_reads_the_bundled_files() -> None:
+    from ingest.movielens import item_texts
+
+    ml = load_movielens()
+    assert len(ml.ratings) == 100_000 and ml.ratings.user_id.nunique() == 943
+    assert len(ml.items) == ml.items.item_id.nunique() == 1682
+    assert set(ml.ratings.rating) == {1, 2, 3, 4, 5}
+    assert len(ml.genres) == 19 and "unknown" in ml.genres
+    assert item_texts(ml.items)[0] == "Toy Story (1995). Genres: Animation, Children's, Comedy."
+
+
+def test_missing_movielens_files_say_where_the_data_comes_from(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="recbole"):
+        load_movielens(tmp_path)

