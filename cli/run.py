@@ -29,7 +29,7 @@ from mmrec.cli_common import Workspace, cli_settings, console, exits_on_user_err
 from mmrec.io import read_json, write_json
 from mmrec.settings import Settings
 from mmrec.world_manifest import read_world_manifest
-from training.cli import build_sets, rank, recall
+from training.cli import TestDays, ValidDays, build_sets, rank, recall
 
 
 @dataclass(frozen=True)
@@ -103,10 +103,8 @@ def run_stages(
 
 @exits_on_user_error
 def run(
-    valid_days: Annotated[
-        int, typer.Option(help="Days before the test days held out for validation.")
-    ] = 1,
-    test_days: Annotated[int, typer.Option(help="Last days of the data held out for testing.")] = 2,
+    valid_days: ValidDays = 1,
+    test_days: TestDays = 2,
     force: Annotated[
         bool, typer.Option(help="Run every stage, even those that ran on the same inputs.")
     ] = False,

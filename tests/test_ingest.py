@@ -570,7 +570,10 @@ def test_movielens_imports_every_rating_and_its_clicks(settings: Settings) -> No
     assert manifest["n_users"] == 943 and manifest["n_items"] == 1682
     assert manifest["inputs"]["adapter"] == "movielens-100k"
     items = pd.read_parquet(settings.raw_dir / "items.parquet").set_index("item_id")
-    assert items.title[1] == "Toy Story (1995). Genres: Animation, Children's, Comedy." and items.category[1] == "Animation"
+    assert (
+        items.title[1] == "Toy Story (1995). Genres: Animation, Children's, Comedy."
+        and items.category[1] == "Animation"
+    )
     labels = pd.read_parquet(settings.raw_dir / "item_labels.parquet").set_index("item_id")
     assert list(labels.category_tags[1]) == ["Animation", "Children's", "Comedy"]
     assert import_data(settings, adapter="movielens-100k", now=NOW).unchanged

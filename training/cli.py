@@ -11,6 +11,10 @@ from mmrec.cli_common import StageApp, Workspace, cli_settings, console
 app = StageApp(help="Training sets and models.")
 
 
+ValidDays = Annotated[int, typer.Option(help="Days before the test days held out for validation.")]
+TestDays = Annotated[int, typer.Option(help="Last days of the data held out for testing.")]
+
+
 @app.command("build-sets")
 def build_sets(
     chunk_rows: Annotated[
@@ -20,10 +24,8 @@ def build_sets(
     popularity_alpha: Annotated[
         float, typer.Option(help="0 = uniform negatives; 0.75 = popularity-corrected.")
     ] = 0.0,
-    valid_days: Annotated[
-        int, typer.Option(help="Days before the test days held out for validation.")
-    ] = 1,
-    test_days: Annotated[int, typer.Option(help="Last world days held out for testing.")] = 2,
+    valid_days: ValidDays = 1,
+    test_days: TestDays = 2,
     seed: Annotated[int, typer.Option(help="Negative-sampling seed.")] = 0,
     workspace: Workspace = None,
 ) -> None:
