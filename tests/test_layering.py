@@ -9,6 +9,7 @@ by nothing; the Feast repo imports nothing of ours (Feast loads it by itself).
 from __future__ import annotations
 
 import ast
+import functools
 from collections import defaultdict
 from pathlib import Path
 
@@ -54,8 +55,9 @@ def imported_names(tree: ast.AST) -> list[tuple[int, str]]:
     return found
 
 
+@functools.cache
 def import_graph() -> dict[str, set[tuple[int, str]]]:
-    """Module -> {(line, imported project module)}."""
+    """Module -> {(line, imported project module)} (parsed once per session)."""
     known = modules()
     graph: dict[str, set[tuple[int, str]]] = defaultdict(set)
     for name, path in known.items():
