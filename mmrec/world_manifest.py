@@ -21,7 +21,10 @@ def read_world_manifest(settings: Settings) -> dict[str, Any]:
     """The manifest's fields; NoWorldError naming the command to run when there is none."""
     path = settings.raw_dir / "manifest.json"
     if not path.exists():
-        raise NoWorldError(f"no world in {settings.raw_dir}: run `mmrec generate` first")
+        raise NoWorldError(
+            f"no data in {settings.raw_dir}: run `mmrec data import` (your data) or "
+            "`mmrec generate` (the synthetic world) first"
+        )
     return read_json(path)
 
 

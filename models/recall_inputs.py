@@ -181,7 +181,9 @@ def catalog_ids(settings) -> np.ndarray:
     """Every item id of the world's catalog (keys only; features come through Feast)."""
     path = Path(settings.raw_dir) / "items.parquet"
     if not path.exists():
-        raise FileNotFoundError(f"no catalog at {path}: run `mmrec generate` first")
+        raise FileNotFoundError(
+            f"no catalog at {path}: run `mmrec data import` or `mmrec generate` first"
+        )
     return np.unique(pd.read_parquet(path, columns=["item_id"]).item_id.to_numpy(np.int64))
 
 
