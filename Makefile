@@ -46,7 +46,7 @@ movielens: venv
 	cp $(ML_WS)/data/artifacts/recall/metrics.json bench/reported/movielens-recall.json
 	cp $(ML_WS)/data/artifacts/ranking/metrics.json bench/reported/movielens-ranking.json
 
-## test: the pytest suite on tiny worlds (needs redis-server on PATH; .ci/run installs it)
+## test: the pytest suite on tiny worlds (the Redis tests skip without redis-server; .ci/run installs it)
 .PHONY: test
 test: venv
 	$(BIN)/python -m pytest

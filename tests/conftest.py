@@ -82,10 +82,8 @@ def feature_store(tiny_world: Settings):
 def redis_url() -> Iterator[str]:
     """A real redis-server on a free loopback port, without persistence; stopped at the end."""
     binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail(
-            "redis-server is not installed: `apt-get install redis-server` (.ci/run does this)"
-        )
+    if binary is None:  # README's `make test` needs nothing installed by hand: skip, say how
+        pytest.skip("no redis-server: `apt-get install redis-server` runs the Redis tests")
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
