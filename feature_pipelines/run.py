@@ -67,15 +67,15 @@ def build_features(settings: Settings, days: list[str] | None = None) -> dict[st
         backfill = build_item_attributes(con, items, None, first_day, categories)
         for day, frame in _by_publish_day(backfill):
             emit(layout.ITEM_ATTRIBUTES, frame, day)
-    previous_end = dict(zip(all_days[1:], all_days, strict=False))
+    previous_day = dict(zip(all_days[1:], all_days, strict=False))  # day -> data day before
     for label in progress(chosen, "feature pipelines"):
         start = pd.Timestamp(label, tz="UTC").to_pydatetime()
         end = start + timedelta(days=1)
         lookback = max(SEQ_LOOKBACK, CDR_LOOKBACK, STATS_WINDOW)
         files = layout.event_files(settings, end - lookback, end)
         since = (
-            pd.Timestamp(previous_end[label], tz="UTC").to_pydatetime() + timedelta(days=1)
-            if label in previous_end
+            pd.Timestamp(previous_day[label], tz="UTC").to_pydatetime() + timedelta(days=1)
+            if label in previous_day
             else first_day
         )
         published = build_item_attributes(con, items, since, end, categories)

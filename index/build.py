@@ -23,8 +23,8 @@ from index.connection import open_index
 from index.errors import VectorIndexError
 from mmrec.feast_store import open_store
 from mmrec.settings import Settings
-from mmrec.vocab import CATEGORIES
 from mmrec.world_manifest import world_end
+from models.item_content import ContentVersionError, check_content_versions
 from models.recall import RecallConfig, TwoTowerRecall, encode_items
 from models.recall_inputs import VERSION_FIELDS, catalog_ids, load_item_table
 from models.store import LoadedModel, load_stored
@@ -51,20 +51,6 @@ def load_recall_model(settings: Settings, ref: Any = DEFAULT_MODEL) -> LoadedMod
     return loaded
 
 
-def check_versions(metadata: dict, versions: dict[str, str]) -> None:
-    """Raise ModelMismatchError when the features' content versions are not the model's."""
-    differ = {
-        name: (metadata.get(name), versions.get(name))
-        for name in VERSION_FIELDS
-        if metadata.get(name) != versions.get(name)
-    }
-    if differ:
-        raise ModelMismatchError(
-            "the item features' content versions differ from the recall model's "
-            f"(model, features): {differ}; retrain with `mmrec train recall`"
-        )
-
-
 def build_index(
     settings: Settings,
     model_tag: str = DEFAULT_MODEL,
@@ -76,9 +62,13 @@ def build_index(
     """Encode the catalog with the recall model's item tower and swap it in (module docstring)."""
     recall = load_recall_model(settings, model_tag)
     store = store or open_store(settings)
-    categories = tuple(recall.metadata.get("categories", CATEGORIES))
-    table = load_item_table(store, catalog_ids(settings), world_end(settings), categories)
-    check_versions(recall.metadata, table.versions)
+    table = load_item_table(store, catalog_ids(settings), world_end(settings), recall.categories)
+    try:
+        check_content_versions(
+            recall.tag, recall.metadata, table.versions, VERSION_FIELDS, "mmrec train recall"
+        )
+    except ContentVersionError as err:
+        raise ModelMismatchError(str(err)) from None
     table.set_known(recall.known_item_ids)
     vectors = encode_items(recall.model, table.inputs(np.arange(len(table)))).numpy()
     log.info(

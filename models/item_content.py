@@ -49,14 +49,19 @@ def content_versions(frame: pd.DataFrame, fields: Iterable[str]) -> dict[str, st
 
 
 def check_content_versions(
-    model_tag: str, trained: Mapping[str, object], versions: Mapping[str, str], retrain: str
+    model_tag: str,
+    trained: Mapping[str, object],
+    versions: Mapping[str, str],
+    fields: Iterable[str],
+    retrain: str,
 ) -> None:
     """Raise ContentVersionError when `versions` (the catalog's) differ from the versions
-    recorded in a model's metadata `trained`, for every field the metadata records."""
+    recorded in a model's metadata `trained`, on any of `fields` (a field the model did not
+    record differs too)."""
     differ = {
-        name: (trained[name], value)
-        for name, value in versions.items()
-        if name in trained and trained[name] != value
+        name: (trained.get(name), versions.get(name))
+        for name in fields
+        if trained.get(name) != versions.get(name)
     }
     if differ:
         raise ContentVersionError(
@@ -78,11 +83,10 @@ def stack_embeddings(
         if lengths == {width}:
             return np.stack(rows).astype(np.float32, copy=False)
     out = np.zeros((len(column), width), dtype=np.float32) if fill is None else fill.copy()
-    for i, values in enumerate(rows):
-        if values is not None and not (np.isscalar(values) and pd.isna(values)):
-            if len(values) != width:
-                raise ValueError(f"{name} row {i} has {len(values)} values, want {width}")
-            out[i] = values
+    for i in np.flatnonzero(present):
+        if len(rows[i]) != width:
+            raise ValueError(f"{name} row {i} has {len(rows[i])} values, want {width}")
+        out[i] = rows[i]
     return out
 
 

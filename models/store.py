@@ -20,6 +20,7 @@ import torch
 
 from mmrec.errors import UserError
 from mmrec.settings import Settings
+from mmrec.vocab import CATEGORIES
 
 WEIGHTS_FILE = "state_dict.pt"
 CONFIG_FILE = "config.json"
@@ -110,6 +111,12 @@ class LoadedModel:
     def version(self) -> str:
         """The model's store version (an index collection built from it carries it)."""
         return self.tag.split(":", 1)[1]
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """The data's category list the model was trained with (the order of its category
+        vectors); models trained before the data profile existed used the synthetic world's."""
+        return tuple(self.metadata.get("categories", CATEGORIES))
 
     @property
     def feature_service(self) -> str:

@@ -100,7 +100,9 @@ class OnlineRanker:
                 f"{self.tag} needs content embeddings but no item has them online: run "
                 "`mmrec content encode` and `mmrec features materialize`"
             )
-        check_content_versions(self.tag, self.metadata, content.versions, "mmrec train rank")
+        check_content_versions(
+            self.tag, self.metadata, content.versions, CONTENT_VERSION_FIELDS, "mmrec train rank"
+        )
         return content
 
     def features_frame(

@@ -28,7 +28,7 @@ from index.collections import ContentIndex
 from index.errors import IndexConnectionError
 from index.merge import MergedCandidate, merge_channels
 from index.term_recall import TAG_COLUMNS, TagIndex
-from mmrec.vocab import CATEGORIES, FRESH, POPULAR, S2V, TERM, U2V, V2V
+from mmrec.vocab import FRESH, POPULAR, S2V, TERM, U2V, V2V
 from models.layers import inference
 from models.recall import SkuQuery, UserQuery, encode_queries
 from models.recall_inputs import UNKNOWN_ITEM_ID
@@ -73,7 +73,7 @@ class RecallStage:
         self.index = index
         self.quotas = quotas
         # the data's category list the model was trained with: the order of CDR affinities
-        self.categories = tuple(recall.metadata.get("categories", CATEGORIES))
+        self.categories = recall.categories
         self._category_index = {c: i for i, c in enumerate(self.categories)}
         active = index.collection.removeprefix(f"{index.alias}_v")
         if active != recall.version:
