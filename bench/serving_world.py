@@ -79,7 +79,9 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=10, help="keep users with id % every == 0")
     args = parser.parse_args()
     if not (args.source / "data" / "raw" / "manifest.json").exists():
-        raise SystemExit(f"no world in {args.source}: run `mmrec generate --scale bench -w {args.source}`")
+        raise SystemExit(
+            f"no world in {args.source}: run `mmrec generate --scale bench -w {args.source}`"
+        )
     manifest = sample_world(args.source, args.target, args.every)
     print(
         f"{args.target}: {manifest['n_items']} items, {manifest['n_users']} users, "

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from feast.type_map import feast_value_type_to_python_type
 from feast.types import Float32, Float64, Int32, Int64
 
 from mmrec.errors import UserError
@@ -121,32 +124,55 @@ class CandidateFeatureReader:
                     out[feature.name] = NUMPY_TYPES[base]
         return out
 
+    def _item_views(self) -> list[tuple[Any, list[str]]]:
+        """(feature view, feature names) of every item view in the service."""
+        names: dict[str, list[str]] = {}
+        for ref in self.layout.item_refs:
+            view, feature = ref.split(":", 1)
+            names.setdefault(view, []).append(feature)
+        return [(self.store.get_feature_view(view), features) for view, features in names.items()]
+
     def _load_snapshot(self, version: int) -> ItemSnapshot:
-        """Read the item views for the whole catalog through Feast, into columns that a
-        request indexes with numpy (a pandas reindex per column costs more than the read)."""
-        parts: dict[str, list] = {}
+        """Read the item views for the whole catalog, into columns that a request indexes
+        with numpy (a pandas reindex per column costs more than the read).
+
+        Read with the online store's `online_read`, the call `get_online_features` makes
+        underneath: the latter also builds a protobuf response and turns every one of the
+        1,664 embedding floats per item into a Python object, 5.7x slower measured (55-76 s
+        at 104k items). Values equal Feast's own reads (tests/test_serving_online_features.py).
+        """
+        provider = self.store._get_provider()  # Feast's own handle on the online store
+        views = self._item_views()
+        parts: dict[str, list] = {f: [] for _, features in views for f in features}
         for start in range(0, len(self.item_ids), SNAPSHOT_CHUNK):
             chunk = self.item_ids[start : start + SNAPSHOT_CHUNK]
-            values = self.store.get_online_features(
-                features=self.layout.item_refs, entity_rows=[{"item_id": int(i)} for i in chunk]
-            ).to_dict()
-            for name, column in values.items():
-                if name in self.layout.item_arrays:
-                    dtype = self.layout.item_arrays[name]
-                    column = [None if v is None else np.asarray(v, dtype) for v in column]
-                parts.setdefault(name, []).extend(column)
+            keys = [
+                EntityKey(join_keys=["item_id"], entity_values=[Value(int64_val=int(i))])
+                for i in chunk
+            ]
+            for view, features in views:
+                # a copy: the Redis store appends its timestamp key to the list it is given
+                rows = provider.online_read(self.store.config, view, keys, list(features))
+                for _, values in rows:
+                    for name in features:
+                        parts[name].append(self._python_value((values or {}).get(name), name))
         # the trailing None also keeps equal-length arrays as elements (not a 2-D array)
-        columns = {
-            name: np.array([*column, None], dtype=object)
-            for name, column in parts.items()
-            if name != "item_id"
-        }
+        columns = {name: np.array([*column, None], dtype=object) for name, column in parts.items()}
         snapshot = ItemSnapshot(columns, time.monotonic(), version)
         for name, hook in self._hooks.items():
             snapshot.derived[name] = hook(snapshot)
         for name in self._consumed:
             columns.pop(name, None)
         return snapshot
+
+    def _python_value(self, value: Value | None, name: str) -> Any:
+        """A stored value as get_online_features().to_dict() has it (numeric lists: numpy)."""
+        if value is None or value.WhichOneof("val") is None:
+            return None
+        if name in self.layout.item_arrays:
+            field = value.WhichOneof("val")
+            return np.asarray(getattr(value, field).val, dtype=self.layout.item_arrays[name])
+        return feast_value_type_to_python_type(value)
 
     def on_load(
         self, name: str, hook: Callable[[ItemSnapshot], Any], consumes: Sequence[str] = ()
