@@ -158,6 +158,17 @@ class ItemEncoding(TensorBatch):
     visual_fake: Tensor | None = None
 
 
+@dataclass(frozen=True)
+class SplitFirstLayers:
+    """The MMoE first layers' weights by input kind (`RankingModel.split_first_layers`):
+    names {kind: block names in input order}, weights {kind: (width of those blocks, H)}, bias
+    (H,); kinds as in `RankingModel.input_layout`."""
+
+    names: dict[str, list[str]]
+    weights: dict[str, Tensor]
+    bias: Tensor
+
+
 # ---------------------------------------------------------------------------------------------
 # Config
 
@@ -575,23 +586,31 @@ class RankingModel(nn.Module):
             blocks["ctr"] = ctr_windows
         return blocks
 
-    def _first_layer_columns(self, kind: str) -> tuple[list[str], Tensor]:
-        """Names of the `kind` blocks and the MMoE first layers' weight columns they meet."""
-        weight = torch.cat([layer.weight for layer in self.mmoe.first_layers()])  # (H, D)
-        names, columns, start = [], [], 0
-        for name, width, block_kind in self.input_layout():
-            if block_kind == kind:
-                names.append(name)
-                columns.append(weight[:, start : start + width])
-            start += width
-        return names, torch.cat(columns, dim=1)
+    def split_first_layers(self) -> SplitFirstLayers:
+        """The MMoE first layers' weights (experts, then gates) split by input kind."""
+        with torch.no_grad():
+            weight = torch.cat([layer.weight for layer in self.mmoe.first_layers()])  # (H, D)
+            names: dict[str, list[str]] = {"user": [], "item": [], "pair": []}
+            columns: dict[str, list[Tensor]] = {"user": [], "item": [], "pair": []}
+            start = 0
+            for name, width, kind in self.input_layout():
+                names[kind].append(name)
+                columns[kind].append(weight[:, start : start + width])
+                start += width
+            weights = {
+                kind: torch.cat(parts, dim=1).T.contiguous() for kind, parts in columns.items()
+            }
+            return SplitFirstLayers(names, weights, self.mmoe.first_layer_bias().detach())
 
-    def item_first_layer(self, enc: ItemEncoding, ctr_windows: Tensor | None) -> Tensor:
-        """(N, H): the "item" blocks' share of every MMoE first layer (experts, then gates;
-        no bias), for `forward_encoded(..., item_first_layer=...)`."""
-        names, weight = self._first_layer_columns("item")
+    def item_first_layer(
+        self, enc: ItemEncoding, ctr_windows: Tensor | None, split: SplitFirstLayers
+    ) -> Tensor:
+        """(N, H): the "item" blocks' share of every MMoE first layer (no bias), for
+        `forward_encoded(..., item_first_layer=..., split=split)`."""
         blocks = self._item_blocks(enc, ctr_windows)
-        return torch.cat([blocks[name] for name in names], dim=1) @ weight.T
+        return (
+            torch.cat([blocks[name] for name in split.names["item"]], dim=1) @ split.weights["item"]
+        )
 
     def forward_encoded(
         self,
@@ -601,12 +620,13 @@ class RankingModel(nn.Module):
         age_hours: Tensor | None,
         ctr_windows: Tensor | None,
         item_first_layer: Tensor | None = None,
+        split: SplitFirstLayers | None = None,
     ) -> dict[str, Tensor]:
         """Logits per task from encoded candidates (`encode_items`), the projected history
         (`project_history`) and the candidates' timeliness inputs; "min_weights" with MIN.
-        With `item_first_layer` (the candidates' rows of `item_first_layer`), the "item"
-        blocks are not multiplied again. Inputs are not checked here: `forward` checks
-        them, serving builds them itself."""
+        With `item_first_layer` (the candidates' rows of `item_first_layer`) and the `split`
+        it was made with, the "item" blocks are not multiplied again. Inputs are not checked
+        here: `forward` checks them, serving builds them itself."""
         c = self.config
         n = enc.id_emb.shape[0]
         out: dict[str, Tensor] = {}
@@ -650,10 +670,11 @@ class RankingModel(nn.Module):
             )  # (N, D)
             out.update(self.mmoe(x))
             return out
-        first = item_first_layer + self.mmoe.first_layer_bias()
+        split = split or self.split_first_layers()
+        first = item_first_layer + split.bias
         for kind in ("user", "pair"):  # user rows (1, H) broadcast over the candidates
-            names, weight = self._first_layer_columns(kind)
-            first = first + torch.cat([blocks[name] for name in names], dim=1) @ weight.T
+            inputs = torch.cat([blocks[name] for name in split.names[kind]], dim=1)
+            first = first + inputs @ split.weights[kind]
         out.update(self.mmoe.forward_first_layer(first))
         return out
 
@@ -835,12 +856,15 @@ def score_encoded(
     age_hours: Tensor | None,
     ctr_windows: Tensor | None,
     item_first_layer: Tensor | None = None,
+    split: SplitFirstLayers | None = None,
 ) -> dict[str, Tensor]:
     """`score_candidates` from candidates already encoded by `model.encode_items`, a history
     already projected by `model.project_history` and optionally the candidates' rows of
     `model.item_first_layer` (serving precomputes all three per catalog)."""
     with inference(model):
-        out = model.forward_encoded(user, enc, histories, age_hours, ctr_windows, item_first_layer)
+        out = model.forward_encoded(
+            user, enc, histories, age_hours, ctr_windows, item_first_layer, split
+        )
     return {task: torch.sigmoid(out[f"logits_{task}"]) for task in model.config.tasks}
 
 
@@ -851,6 +875,7 @@ __all__ = [
     "RankingConfig",
     "RankingLoss",
     "RankingModel",
+    "SplitFirstLayers",
     "UserInputs",
     "ranking_parameter_groups",
     "score_candidates",

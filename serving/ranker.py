@@ -127,6 +127,7 @@ class OnlineRanker:
         self.tag, self.metadata = loaded.tag, loaded.metadata
         self.model: RankingModel = loaded.model
         self.model.eval()
+        self.split = self.model.split_first_layers()  # the serving model's weights never change
         self.config: RankingConfig = loaded.model.config
         # Items of the train split: the rest are cold, as rank_train flags them in evaluation
         known = loaded.known_item_ids
@@ -185,7 +186,9 @@ class OnlineRanker:
                 encoded = self.model.encode_items(chunk)
                 parts.append(encoded)
                 first.append(
-                    self.model.item_first_layer(encoded, ctr[start : start + ENCODE_CHUNK])
+                    self.model.item_first_layer(
+                        encoded, ctr[start : start + ENCODE_CHUNK], self.split
+                    )
                 )
             history = {}
             if self.model.min is not None:
@@ -260,6 +263,7 @@ class OnlineRanker:
             torch.from_numpy(age.astype(np.float32)),
             None,  # the CTRs are in the precomputed first layer
             catalog.first_layer[rows],
+            self.split,
         )
         return RankedCandidates(ids, {t: p.numpy() for t, p in probs.items()}, features)
 

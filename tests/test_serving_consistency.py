@@ -70,7 +70,7 @@ def test_every_ranking_feature_online_equals_the_point_in_time_value(online_and_
 def test_the_precomputed_ranker_scores_as_the_training_path_on_offline_rows(
     pipeline, online_and_offline
 ) -> None:
-    rec, online, offline = online_and_offline
+    rec, _, offline = online_and_offline
     ranker = pipeline.ranker
     content = ranker.reference_content(pipeline.store, datetime.fromtimestamp(rec.request_ts, UTC))
     expected = ranker.rank_reference(offline.to_dict("list"), "inner", content)
