@@ -61,7 +61,8 @@ class Recommender:
         from serving.config import ServingConfig
         from serving.pipeline import RecommendationPipeline
 
-        torch.set_num_threads(SETTINGS.torch_threads)
+        # the machine's threads shared by the workers: more would only contend for the cores
+        torch.set_num_threads(max(1, SETTINGS.torch_threads // SETTINGS.serving_workers))
         config = replace(
             ServingConfig.from_settings(SETTINGS),
             recall_model=self.recall_model,
