@@ -72,7 +72,7 @@ bench-ranking: venv
 bench-serving: venv
 	$(BIN)/python -m bench.serving_bench --levels 1,8,32
 
-## bench-serving-100k: the bento on the 104k-item catalog (bench world, 1 user in 10), 2 workers, beside the trivial-endpoint floor; figures to bench/reported/
+## bench-serving-100k: the bento on the 104k-item catalog (bench world, 1 user in 100), 2 workers, beside the trivial-endpoint floor; figures to bench/reported/
 BENCH_WS := bench/workspace
 SERVING_WS := bench/workspace-serving
 .PHONY: bench-serving-100k
