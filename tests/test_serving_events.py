@@ -9,12 +9,8 @@ so rebuilding its features touches nothing another test reads.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,7 +25,7 @@ from mmrec.settings import Settings
 from mmrec.world_manifest import world_days, world_end
 from serving.events import EventIntake
 from serving.schemas import BehaviourEvent
-from tests.conftest import run_cli
+from tests.conftest import run_cli, unwritable
 
 pytestmark = pytest.mark.slow
 
@@ -138,24 +134,6 @@ def test_events_outside_the_catalog_or_after_the_clock_are_refused_naming_the_fi
     with pytest.raises(DataContractError, match=re.escape(needle) + ".*Fix:"):
         intake_for(own_world).accept([BehaviourEvent(**event)])
     assert event_log.segments(own_world) == segments
-
-
-@contextmanager
-def unwritable(folder: Path) -> Iterator[None]:
-    """`folder` refuses writes: chmod for a normal user, the immutable attribute for root."""
-    folder.mkdir(parents=True, exist_ok=True)
-    as_root = os.geteuid() == 0  # root writes through chmod
-    if as_root:
-        subprocess.run(["chattr", "+i", str(folder)], check=True)
-    else:
-        folder.chmod(0o555)
-    try:
-        yield
-    finally:
-        if as_root:
-            subprocess.run(["chattr", "-i", str(folder)], check=True)
-        else:
-            folder.chmod(0o755)
 
 
 def test_an_unwritable_log_acknowledges_nothing(own_world: Settings, tmp_path: Path) -> None:
