@@ -114,6 +114,9 @@ def test_the_pipeline_reads_each_event_id_once_even_when_logged_twice(
     event_log.load_served(con, own_world)
     rows = con.execute("SELECT count(*) FROM served_events WHERE user_id = 9").fetchone()
     assert rows == (1,)
+    query = "SELECT count(*) AS logged_rows FROM served_events WHERE event_id = 'twice'"
+    out = run_cli("sql", query, "--workspace", str(own_world.workspace))
+    assert re.search(r"\b2\b", out), out  # the analysis view shows the log as written
 
 
 @pytest.mark.parametrize(
