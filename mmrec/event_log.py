@@ -21,11 +21,14 @@ from __future__ import annotations
 import hashlib
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 import pyarrow as pa
 
 from mmrec.settings import Settings
+
+if TYPE_CHECKING:  # every stage reads the days (world_manifest); only pipelines need DuckDB
+    import duckdb
 
 # One raw event row: what the generator and the importer write and every stage reads.
 RAW_EVENTS = pa.schema(

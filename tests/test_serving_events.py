@@ -108,7 +108,8 @@ def test_the_pipeline_reads_each_event_id_once_even_when_logged_twice(
     intake = intake_for(own_world)
     event = BehaviourEvent(user_id=9, event_type="click", item_id=5, event_id="twice")
     intake.accept([event])
-    (own_world.data_dir / "event_log" / "event_ids.sqlite3").unlink()  # forget the ids
+    for path in event_log.log_dir(own_world).glob("event_ids.sqlite3*"):
+        path.unlink()  # forget the ids (the record and its write-ahead log)
     assert intake.accept([event]).appended == 1
     con = duckdb.connect()
     event_log.load_served(con, own_world)
