@@ -8,9 +8,16 @@ p50/p99, throughput, errors, and the service's own per-stage timings (features, 
 mix; medians and p99 of `timings_ms` in the responses).
 
     python -m bench.serving_bench [--workspace DIR] [--levels 1,8,32] [--requests 300]
+        [--workers N] [--name NAME] [--no-floor]
 
-Writes bench/results/serving.json and .png (serving-workers<N>.* with --workers N). The
-client runs on the same 2 cores as the server; the JSON keeps the 1-minute load average.
+Before the service, the same levels run against a trivial BentoML endpoint with the same
+request/response shapes and process settings (bench/floor_service.py): the framework's and the
+client's own share, measured in the same run; each level reports its p99 over the floor's.
+Also reported: start-up to /readyz and each worker's resident memory after the levels.
+
+Writes bench/results/NAME.json and .png (default serving, serving-workers<N> with --workers
+N). The client runs on the same 2 cores as the server; the JSON keeps the 1-minute load
+average.
 """
 
 from __future__ import annotations
@@ -89,7 +96,7 @@ async def run_level(
     }
 
 
-def plot(levels: list[dict], path: Path) -> None:
+def plot(levels: list[dict], floor: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,10 +105,14 @@ def plot(levels: list[dict], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     conc = [str(lv["concurrency"]) for lv in levels]
     for key, style in (("p50", "o-"), ("p99", "s--")):
-        left.plot(conc, [lv["latency_ms"][key] for lv in levels], style, label=f"client {key}")
-    left.axhline(30, color="grey", lw=0.8, label="target p99 30 ms")
+        left.plot(conc, [lv["latency_ms"][key] for lv in levels], style, label=f"service {key}")
+        if floor:
+            left.plot(
+                conc, [lv["latency_ms"][key] for lv in floor], style, color="grey",
+                label=f"trivial endpoint {key}",
+            )  # fmt: skip
     left.set(xlabel="concurrent clients", ylabel="ms", title="/recommend latency", yscale="log")
-    left.legend()
+    left.legend(fontsize=8)
     bottom = np.zeros(len(levels))
     for stage in ("features", "recall", "rank", "mix"):
         values = np.array([lv["service_stage_ms"][stage]["p50"] for lv in levels])
@@ -111,6 +122,34 @@ def plot(levels: list[dict], path: Path) -> None:
     right.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def run_levels(url: str, users: list[int], args: argparse.Namespace, label: str) -> list[dict]:
+    """A warm-up, then every concurrency level of `args.levels` against `url`."""
+    asyncio.run(run_level(url, users, 2, 20, 30, args.k))  # warm-up, not reported
+    levels = []
+    for concurrency in (int(c) for c in args.levels.split(",")):
+        level = asyncio.run(run_level(url, users, concurrency, args.requests, args.seconds, args.k))
+        level["load_avg_1m"] = round(os.getloadavg()[0], 2)
+        levels.append(level)
+        stage = level["service_stage_ms"]
+        print(
+            f"{label} c={concurrency:>2}: {level['requests']} req, {level['throughput_rps']} "
+            f"req/s, p50 {level['latency_ms']['p50']} / p99 {level['latency_ms']['p99']} ms; "
+            f"in service p50 total {stage['total']['p50']} (features {stage['features']['p50']} "
+            f"recall {stage['recall']['p50']} rank {stage['rank']['p50']} mix "
+            f"{stage['mix']['p50']}); statuses {level['status_counts']}"
+        )
+    return levels
+
+
+def worker_rss_mb(server: BentoServer) -> list[float]:
+    """Resident memory of each service worker (the children of `bentoml serve` that loaded it)."""
+    import psutil
+
+    children = psutil.Process(server.pid).children(recursive=True)
+    rss = [c.memory_info().rss / 2**20 for c in children if "worker" in " ".join(c.cmdline())]
+    return sorted(round(r, 1) for r in rss)
 
 
 def main() -> None:
@@ -123,46 +162,50 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="service processes (>1 serves the index by URI)"
     )
+    parser.add_argument("--name", default=None, help="results file name (default by workers)")
+    parser.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve the trivial endpoint (bench/floor_service.py) first, same levels",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = Settings.from_env(args.workspace)
-    env = workspace_env(settings)
+    env = {**workspace_env(settings), "MMREC_SERVING_WORKERS": str(args.workers)}
     users = pd.read_parquet(settings.raw_dir / "users.parquet", columns=["user_id"]).user_id
     users = users.sample(min(len(users), 2000), random_state=0).tolist()
     RESULTS.mkdir(parents=True, exist_ok=True)
     tag = build_bento(env)
-    levels = []
+    floor: list[dict] = []
+    if args.floor:
+        log = RESULTS / "serving-floor-serve.log"
+        with BentoServer("bench.floor_service:Floor", env, log, working_dir=REPO_ROOT) as server:
+            floor = run_levels(server.url, users, args, "floor  ")
     with contextlib.ExitStack() as stack:
         if args.workers > 1:  # a milvus-lite file opens in one process: share it over a URI
             lite = stack.enter_context(LiteServer(env["MMREC_MILVUS_URI"]))
-            env.update({"MMREC_MILVUS_URI": lite.uri, "MMREC_SERVING_WORKERS": str(args.workers)})
+            env["MMREC_MILVUS_URI"] = lite.uri
+        started = time.monotonic()
         server = stack.enter_context(BentoServer(tag, env, RESULTS / "serving-serve.log"))
-        asyncio.run(run_level(server.url, users, 2, 20, 30, args.k))  # warm-up, not reported
-        for concurrency in (int(c) for c in args.levels.split(",")):
-            level = asyncio.run(
-                run_level(server.url, users, concurrency, args.requests, args.seconds, args.k)
-            )
-            level["load_avg_1m"] = round(os.getloadavg()[0], 2)
-            levels.append(level)
-            stage = level["service_stage_ms"]
-            print(
-                f"c={concurrency:>2}: {level['requests']} req, {level['throughput_rps']} req/s, "
-                f"p50 {level['latency_ms']['p50']} / p99 {level['latency_ms']['p99']} ms; "
-                f"in service p50 features {stage['features']['p50']} recall "
-                f"{stage['recall']['p50']} rank {stage['rank']['p50']} mix {stage['mix']['p50']}"
-                f"; statuses {level['status_counts']}"
-            )
+        startup_s = round(time.monotonic() - started, 1)
+        print(f"service ready in {startup_s} s")
+        levels = run_levels(server.url, users, args, "service")
+        rss = worker_rss_mb(server)
     catalog = len(pd.read_parquet(settings.raw_dir / "items.parquet", columns=["item_id"]))
+    for level, base in zip(levels, floor, strict=False):
+        level["p99_over_floor"] = round(level["latency_ms"]["p99"] / base["latency_ms"]["p99"], 2)
     result = {
         "bento": tag, "catalog_items": catalog, "k": args.k, "workers": args.workers,
-        "levels": levels,
+        "startup_s": startup_s, "rss_mb_per_worker": rss, "levels": levels,
+        "floor": {"service": "bench.floor_service:Floor", "levels": floor},
     }  # fmt: skip
-    name = "serving" if args.workers == 1 else f"serving-workers{args.workers}"
+    name = args.name or ("serving" if args.workers == 1 else f"serving-workers{args.workers}")
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
-    plot(levels, RESULTS / f"{name}.png")
-    print(f"wrote {RESULTS / name}.json and .png")
+    plot(levels, floor, RESULTS / f"{name}.png")
+    print(f"startup {startup_s} s, worker RSS {rss} MB; wrote {RESULTS / name}.json and .png")
 
 
 if __name__ == "__main__":

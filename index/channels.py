@@ -111,6 +111,15 @@ def vector_recall(
     return multi_channel_recall(index, {channel: (queries, limit)}, filters=filters)[channel]
 
 
+def _ids_and_scores(row_hits, limit: int) -> Iterable[tuple[int, float]]:
+    """(id, score) of one query's first `limit` hits. pymilvus 2.6 keeps them as two plain
+    lists beside its per-hit dicts: reading those is ~10x faster than the dicts."""
+    ids, scores = getattr(row_hits, "ids", None), getattr(row_hits, "distances", None)
+    if ids is None or scores is None:
+        return ((int(h["id"]), float(h["distance"])) for h in row_hits[:limit])
+    return zip(ids[:limit], scores[:limit], strict=True)
+
+
 def multi_channel_recall(
     index: ContentIndex,
     queries: dict[str, tuple[np.ndarray, int]],
@@ -137,8 +146,7 @@ def multi_channel_recall(
     for channel, (q, limit) in checked.items():
         best: dict[int, float] = {}
         for row_hits in hits[start : start + len(q)]:
-            for hit in row_hits[:limit]:
-                item, score = int(hit["id"]), float(hit["distance"])
+            for item, score in _ids_and_scores(row_hits, limit):
                 if score > best.get(item, -np.inf):
                     best[item] = score
         start += len(q)
@@ -184,34 +192,75 @@ def seed_item_vectors(index: ContentIndex, item_ids: Iterable[int]) -> np.ndarra
     return np.stack(rows) if rows else np.empty((0, index.dim), dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class RankedItems:
+    """A fixed ranking of the catalog (fresh or popular items), best first, one row per item,
+    as arrays: `fallback_recall` reads a prefix of it per request instead of the catalog."""
+
+    item_ids: np.ndarray  # (N,) int64
+    material_codes: np.ndarray  # (N,) index into MATERIALS, -1 for anything else
+    scores: np.ndarray  # (N,) float64
+
+    @classmethod
+    def from_frame(cls, ranked: pd.DataFrame) -> RankedItems:
+        """From a table with item_id and material columns, best first; its `score` column is
+        the score when present, else 1/(1+rank) so that order is kept. An item listed twice
+        keeps its first (best) row."""
+        if missing := {"item_id", "material"} - set(ranked.columns):
+            raise InvalidContentError(f"ranked table lacks columns {sorted(missing)}")
+        ids = ranked["item_id"].to_numpy(np.int64)
+        if "score" in ranked.columns:
+            scores = ranked["score"].to_numpy(np.float64)
+        else:
+            scores = 1.0 / (1.0 + np.arange(len(ranked)))
+        codes = {m: i for i, m in enumerate(MATERIALS)}
+        materials = np.fromiter((codes.get(m, -1) for m in ranked["material"]), np.int64)
+        _, first = np.unique(ids, return_index=True)
+        rows = np.sort(first)
+        return cls(ids[rows], materials[rows], scores[rows])
+
+    def top(self, limit: int, filters: RecallFilter) -> np.ndarray:
+        """Rows of the first `limit` items that pass `filters`, in rank order."""
+        keep_codes = (
+            None
+            if filters.materials is None
+            else np.array([MATERIALS.index(m) for m in filters.materials], np.int64)
+        )
+        excluded = np.fromiter(filters.exclude_ids, np.int64, len(filters.exclude_ids))
+        # scan a prefix that is long enough when the filter drops little; double it otherwise
+        size = limit + len(excluded)
+        while True:
+            end = min(size, len(self.item_ids))
+            mask = ~np.isin(self.item_ids[:end], excluded)
+            if keep_codes is not None:
+                mask &= np.isin(self.material_codes[:end], keep_codes)
+            rows = np.flatnonzero(mask)
+            if len(rows) >= limit or end == len(self.item_ids):
+                return rows[:limit]
+            size *= 2
+
+
 def fallback_recall(
-    ranked: pd.DataFrame,
+    ranked: RankedItems | pd.DataFrame,
     *,
     channel: str,
     limit: int,
     filters: RecallFilter = NO_FILTER,
 ) -> list[Candidate]:
-    """The first `limit` rows of an already ranked table (fresh or popular items) that pass.
+    """The first `limit` items of an already ranked list (fresh or popular items) that pass.
 
-    `ranked` has item_id and material columns, best first; its `score` column is the score
-    when present, else 1/(1+rank) so that order is kept.
+    `ranked`: a RankedItems, or a table `RankedItems.from_frame` takes (serving builds the
+    RankedItems once: a table would be scanned whole per request).
     """
     limit = check_limit(limit)
-    if missing := {"item_id", "material"} - set(ranked.columns):
-        raise InvalidContentError(f"ranked table lacks columns {sorted(missing)}")
-    scores = ranked["score"] if "score" in ranked.columns else 1.0 / (1.0 + np.arange(len(ranked)))
-    # numpy, not a filtered copy of the frame: serving calls this per request over the catalog
-    rows = np.flatnonzero(filters.frame_mask(ranked).to_numpy())
-    ids = ranked["item_id"].to_numpy(np.int64)[rows]
-    _, first = np.unique(ids, return_index=True)  # the first (best) row of each item
-    rows = rows[np.sort(first)[:limit]]
+    if isinstance(ranked, pd.DataFrame):
+        ranked = RankedItems.from_frame(ranked)
+    if limit == 0 or filters.keeps_nothing():
+        return []
+    rows = ranked.top(limit, filters)
     return [
-        Candidate(int(i), float(s), channel)
-        for i, s in zip(
-            ranked["item_id"].to_numpy(np.int64)[rows],
-            np.asarray(scores, dtype=float)[rows],
-            strict=True,
-        )
+        Candidate(i, s, channel)
+        for i, s in zip(ranked.item_ids[rows].tolist(), ranked.scores[rows].tolist(), strict=True)
     ]
 
 

@@ -138,6 +138,37 @@ class CandidateInputs(TensorBatch):
     is_cold: Tensor | None = None
 
 
+@dataclass
+class ItemEncoding(TensorBatch):
+    """What `RankingModel.encode_items` computes from N candidates alone: it depends on no
+    user and no request time, so serving computes it once per catalog snapshot and gathers
+    rows per request (serving/ranker.py).
+
+    Fields: id_emb (N, d) ID embeddings (zero for cold items); material_emb (N, context_dim);
+    category (N,) for CDR; text / visual (N, d) projected modality vectors (multimodal);
+    text_fake / visual_fake (N, d) the DSN generators' output from the ID embedding.
+    """
+
+    id_emb: Tensor
+    material_emb: Tensor
+    category: Tensor | None = None
+    text: Tensor | None = None
+    visual: Tensor | None = None
+    text_fake: Tensor | None = None
+    visual_fake: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class SplitFirstLayers:
+    """The MMoE first layers' weights by input kind (`RankingModel.split_first_layers`):
+    names {kind: block names in input order}, weights {kind: (width of those blocks, H)}, bias
+    (H,); kinds as in `RankingModel.input_layout`."""
+
+    names: dict[str, list[str]]
+    weights: dict[str, Tensor]
+    bias: Tensor
+
+
 # ---------------------------------------------------------------------------------------------
 # Config
 
@@ -335,12 +366,33 @@ class MMoE(nn.Module):
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         experts = torch.stack([expert(x) for expert in self.experts], dim=1)  # (N, E, h)
+        return self._towers(experts, [gate(x) for gate in self.gates.values()])
+
+    def _towers(self, experts: Tensor, gate_logits: list[Tensor]) -> dict[str, Tensor]:
         logits = {}
-        for task, gate in self.gates.items():
-            weights = torch.softmax(gate(x), dim=-1).unsqueeze(1)  # (N, 1, E)
-            mixed = torch.bmm(weights, experts).squeeze(1)  # (N, h)
+        for task, gate in zip(self.gates, gate_logits, strict=True):
+            weights = torch.softmax(gate, dim=-1).unsqueeze(-1)  # (N, E, 1)
+            mixed = (weights * experts).sum(1)  # (N, h); 6x faster than bmm at N = 500
             logits[f"logits_{task}"] = self.towers[task](mixed).squeeze(1)  # (N,)
         return logits
+
+    def first_layers(self) -> list[nn.Linear]:
+        """Every linear layer that reads x: each expert's first, then each task's gate."""
+        return [expert[0] for expert in self.experts] + list(self.gates.values())
+
+    def first_layer_bias(self) -> Tensor:
+        return torch.cat([layer.bias for layer in self.first_layers()])
+
+    def forward_first_layer(self, first: Tensor) -> dict[str, Tensor]:
+        """`forward` from the first layers' outputs (N, H), laid out as `first_layers`."""
+        parts = first.split([layer.out_features for layer in self.first_layers()], dim=1)
+        n_experts = len(self.experts)
+        outputs = []
+        for expert, hidden in zip(self.experts, parts, strict=False):
+            for layer in list(expert)[1:]:  # what follows the first layer
+                hidden = layer(hidden)
+            outputs.append(hidden)
+        return self._towers(torch.stack(outputs, dim=1), list(parts[n_experts:]))  # (N, E, h)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,56 +514,168 @@ class RankingModel(nn.Module):
             keep = kept if keep is None else keep & kept
         return emb if keep is None else emb * keep.unsqueeze(1).to(emb.dtype)
 
-    def forward(self, user: UserInputs, items: CandidateInputs) -> dict[str, Tensor]:
-        n = self.check_inputs(user, items)
+    def encode_items(self, items: CandidateInputs) -> ItemEncoding:
+        """What the model computes from the candidates alone (no user, no request time)."""
         c = self.config
-        out: dict[str, Tensor] = {}
-        item_id = self._candidate_id_embedding(items)  # (N, d)
-        history_id = self.item_id_embedding(user.seq_item_ids)  # (B, L, d)
-        id_interest = self.id_attention(item_id, history_id, user.seq_mask)  # (N, d)
-        user_side = [self.position_embedding(user.position), self.source_embedding(user.source)]
-        item_side = [item_id, id_interest, self.material_embedding(items.material)]
-
+        id_emb = self._candidate_id_embedding(items)  # (N, d)
+        enc = ItemEncoding(id_emb=id_emb, material_emb=self.material_embedding(items.material))
+        if c.use_cdr:
+            enc.category = items.category
         if c.use_multimodal:
-            modalities = c.content_modalities
             projections = {"text": self.text_proj, "visual": self.visual_proj}
-            real = {m: projections[m](getattr(items, f"{m}_emb")) for m in modalities}  # (N, d)
-            item_side += [real[m] for m in modalities]
-            if self.dsn is not None:
-                fake = self.dsn(item_id)
-                item_side += [real[m] - fake[m] for m in modalities]
-                out["dsn_condition"] = item_id
-                for m in modalities:
-                    out[f"dsn_real_{m}"] = real[m]
-                    out[f"dsn_fake_{m}"] = fake[m]
-            if self.min is not None:
-                histories = {
-                    m: projections[m](getattr(user, f"seq_{m}_emb")) for m in modalities
-                }  # (B, L, d) each
-                user_parts = [masked_mean(history_id, user.seq_mask)] + [
-                    masked_mean(histories[m], user.seq_mask) for m in modalities
-                ]
-                if c.use_cdr:
-                    user_parts.append(user.category_affinity)
-                user_vec = torch.cat(user_parts, dim=1)  # (B, (1 + M) d [+ n_categories])
-                fused, out["min_weights"] = self.min(
-                    user_vec, id_interest, real, histories, user.seq_mask
-                )
-                item_side.append(fused)
+            fake = self.dsn(id_emb) if self.dsn is not None else {}
+            for m in c.content_modalities:
+                setattr(enc, m, projections[m](getattr(items, f"{m}_emb")))  # (N, d)
+                if m in fake:
+                    setattr(enc, f"{m}_fake", fake[m])
+        return enc
 
+    def project_history(self, user: UserInputs) -> dict[str, Tensor]:
+        """MIN's history in each content modality's projected space, (B, L, d) each."""
+        if self.min is None:
+            return {}
+        projections = {"text": self.text_proj, "visual": self.visual_proj}
+        return {
+            m: projections[m](getattr(user, f"seq_{m}_emb")) for m in self.config.content_modalities
+        }
+
+    def forward(self, user: UserInputs, items: CandidateInputs) -> dict[str, Tensor]:
+        self.check_inputs(user, items)
+        enc = self.encode_items(items)
+        out = self.forward_encoded(
+            user, enc, self.project_history(user), items.age_hours, items.ctr_windows
+        )
+        if self.dsn is not None:
+            out["dsn_condition"] = enc.id_emb
+            for m in self.config.content_modalities:
+                out[f"dsn_real_{m}"] = getattr(enc, m)
+                out[f"dsn_fake_{m}"] = getattr(enc, f"{m}_fake")
+        return out
+
+    def input_layout(self) -> list[tuple[str, int, str]]:
+        """The MMoE input's column blocks in order, as (name, width, kind). Kind "user": one
+        row per user, broadcast to the candidates; "item": the candidate alone (serving
+        precomputes its share of the first layers per catalog, `item_first_layer`); "pair":
+        the user x candidate part or the request time."""
+        c, d = self.config, self.config.embed_dim
+        modalities = c.content_modalities if c.use_multimodal else ()
+        layout = [("position", c.context_dim, "user"), ("source", c.context_dim, "user")]
+        if c.use_cdr:
+            layout.append(("affinity", c.n_categories, "user"))
+        layout += [("item_id", d, "item"), ("id_interest", d, "pair")]
+        layout += [("material", c.context_dim, "item")]
+        layout += [(m, d, "item") for m in modalities]
+        if c.use_dsn:
+            layout += [(f"{m}_residual", d, "item") for m in modalities]
+        if c.use_min:
+            layout.append(("min_fused", d, "pair"))
+        if c.use_cdr:
+            layout.append(("category_affinity", 1, "pair"))
+        if c.use_timeliness:
+            layout += [("age", 1, "pair"), ("ctr", c.n_ctr_windows, "item")]
+        return layout
+
+    def _item_blocks(self, enc: ItemEncoding, ctr_windows: Tensor | None) -> dict[str, Tensor]:
+        """The "item" blocks of the MMoE input, (N, width) each."""
+        blocks = {"item_id": enc.id_emb, "material": enc.material_emb}
+        for m in self.config.content_modalities if self.config.use_multimodal else ():
+            blocks[m] = getattr(enc, m)
+            if self.dsn is not None:
+                blocks[f"{m}_residual"] = getattr(enc, m) - getattr(enc, f"{m}_fake")
+        if self.config.use_timeliness:
+            blocks["ctr"] = ctr_windows
+        return blocks
+
+    def split_first_layers(self) -> SplitFirstLayers:
+        """The MMoE first layers' weights (experts, then gates) split by input kind."""
+        with torch.no_grad():
+            weight = torch.cat([layer.weight for layer in self.mmoe.first_layers()])  # (H, D)
+            names: dict[str, list[str]] = {"user": [], "item": [], "pair": []}
+            columns: dict[str, list[Tensor]] = {"user": [], "item": [], "pair": []}
+            start = 0
+            for name, width, kind in self.input_layout():
+                names[kind].append(name)
+                columns[kind].append(weight[:, start : start + width])
+                start += width
+            weights = {
+                kind: torch.cat(parts, dim=1).T.contiguous() for kind, parts in columns.items()
+            }
+            return SplitFirstLayers(names, weights, self.mmoe.first_layer_bias().detach())
+
+    def item_first_layer(
+        self, enc: ItemEncoding, ctr_windows: Tensor | None, split: SplitFirstLayers
+    ) -> Tensor:
+        """(N, H): the "item" blocks' share of every MMoE first layer (no bias), for
+        `forward_encoded(..., item_first_layer=..., split=split)`."""
+        blocks = self._item_blocks(enc, ctr_windows)
+        return (
+            torch.cat([blocks[name] for name in split.names["item"]], dim=1) @ split.weights["item"]
+        )
+
+    def forward_encoded(
+        self,
+        user: UserInputs,
+        enc: ItemEncoding,
+        histories: dict[str, Tensor],
+        age_hours: Tensor | None,
+        ctr_windows: Tensor | None,
+        item_first_layer: Tensor | None = None,
+        split: SplitFirstLayers | None = None,
+    ) -> dict[str, Tensor]:
+        """Logits per task from encoded candidates (`encode_items`), the projected history
+        (`project_history`) and the candidates' timeliness inputs; "min_weights" with MIN.
+        With `item_first_layer` (the candidates' rows of `item_first_layer`) and the `split`
+        it was made with, the "item" blocks are not multiplied again. Inputs are not checked
+        here: `forward` checks them, serving builds them itself."""
+        c = self.config
+        n = enc.id_emb.shape[0]
+        out: dict[str, Tensor] = {}
+        history_id = self.item_id_embedding(user.seq_item_ids)  # (B, L, d)
+        id_interest = self.id_attention(enc.id_emb, history_id, user.seq_mask)  # (N, d)
+        blocks = {
+            "position": self.position_embedding(user.position),
+            "source": self.source_embedding(user.source),
+            "id_interest": id_interest,
+        }
+        if item_first_layer is None:
+            blocks.update(self._item_blocks(enc, ctr_windows))
+        if self.min is not None:
+            modalities = c.content_modalities
+            real = {m: getattr(enc, m) for m in modalities}  # (N, d)
+            user_parts = [masked_mean(history_id, user.seq_mask)] + [
+                masked_mean(histories[m], user.seq_mask) for m in modalities
+            ]
+            if c.use_cdr:
+                user_parts.append(user.category_affinity)
+            user_vec = torch.cat(user_parts, dim=1)  # (B, (1 + M) d [+ n_categories])
+            blocks["min_fused"], out["min_weights"] = self.min(
+                user_vec, id_interest, real, histories, user.seq_mask
+            )
         if c.use_cdr:
             affinity = user.category_affinity.expand(n, -1)  # (N, n_categories), a view
-            user_side.append(user.category_affinity)
-            known = items.category >= 0  # -1: outside the data's category list
-            picked = affinity.gather(1, items.category.clamp(min=0).unsqueeze(1))  # (N, 1)
-            item_side.append(picked * known.unsqueeze(1).to(picked.dtype))
-
+            blocks["affinity"] = user.category_affinity
+            known = enc.category >= 0  # -1: outside the data's category list
+            picked = affinity.gather(1, enc.category.clamp(min=0).unsqueeze(1))  # (N, 1)
+            blocks["category_affinity"] = picked * known.unsqueeze(1).to(picked.dtype)
         if c.use_timeliness:
-            age = torch.log1p(items.age_hours.clamp(min=0)).unsqueeze(1)  # (N, 1)
-            item_side += [age, items.ctr_windows]
+            blocks["age"] = torch.log1p(age_hours.clamp(min=0)).unsqueeze(1)  # (N, 1)
 
-        x = torch.cat([u.expand(n, -1) for u in user_side] + item_side, dim=1)  # (N, D)
-        out.update(self.mmoe(x))
+        if item_first_layer is None:
+            x = torch.cat(
+                [
+                    blocks[name].expand(n, -1) if kind == "user" else blocks[name]
+                    for name, _, kind in self.input_layout()
+                ],
+                dim=1,
+            )  # (N, D)
+            out.update(self.mmoe(x))
+            return out
+        split = split or self.split_first_layers()
+        first = item_first_layer + split.bias
+        for kind in ("user", "pair"):  # user rows (1, H) broadcast over the candidates
+            inputs = torch.cat([blocks[name] for name in split.names[kind]], dim=1)
+            first = first + inputs @ split.weights[kind]
+        out.update(self.mmoe.forward_first_layer(first))
         return out
 
 
@@ -684,14 +848,37 @@ def score_candidates(
     return {task: torch.sigmoid(out[f"logits_{task}"]) for task in model.config.tasks}
 
 
+def score_encoded(
+    model: RankingModel,
+    user: UserInputs,
+    enc: ItemEncoding,
+    histories: dict[str, Tensor],
+    age_hours: Tensor | None,
+    ctr_windows: Tensor | None,
+    item_first_layer: Tensor | None = None,
+    split: SplitFirstLayers | None = None,
+) -> dict[str, Tensor]:
+    """`score_candidates` from candidates already encoded by `model.encode_items`, a history
+    already projected by `model.project_history` and optionally the candidates' rows of
+    `model.item_first_layer` (serving precomputes all three per catalog)."""
+    with inference(model):
+        out = model.forward_encoded(
+            user, enc, histories, age_hours, ctr_windows, item_first_layer, split
+        )
+    return {task: torch.sigmoid(out[f"logits_{task}"]) for task in model.config.tasks}
+
+
 __all__ = [
     "MODALITIES",
     "CandidateInputs",
+    "ItemEncoding",
     "RankingConfig",
     "RankingLoss",
     "RankingModel",
+    "SplitFirstLayers",
     "UserInputs",
     "ranking_parameter_groups",
     "score_candidates",
+    "score_encoded",
     "train_step",
 ]

@@ -46,10 +46,21 @@ def build_bento(env: dict[str, str] | None = None, timeout_s: float = 600) -> st
 
 
 class BentoServer:
-    """`bentoml serve TAG` on a loopback port until `stop()`; `start()` waits for /readyz."""
+    """`bentoml serve TAG` on a loopback port until `stop()`; `start()` waits for /readyz.
 
-    def __init__(self, tag: str, env: dict[str, str], log_file: Path, port: int | None = None):
+    TAG is a built bento's tag, or a service's import path ("module:Class") found from
+    `working_dir`."""
+
+    def __init__(
+        self,
+        tag: str,
+        env: dict[str, str],
+        log_file: Path,
+        port: int | None = None,
+        working_dir: Path | None = None,
+    ):
         self.tag = tag
+        self.working_dir = working_dir
         self.env = {**os.environ, **env}
         self.log_file = log_file
         self.port = port or free_port()
@@ -58,8 +69,11 @@ class BentoServer:
 
     def start(self, timeout_s: float = 300) -> BentoServer:
         with self.log_file.open("w") as sink:
+            command = [BENTOML, "serve", self.tag, "--host", "127.0.0.1", "--port", str(self.port)]
+            if self.working_dir:
+                command += ["--working-dir", str(self.working_dir)]
             self._proc = subprocess.Popen(
-                [BENTOML, "serve", self.tag, "--host", "127.0.0.1", "--port", str(self.port)],
+                command,
                 env=self.env, stdout=sink, stderr=subprocess.STDOUT, cwd=self.log_file.parent,
             )  # fmt: skip
         deadline = time.monotonic() + timeout_s
@@ -75,6 +89,11 @@ class BentoServer:
                 self.stop()
                 raise BentoError(f"the bento was not ready in {timeout_s:.0f} s:\n{self.log()}")
             time.sleep(0.5)
+
+    @property
+    def pid(self) -> int | None:
+        """The `bentoml serve` process (its workers are its children)."""
+        return None if self._proc is None else self._proc.pid
 
     def log(self, chars: int = 4000) -> str:
         return self.log_file.read_text()[-chars:] if self.log_file.exists() else ""

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from feast.type_map import feast_value_type_to_python_type
 from feast.types import Float32, Float64, Int32, Int64
 
 from mmrec.errors import UserError
@@ -92,6 +95,7 @@ class CandidateFeatureReader:
         self._reloading = threading.Lock()  # held by the background reload while it runs
         self._reload_thread: threading.Thread | None = None
         self._hooks: dict[str, Callable[[ItemSnapshot], Any]] = {}
+        self._consumed: set[str] = set()
 
     def _split(self, service) -> _ServiceLayout:
         groups = service_refs_by_entity(self.store, service)
@@ -120,37 +124,70 @@ class CandidateFeatureReader:
                     out[feature.name] = NUMPY_TYPES[base]
         return out
 
+    def _item_views(self) -> list[tuple[Any, list[str]]]:
+        """(feature view, feature names) of every item view in the service."""
+        names: dict[str, list[str]] = {}
+        for ref in self.layout.item_refs:
+            view, feature = ref.split(":", 1)
+            names.setdefault(view, []).append(feature)
+        return [(self.store.get_feature_view(view), features) for view, features in names.items()]
+
     def _load_snapshot(self, version: int) -> ItemSnapshot:
-        """Read the item views for the whole catalog through Feast, into columns that a
-        request indexes with numpy (a pandas reindex per column costs more than the read)."""
-        parts: dict[str, list] = {}
+        """Read the item views for the whole catalog, into columns that a request indexes
+        with numpy (a pandas reindex per column costs more than the read).
+
+        Read with the online store's `online_read`, the call `get_online_features` makes
+        underneath: the latter also builds a protobuf response and turns every one of the
+        1,664 embedding floats per item into a Python object, 5.7x slower measured (55-76 s
+        at 104k items). Values equal Feast's own reads (tests/test_serving_online_features.py).
+        """
+        provider = self.store._get_provider()  # Feast's own handle on the online store
+        views = self._item_views()
+        parts: dict[str, list] = {f: [] for _, features in views for f in features}
         for start in range(0, len(self.item_ids), SNAPSHOT_CHUNK):
             chunk = self.item_ids[start : start + SNAPSHOT_CHUNK]
-            values = self.store.get_online_features(
-                features=self.layout.item_refs, entity_rows=[{"item_id": int(i)} for i in chunk]
-            ).to_dict()
-            for name, column in values.items():
-                if name in self.layout.item_arrays:
-                    dtype = self.layout.item_arrays[name]
-                    column = [None if v is None else np.asarray(v, dtype) for v in column]
-                parts.setdefault(name, []).extend(column)
+            keys = [
+                EntityKey(join_keys=["item_id"], entity_values=[Value(int64_val=int(i))])
+                for i in chunk
+            ]
+            for view, features in views:
+                # a copy: the Redis store appends its timestamp key to the list it is given
+                rows = provider.online_read(self.store.config, view, keys, list(features))
+                for _, values in rows:
+                    for name in features:
+                        parts[name].append(self._python_value((values or {}).get(name), name))
         # the trailing None also keeps equal-length arrays as elements (not a 2-D array)
-        columns = {
-            name: np.array([*column, None], dtype=object)
-            for name, column in parts.items()
-            if name != "item_id"
-        }
+        columns = {name: np.array([*column, None], dtype=object) for name, column in parts.items()}
         snapshot = ItemSnapshot(columns, time.monotonic(), version)
         for name, hook in self._hooks.items():
             snapshot.derived[name] = hook(snapshot)
+        for name in self._consumed:
+            columns.pop(name, None)
         return snapshot
 
-    def on_load(self, name: str, hook: Callable[[ItemSnapshot], Any]) -> None:
+    def _python_value(self, value: Value | None, name: str) -> Any:
+        """A stored value as get_online_features().to_dict() has it (numeric lists: numpy)."""
+        if value is None or value.WhichOneof("val") is None:
+            return None
+        if name in self.layout.item_arrays:
+            field = value.WhichOneof("val")
+            return np.asarray(getattr(value, field).val, dtype=self.layout.item_arrays[name])
+        return feast_value_type_to_python_type(value)
+
+    def on_load(
+        self, name: str, hook: Callable[[ItemSnapshot], Any], consumes: Sequence[str] = ()
+    ) -> None:
         """Run `hook(snapshot)` on every snapshot before it is served, keeping its result in
-        `snapshot.derived[name]`; runs now on the current snapshot if there is one."""
+        `snapshot.derived[name]`; runs now on the current snapshot if there is one (which
+        must still hold the columns it consumes). `consumes`: columns only the hooks read,
+        dropped from the snapshot once they ran (`read` no longer returns them): the 1,664
+        embedding floats per item are 864 MB at 104k items, their projections far less."""
         self._hooks[name] = hook
+        self._consumed.update(consumes)
         if self._snapshot is not None:
             self._snapshot.derived[name] = hook(self._snapshot)
+            for column in consumes:
+                self._snapshot.columns.pop(column, None)
 
     def snapshot(self) -> ItemSnapshot:
         """The current item snapshot: loaded now if there is none; when it is older than
@@ -198,8 +235,9 @@ class CandidateFeatureReader:
             features=self.layout.user_refs, entity_rows=[{"user_id": int(user_id)}]
         ).to_dict()
 
-    def _positions(self, ids: np.ndarray) -> np.ndarray:
-        """Each id's row in a snapshot; unknown ids get the trailing None row."""
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Each id's row in a snapshot (the same in every snapshot: `item_ids` is fixed);
+        unknown ids get the trailing None row."""
         pos = np.searchsorted(self.item_ids, ids)
         inside = pos < len(self.item_ids)
         found = np.zeros(len(ids), dtype=bool)
@@ -230,7 +268,7 @@ class CandidateFeatureReader:
         for name, column in user.items():
             if name != "user_id":
                 out[name] = column * n
-        positions = self._positions(ids)
+        positions = self.positions(ids)
         for name, column in self.snapshot().columns.items():
             out[name] = column[positions].tolist()
         for name, value in (request or {}).items():

@@ -65,7 +65,9 @@ class RecommendationPipeline:
         self.index = ContentIndex(
             open_index(settings, milvus_uri), refresh_s=self.config.index_refresh_s
         )
-        self.recall = RecallStage(self.recall_model, self.index, self.config.quotas)
+        self.recall = RecallStage(
+            self.recall_model, self.index, self.config.quotas, self.config.seed_items
+        )
         ranking_model = load_ranking_model(settings, self.config.rank_model)
         self.reader = CandidateFeatureReader(
             self.store,
@@ -79,7 +81,7 @@ class RecommendationPipeline:
             lambda snapshot: self.recall.use_popularity(snapshot.column("clicks_7d").astype(float)),
         )
         self.ranker = OnlineRanker(ranking_model, self.reader)
-        self.ranker.content()  # build the dense content table now, not in the first request
+        self.reader.snapshot()  # load the items (and the ranker's item side) now, not in a request
         self._world_now = (
             int(world_end(settings).timestamp()) if self.config.clock == "world" else None
         )

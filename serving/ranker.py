@@ -1,34 +1,54 @@
 """Ranking at serving time: the `ranking` service's online features -> the trained MMoE.
 
-The online rows go through `models.ranking_inputs.build_ranking_data`, the function that turns
-the offline training rows into tensors, so the two cannot drift apart (no train/serve skew by
-construction; tests/test_serving_consistency.py compares the values with the offline
-point-in-time features). Content embeddings come from the reader's item snapshot as one dense
-table, rebuilt when the snapshot is reloaded (stacking 500 x 1664 floats per request would
-cost more than the model).
+Everything the model computes from an item alone (its ID embedding, cold flag, material
+embedding, the text/visual projections and DSN generators; models.ranking.ItemEncoding) and
+its static inputs (category, windowed CTRs) are computed once per item snapshot, for the whole
+catalog, by an `on_load` hook of the reader, as are the projections of every content row (the
+users' histories in MIN). A request then only builds its one user row, gathers its candidates'
+rows and runs the user x item part (target attention, MIN, the MMoE): `rank`.
+
+`rank_reference` is the unoptimised path: the online rows through
+`models.ranking_inputs.build_ranking_data` (the function that builds the training tensors) and
+the model's full forward pass. Tests hold `rank` to it (same scores within 1e-4, same order)
+and to the offline point-in-time rows (tests/test_serving_consistency.py): no train/serve skew.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import Tensor
 
+from feature_pipelines.item_stats import PRIOR_CTR
 from mmrec.settings import Settings
+from mmrec.vocab import MATERIALS, POSITIONS, SOURCES
 from models.item_content import (
     CONTENT_VERSION_FIELDS,
     ItemContent,
     check_content_versions,
     item_content_from_frame,
 )
-from models.ranking import RankingConfig, RankingModel, score_candidates
+from models.layers import inference
+from models.ranking import (
+    CandidateInputs,
+    ItemEncoding,
+    RankingConfig,
+    RankingModel,
+    UserInputs,
+    score_candidates,
+    score_encoded,
+)
 from models.ranking_inputs import (
     CTR_FEATURES,
     SEQUENCE_FEATURE,
     RankingData,
     build_ranking_data,
+    load_item_content,
     require_content,
 )
 from models.store import LoadedModel, load_stored
@@ -40,22 +60,58 @@ FEATURE_COLUMNS = (
     "cdr_category_affinity",
     "item_age_hours", *CTR_FEATURES,
 )  # fmt: skip
-RANKER_CONTENT = "ranker_content"  # the reader's snapshot.derived key of the dense content
+CONTENT_COLUMNS = ("text_emb", "visual_emb", *CONTENT_VERSION_FIELDS)
+RANKER_ITEMS = "ranker_items"  # the reader's snapshot.derived key of the catalog's item side
+ENCODE_CHUNK = 4096  # catalog rows per encode_items call at snapshot load
+SOURCE = "rec"  # the request source of recommendations (the model also saw "search")
 
 
 @dataclass(frozen=True)
 class RankedCandidates:
-    """Task probabilities {task: (N,)} of the candidates and the model inputs they came from."""
+    """Task probabilities {task: (N,)} of the candidates, in the order of `item_ids`, and the
+    online feature rows (one user, many items) they were computed from."""
 
     item_ids: np.ndarray
     task_probs: dict[str, np.ndarray]
-    inputs: RankingData
-    features: pd.DataFrame  # the online feature rows the inputs were built from
+    features: dict[str, list]
+    inputs: RankingData | None = None  # the model inputs (rank_reference only)
+
+
+@dataclass(frozen=True)
+class CatalogItems:
+    """The ranker's item side of one snapshot, row i = the reader's item_ids[i] (plus the
+    trailing row of unknown ids).
+
+    encoding: models.ranking.ItemEncoding of every row; first_layer (C + 1, H): the item's
+    share of the MMoE's first layers (RankingModel.item_first_layer, its windowed CTRs
+    included: the pipeline's prior where null); rankable (C + 1,) bool: material and category known
+    (the rows build_ranking_data keeps); content_ids: the ids of the content table whose
+    projected rows `history` {modality: (R + 1, d)} holds (row 0: no content).
+    """
+
+    encoding: ItemEncoding
+    first_layer: Tensor
+    rankable: np.ndarray
+    content_ids: np.ndarray
+    history: dict[str, Tensor]
+
+    def content_rows(self, item_ids: np.ndarray) -> np.ndarray:
+        return ItemContent(self.content_ids, torch.empty(0), None, {}).rows(item_ids)
 
 
 def load_ranking_model(settings: Settings, ref: Any) -> LoadedModel:
     """The ranking model `ref` (a tag in the workspace's BentoML store, or a stored model)."""
     return load_stored(settings, ref, RankingModel, RankingConfig, "mmrec train rank")
+
+
+def _codes(values: np.ndarray, vocab: tuple[str, ...]) -> np.ndarray:
+    """Index of each value in `vocab`, -1 for None or anything else."""
+    lookup = {v: i for i, v in enumerate(vocab)}
+    return np.fromiter((lookup.get(v, -1) for v in values), np.int64, len(values))
+
+
+def _floats(values: np.ndarray, fill: float) -> np.ndarray:
+    return pd.to_numeric(pd.Series(values), errors="coerce").fillna(fill).to_numpy(np.float64)
 
 
 class OnlineRanker:
@@ -70,29 +126,25 @@ class OnlineRanker:
             )
         self.tag, self.metadata = loaded.tag, loaded.metadata
         self.model: RankingModel = loaded.model
+        self.model.eval()
+        self.split = self.model.split_first_layers()  # the serving model's weights never change
         self.config: RankingConfig = loaded.model.config
         # Items of the train split: the rest are cold, as rank_train flags them in evaluation
         known = loaded.known_item_ids
         self.known_item_ids = np.empty(0, np.int64) if known is None else known
         self.max_seq_len = int(self.metadata.get("max_seq_len", 20))
         self.reader = reader
-        if self.config.use_multimodal:
-            reader.on_load(RANKER_CONTENT, self._dense_content)
+        # the embeddings are consumed here: the snapshot keeps their projections, not them
+        content = CONTENT_COLUMNS if self.config.use_multimodal else ()
+        reader.on_load(RANKER_ITEMS, self._catalog_items, consumes=content)
 
-    def content(self) -> ItemContent | None:
-        """Text and visual embeddings of the snapshot's items (None for an ID-only model)."""
+    def _content(self, snapshot: ItemSnapshot) -> ItemContent | None:
+        """The snapshot's embeddings as dense tables, built by the same function as in
+        training and held to the content versions the model was trained on."""
         if not self.config.use_multimodal:
             return None
-        return self.reader.snapshot().derived[RANKER_CONTENT]
-
-    def _dense_content(self, snapshot: ItemSnapshot) -> ItemContent:
-        """The snapshot's embeddings as two dense tables, built by the same function as in
-        training and held to the content versions the model was trained on (an on_load hook
-        of the reader: stacking 100k x 1664 floats takes seconds, so it runs with the
-        snapshot's reload)."""
-        columns = ("text_emb", "visual_emb", *CONTENT_VERSION_FIELDS)
         frame = pd.DataFrame(
-            {"item_id": self.reader.item_ids, **{name: snapshot.column(name) for name in columns}}
+            {"item_id": self.reader.item_ids, **{c: snapshot.column(c) for c in CONTENT_COLUMNS}}
         )
         content = item_content_from_frame(frame, self.config.content_modalities)
         if not len(content.item_ids):
@@ -105,21 +157,125 @@ class OnlineRanker:
         )
         return content
 
-    def features_frame(
-        self, features: dict[str, list], scene: str, source: str = "rec"
-    ) -> pd.DataFrame:
-        """The online rows as the columns build_ranking_data reads, plus the context."""
-        frame = pd.DataFrame({name: features[name] for name in FEATURE_COLUMNS})
-        frame["position"] = scene
-        frame["source"] = source
-        frame["is_cold"] = ~np.isin(frame.item_id.to_numpy(np.int64), self.known_item_ids)
-        return frame
+    def _catalog_items(self, snapshot: ItemSnapshot) -> CatalogItems:
+        """The reader's on_load hook: the item side of every catalog row (module docstring);
+        the same rules as build_ranking_data, in one pass over the catalog."""
+        ids = np.append(self.reader.item_ids, -1)  # the trailing row: unknown ids
+        material = _codes(snapshot.columns["material"], MATERIALS)
+        category = _floats(snapshot.columns["category_index"], -1).astype(np.int64)
+        rankable = (material >= 0) & pd.notna(snapshot.columns["category"])
+        ctr = np.stack([_floats(snapshot.columns[c], PRIOR_CTR) for c in CTR_FEATURES], axis=1)
+        content = self._content(snapshot)
+        items = CandidateInputs(
+            item_id=torch.from_numpy(ids),
+            material=torch.from_numpy(np.maximum(material, 0)),
+            category=torch.from_numpy(category),
+            is_cold=torch.from_numpy(~np.isin(ids, self.known_item_ids)),
+        )
+        rows = content.rows(ids) if content is not None else None
+        ctr = torch.from_numpy(ctr.astype(np.float32))
+        parts, first = [], []
+        with inference(self.model):
+            for start in range(0, len(ids), ENCODE_CHUNK):
+                chunk = items.take(slice(start, start + ENCODE_CHUNK))
+                if content is not None:
+                    chunk_rows = torch.from_numpy(rows[start : start + ENCODE_CHUNK])
+                    chunk.text_emb = content.text[chunk_rows]
+                    if content.visual is not None:
+                        chunk.visual_emb = content.visual[chunk_rows]
+                encoded = self.model.encode_items(chunk)
+                parts.append(encoded)
+                first.append(
+                    self.model.item_first_layer(
+                        encoded, ctr[start : start + ENCODE_CHUNK], self.split
+                    )
+                )
+            history = {}
+            if self.model.min is not None:
+                table = UserInputs(
+                    seq_item_ids=torch.empty(0),
+                    seq_mask=torch.empty(0),
+                    position=torch.empty(0),
+                    source=torch.empty(0),
+                    seq_text_emb=content.text,
+                    seq_visual_emb=content.visual,
+                )
+                history = self.model.project_history(table)
+        encoding = ItemEncoding(
+            **{
+                name: torch.cat([getattr(p, name) for p in parts])
+                for name in vars(parts[0])
+                if getattr(parts[0], name) is not None
+            }
+        )
+        return CatalogItems(
+            encoding=encoding,
+            first_layer=torch.cat(first),
+            rankable=rankable,
+            content_ids=content.item_ids if content is not None else np.empty(0, np.int64),
+            history=history,
+        )
+
+    def _user(self, features: dict[str, list], scene: str) -> tuple[UserInputs, np.ndarray]:
+        """The one user row (as build_ranking_data builds it) and its history's item ids."""
+        seq = np.zeros(self.max_seq_len, dtype=np.int64)
+        clicked = (features[SEQUENCE_FEATURE] or [None])[0]
+        head = np.asarray((clicked if clicked is not None else [])[: self.max_seq_len], np.int64)
+        seq[: len(head)] = head
+        mask = np.zeros(self.max_seq_len, dtype=bool)
+        mask[: len(head)] = True
+        affinity = (features["cdr_category_affinity"] or [None])[0]
+        width = self.config.n_categories
+        if affinity is not None and len(affinity) != width:
+            raise ValueError(f"cdr_category_affinity has {len(affinity)} values, want {width}")
+        user = UserInputs(
+            seq_item_ids=torch.from_numpy(seq)[None],
+            seq_mask=torch.from_numpy(mask)[None],
+            position=torch.tensor([POSITIONS.index(scene)]),
+            source=torch.tensor([SOURCES.index(SOURCE)]),
+            category_affinity=torch.tensor(
+                [affinity if affinity is not None else [0.0] * width], dtype=torch.float32
+            ),
+        )
+        return user, seq
 
     def rank(self, features: dict[str, list], scene: str) -> RankedCandidates:
         """Score every row of `features` (one user, N items: CandidateFeatureReader.read)."""
-        content = self.content()
+        catalog: CatalogItems = self.reader.snapshot().derived[RANKER_ITEMS]
+        ids = np.asarray(features["item_id"], dtype=np.int64)
+        positions = self.reader.positions(ids)
+        keep = catalog.rankable[positions]  # build_ranking_data drops unpublished rows
+        ids, positions = ids[keep], positions[keep]
+        if not len(ids):
+            raise ValueError("no candidate has item attributes online")
+        rows = torch.from_numpy(positions)
+        user, seq = self._user(features, scene)
+        histories = {
+            m: projected[torch.from_numpy(catalog.content_rows(seq))][None]
+            for m, projected in catalog.history.items()
+        }
+        age = _floats(np.asarray(features["item_age_hours"], dtype=object)[keep], 0.0)
+        probs = score_encoded(
+            self.model,
+            user,
+            catalog.encoding.take(rows),
+            histories,
+            torch.from_numpy(age.astype(np.float32)),
+            None,  # the CTRs are in the precomputed first layer
+            catalog.first_layer[rows],
+            self.split,
+        )
+        return RankedCandidates(ids, {t: p.numpy() for t, p in probs.items()}, features)
+
+    def rank_reference(
+        self, features: dict[str, list], scene: str, content: ItemContent | None
+    ) -> RankedCandidates:
+        """`rank` without precomputation: the training path's tensors and the full forward
+        pass. `content`: the item content table (`reference_content`)."""
         require_content(self.config, content)
-        frame = self.features_frame(features, scene)
+        frame = pd.DataFrame({name: features[name] for name in FEATURE_COLUMNS})
+        frame["position"], frame["source"] = scene, SOURCE
+        frame["is_cold"] = ~np.isin(frame.item_id.to_numpy(np.int64), self.known_item_ids)
         data = build_ranking_data(
             frame, content, self.max_seq_len, tasks=(), n_categories=self.config.n_categories
         )
@@ -129,5 +285,12 @@ class OnlineRanker:
         items = data.batch(slice(None), content, history_content=False).items
         probs = score_candidates(self.model, user, items)
         return RankedCandidates(
-            data.item_id.numpy(), {t: p.numpy() for t, p in probs.items()}, data, frame
+            data.item_id.numpy(), {t: p.numpy() for t, p in probs.items()}, features, data
         )
+
+    def reference_content(self, store, at: datetime) -> ItemContent | None:
+        """The catalog's content as of `at` through Feast's offline store (what training
+        reads), for `rank_reference`; None for an ID-only model."""
+        if not self.config.use_multimodal:
+            return None
+        return load_item_content(store, self.reader.item_ids, at, self.config.content_modalities)

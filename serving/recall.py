@@ -19,6 +19,7 @@ from pymilvus.exceptions import MilvusException
 from index.build import ModelMismatchError
 from index.channels import (
     Candidate,
+    RankedItems,
     RecallFilter,
     fallback_recall,
     multi_channel_recall,
@@ -68,10 +69,13 @@ class RecallStage:
         recall: LoadedModel,
         index: ContentIndex,
         quotas: dict[str, int],
+        seed_items: int = 5,
     ) -> None:
+        """`seed_items`: the newest clicked items that seed V2V."""
         self.recall = recall
         self.index = index
         self.quotas = quotas
+        self.seed_items = seed_items
         # the data's category list the model was trained with: the order of CDR affinities
         self.categories = recall.categories
         self._category_index = {c: i for i, c in enumerate(self.categories)}
@@ -82,10 +86,18 @@ class RecallStage:
                 f"{recall.tag}: run `mmrec index build --model {recall.tag}` or serve "
                 f"MMREC_RECALL_MODEL=recall:{active}"
             )
-        self.catalog = index.scan([*(c for c in TAG_COLUMNS if c != "item_id"), "category"])
+        self.catalog = index.scan(
+            [*(c for c in TAG_COLUMNS if c != "item_id"), "category", "vector"]
+        )
         self.catalog = self.catalog.sort_values("item_id").reset_index(drop=True)
+        # V2V's query of every item (its stored vector through the V2V adapter), computed
+        # once: a request reads its seeds' rows instead of asking Milvus for their vectors
+        self._item_ids = self.catalog.item_id.to_numpy(np.int64)
+        self._v2v_queries = self._v2v_adapted(np.stack(self.catalog.pop("vector").to_numpy()))
         self.tags = TagIndex(self.catalog)
-        self.fresh = self.catalog.sort_values(["publish_ts", "item_id"], ascending=[False, True])
+        self.fresh = RankedItems.from_frame(
+            self.catalog.sort_values(["publish_ts", "item_id"], ascending=[False, True])
+        )
         self.popular = self.fresh  # until `use_popularity` is given scores
         self._material = dict(zip(self.catalog.item_id, self.catalog.material, strict=True))
         self._category = dict(zip(self.catalog.item_id, self.catalog.category, strict=True))
@@ -93,8 +105,10 @@ class RecallStage:
     def use_popularity(self, scores: np.ndarray) -> None:
         """Rank the popular fallback by `scores`, aligned with `self.catalog` (NaN = 0)."""
         scores = np.nan_to_num(np.asarray(scores, dtype=np.float64))
-        self.popular = self.catalog.assign(score=scores).sort_values(
-            ["score", "item_id"], ascending=[False, True]
+        self.popular = RankedItems.from_frame(
+            self.catalog.assign(score=scores).sort_values(
+                ["score", "item_id"], ascending=[False, True]
+            )
         )
 
     def material_of(self, item_ids: np.ndarray) -> list[str]:
@@ -134,13 +148,23 @@ class RecallStage:
         )
         return encode_queries(self.recall.model, S2V, query).numpy()
 
-    def _v2v_vectors(self, seeds: Seeds) -> np.ndarray:
-        stored = seed_item_vectors(self.index, seeds.clicked_items)
+    def _v2v_adapted(self, stored: np.ndarray) -> np.ndarray:
+        """Stored item vectors (Q, d) as V2V queries."""
         adapter = self.recall.model.v2v_adapter
+        stored = np.asarray(stored, dtype=np.float32).reshape(-1, self.index.dim)
         if adapter is None or len(stored) == 0:
             return stored
         with inference(adapter):
             return adapter(torch.from_numpy(stored)).numpy()
+
+    def _v2v_vectors(self, seeds: Seeds) -> np.ndarray:
+        """V2V queries of the newest `seed_items` clicked items that are in the index."""
+        ids = np.asarray(seeds.clicked_items[: self.seed_items], dtype=np.int64)
+        rows = np.minimum(np.searchsorted(self._item_ids, ids), max(len(self._item_ids) - 1, 0))
+        if len(self._item_ids) and (self._item_ids[rows] == ids).all():
+            return self._v2v_queries[rows]
+        # a seed upserted since the service started: ask Milvus for the stored vectors
+        return self._v2v_adapted(seed_item_vectors(self.index, ids.tolist()))
 
     def vector_channels(
         self, seeds: Seeds, filters: RecallFilter, max_seq_len: int

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from index.channels import (
     Candidate,
+    RankedItems,
     RecallFilter,
     fallback_recall,
     multi_channel_recall,
@@ -24,7 +25,7 @@ from index.collections import ContentIndex, build_content_index
 from index.errors import DimensionMismatchError, InvalidContentError
 from index.merge import merge_channels
 from index.term_recall import TagIndex, milvus_term_recall
-from mmrec.vocab import FRESH, S2V, U2V, V2V
+from mmrec.vocab import FRESH, MATERIALS, S2V, U2V, V2V
 from tests.index_fixtures import PlantedCatalog, planted_catalog
 
 warnings.filterwarnings("ignore", module="milvus_lite")
@@ -176,6 +177,33 @@ def test_fresh_fallback_keeps_table_order_and_applies_filters(catalog):
     expected = fresh[fresh["material"].isin(["video", "live"]) & (fresh["item_id"] != newest)]
     assert [c.item_id for c in found] == expected["item_id"].head(5).tolist()
     assert all(c.channel == FRESH for c in found)
+
+
+@given(
+    n=st.integers(0, 60),
+    limit=st.integers(0, 70),
+    excluded=st.sets(st.integers(0, 80), max_size=30),
+    materials=st.none() | st.lists(st.sampled_from(MATERIALS), max_size=3, unique=True),
+    seed=st.integers(0, 1000),
+)
+def test_the_ranked_prefix_scan_equals_filtering_the_whole_table(
+    n, limit, excluded, materials, seed
+):
+    rng = np.random.default_rng(seed)
+    material_of = rng.choice([*MATERIALS, "other"], 80)  # one material per item
+    ids = rng.integers(0, 80, n)  # repeats: an item keeps its first row
+    table = pd.DataFrame({"item_id": ids, "material": material_of[ids]})
+    filters = RecallFilter(
+        materials=tuple(materials) if materials is not None else None,
+        exclude_ids=frozenset(excluded),
+    )
+    got = fallback_recall(
+        RankedItems.from_frame(table), channel=FRESH, limit=limit, filters=filters
+    )
+    # the reference: every row's score, filter the whole table, first row per item, head
+    scored = table.assign(score=1.0 / (1.0 + np.arange(n)))
+    kept = scored[filters.frame_mask(scored)].drop_duplicates("item_id").head(limit)
+    assert [(c.item_id, c.score) for c in got] == list(zip(kept.item_id, kept.score, strict=True))
 
 
 def test_fallback_without_the_needed_columns_is_a_clear_error():

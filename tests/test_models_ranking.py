@@ -18,6 +18,7 @@ from models.ranking import (
     UserInputs,
     ranking_parameter_groups,
     score_candidates,
+    score_encoded,
     train_step,
 )
 
@@ -257,6 +258,34 @@ def test_scoring_500_candidates_for_one_user_matches_per_row_scoring() -> None:
     for task in RANKING_TASKS:
         assert probs[task].shape == (500,)
         torch.testing.assert_close(probs[task], torch.sigmoid(per_row[f"logits_{task}"]))
+
+
+@pytest.mark.parametrize("switches", list(SWITCH_CASES.values()), ids=list(SWITCH_CASES))
+def test_precomputed_item_side_scores_as_the_full_forward_pass(switches: dict) -> None:
+    """Serving's split (items encoded and their first-layer share computed once per catalog,
+    the rest per request) gives the full forward pass's scores, for every block switch."""
+    model = RankingModel(replace(TINY, **{**ALL_OFF, **switches}))
+    user, candidates = random_user(1, length=6, config=model.config), random_candidates(300)
+    candidates.is_cold = torch.rand(300) < 0.2
+    want = score_candidates(model, user, candidates)
+    model.eval()
+    split = model.split_first_layers()
+    with torch.no_grad():
+        catalog = model.encode_items(candidates)  # the catalog, encoded once
+        first = model.item_first_layer(catalog, candidates.ctr_windows, split)
+        rows = torch.randperm(300)[:120]  # one request's candidates
+        got = score_encoded(
+            model,
+            user,
+            catalog.take(rows),
+            model.project_history(user),
+            candidates.age_hours[rows],
+            None,
+            first[rows],
+            split,
+        )
+    for task in RANKING_TASKS:
+        torch.testing.assert_close(got[task], want[task][rows], atol=1e-5, rtol=0)
 
 
 def planted_cold_start(seed: int, n_users: int = 64, n_latent: int = 4):

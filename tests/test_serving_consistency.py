@@ -1,6 +1,15 @@
-"""No train/serve skew: the features (and model inputs) the ranker used for an online request
-equal the offline point-in-time features of that user and those items at the request time,
-which is how the training sets were built (training_sets/build.py)."""
+"""No train/serve skew, and the optimised serving path changes nothing a user gets.
+
+- The features the ranker used for an online request equal the offline point-in-time
+  features of that user and those items at the request time (how the training sets were
+  built: training_sets/build.py).
+- The ranker's precomputed path (`OnlineRanker.rank`: item side per snapshot, user x item part
+  per request) scores like the training path (`build_ranking_data` + the full forward pass)
+  over the OFFLINE rows and content: same order, probabilities within 1e-4.
+- Whole answers: the pipeline with the precomputed ranker answers as with the reference ranker
+  (same items in the same order, same channels, scores within 1e-4) across users, scenes,
+  filters and a context SKU.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +18,20 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from models.ranking_inputs import build_ranking_data
 from serving.ranker import FEATURE_COLUMNS
 from serving.schemas import RecommendRequest
 from tests.test_serving_pipeline import active_user
 
+TOLERANCE = 1e-4
+
 
 @pytest.fixture(scope="module")
 def online_and_offline(pipeline):
     user_id, _ = active_user(pipeline)
     rec = pipeline.recommend(RecommendRequest(user_id=user_id, scene="inner", k=10))
-    online = rec.ranked.features
+    online = pd.DataFrame(rec.ranked.features)
     entity = pd.DataFrame(
         {
             "user_id": user_id,
@@ -57,20 +67,59 @@ def test_every_ranking_feature_online_equals_the_point_in_time_value(online_and_
         assert not mismatches, f"{column}: online != offline for {mismatches[:3]}"
 
 
-def test_the_model_inputs_equal_those_built_from_the_offline_rows(
+def test_the_precomputed_ranker_scores_as_the_training_path_on_offline_rows(
     pipeline, online_and_offline
 ) -> None:
-    rec, online, offline = online_and_offline
-    context = online[["position", "source", "is_cold"]]
-    offline_frame = pd.concat([offline[list(FEATURE_COLUMNS)], context], axis=1)
-    content = pipeline.ranker.content()
-    expected = build_ranking_data(
-        offline_frame,
-        content,
-        pipeline.ranker.max_seq_len,
-        tasks=(),
-        n_categories=pipeline.ranker.config.n_categories,
+    rec, _, offline = online_and_offline
+    ranker = pipeline.ranker
+    content = ranker.reference_content(pipeline.store, datetime.fromtimestamp(rec.request_ts, UTC))
+    expected = ranker.rank_reference(offline.to_dict("list"), "inner", content)
+    got = rec.ranked
+    assert len(expected.item_ids) == len(got.item_ids) > 0
+    np.testing.assert_array_equal(got.item_ids, expected.item_ids)
+    for task, probs in expected.task_probs.items():
+        np.testing.assert_allclose(got.task_probs[task], probs, atol=TOLERANCE, err_msg=task)
+    # and the reference's inputs are those the training sets get from the same rows
+    frame = offline[list(FEATURE_COLUMNS)].assign(
+        position="inner", source="rec", is_cold=expected.inputs.is_cold.numpy()
     )
-    for name, value in vars(rec.ranked.inputs).items():
-        if isinstance(value, torch.Tensor):
-            torch.testing.assert_close(value, getattr(expected, name), msg=name)
+    built = build_ranking_data(
+        frame, content, ranker.max_seq_len, tasks=(), n_categories=ranker.config.n_categories
+    )
+    np.testing.assert_array_equal(built.item_rows.numpy(), expected.inputs.item_rows.numpy())
+    np.testing.assert_array_equal(built.seq_rows.numpy(), expected.inputs.seq_rows.numpy())
+
+
+def _requests(pipeline) -> list[RecommendRequest]:
+    user_id, _ = active_user(pipeline)
+    others = [u for u in range(1, 60, 7) if u != user_id]
+    requests = [RecommendRequest(user_id=user_id, scene=s, k=20) for s in ("home", "detail")]
+    requests += [RecommendRequest(user_id=u, scene="inner", k=10) for u in others]
+    requests += [
+        RecommendRequest(user_id=user_id, scene="detail", k=8, materials=["shop", "live"]),
+        RecommendRequest(user_id=10**9, scene="detail", k=5, context_sku_id=1),
+    ]
+    return requests
+
+
+def test_the_optimised_pipeline_answers_as_the_reference_pipeline(pipeline, monkeypatch) -> None:
+    requests = _requests(pipeline)
+    fast = [pipeline.recommend(r) for r in requests]
+    ranker = pipeline.ranker
+    content = ranker.reference_content(
+        pipeline.store, datetime.fromtimestamp(fast[0].request_ts, UTC)
+    )
+    monkeypatch.setattr(
+        ranker, "rank", lambda features, scene: ranker.rank_reference(features, scene, content)
+    )
+    for request, got in zip(requests, fast, strict=True):
+        want = pipeline.recommend(request).response
+        have = got.response
+        assert [i.item_id for i in have.items] == [i.item_id for i in want.items], request
+        assert [(i.channel, i.found_by) for i in have.items] == [
+            (i.channel, i.found_by) for i in want.items
+        ]
+        np.testing.assert_allclose(
+            [i.score for i in have.items], [i.score for i in want.items], atol=TOLERANCE
+        )
+        assert have.candidates == want.candidates and have.degraded == want.degraded

@@ -82,6 +82,21 @@ def test_ranking_scores_depend_on_the_scene(pipeline) -> None:
     assert not np.allclose(home.ranked.task_probs["click"], detail.ranked.task_probs["click"])
 
 
+def test_v2v_seeds_are_the_newest_clicked_items_as_milvus_stores_them(pipeline) -> None:
+    from index.channels import seed_item_vectors
+    from serving.recall import Seeds
+
+    _, clicked = active_user(pipeline)
+    stage = pipeline.recall
+    unknown = 10**9  # not in the index: left out, as Milvus leaves it out
+    for seeds in (clicked, [unknown, *clicked]):
+        got = stage._v2v_vectors(Seeds(clicked_items=seeds))
+        newest = seeds[: pipeline.config.seed_items]
+        want = stage._v2v_adapted(seed_item_vectors(stage.index, newest))
+        assert len(got) == len([i for i in newest if i != unknown]) > 0
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_a_posted_click_reaches_the_next_request(pipeline) -> None:
     from serving.events import EventIntake
 
