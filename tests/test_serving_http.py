@@ -148,7 +148,7 @@ event_objects = st.fixed_dictionaries(
         "source": st.sampled_from(["search", "rec", "ads"]) | json_values,
         "position": st.sampled_from(["home", "inner", "detail", "top"]) | json_values,
         "session_id": st.integers(-3, 2**63) | json_values,
-        "watch_seconds": st.floats(allow_nan=False) | json_values,
+        "watch_seconds": st.floats(allow_nan=False, allow_infinity=False) | json_values,
         "event_id": st.text(max_size=140) | json_values,
     },
 )
