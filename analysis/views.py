@@ -9,7 +9,8 @@ first, which in Python is not the workspace).
 Views (each only when its files exist; DuckDB binds a view's files when it is created):
 
 - `world`: `world_end`, the clock the world is "now" at (materialization end);
-- raw world: `events`, `items`, `users`, `skus`, `item_labels`;
+- raw world: `events`, `items`, `users`, `skus`, `item_labels`; `served_events`: the event
+  log `POST /events` appends to (mmrec/event_log.py; every row, repeats of an id included);
 - `offline_<source>`: every offline source folder (Feast batch sources, content outputs);
 - `online_<view>`: the online-store export (`mmrec analyze views` writes it);
 - `training_<name>`: each training set under `data/training/<name>/`;
@@ -32,6 +33,7 @@ import pyarrow.parquet as pq
 
 from analysis import AnalysisError
 from analysis.catalog import FeatureViewInfo
+from mmrec.event_log import SEGMENT_SUFFIX, log_dir
 from mmrec.settings import Settings
 from mmrec.world_manifest import NoWorldError, world_end
 
@@ -216,6 +218,9 @@ def render(settings: Settings, catalog: list[FeatureViewInfo], relative: bool = 
     events = settings.raw_dir / "events" / "*" / "*.parquet"
     if has_files(events):
         lines.append(_view("events", _parquet(settings, events, relative)))
+    served = log_dir(settings) / "*" / f"*{SEGMENT_SUFFIX}"
+    if has_files(served):
+        lines.append(_view("served_events", _parquet(settings, served, relative)))
     raw = [name for name in RAW_TABLES if (settings.raw_dir / f"{name}.parquet").exists()]
     lines += [
         _view(name, _parquet(settings, settings.raw_dir / f"{name}.parquet", relative))

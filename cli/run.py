@@ -3,9 +3,9 @@ it already ran on the same inputs.
 
 The stages are the stage CLIs' own commands, called with their defaults, so `mmrec run` does
 exactly what running them one by one does. A stage's inputs are named by a token chain: the
-first stage's token is a digest of the raw data's manifest and the feature repo; every stage
-that runs gets a new token, and a stage is skipped when the token of the stage before it is
-the one it last ran on. So new data re-runs everything, a failed stage re-runs from itself,
+first stage's token is a digest of the raw data's manifest, the served-event log and the
+feature repo; every stage that runs gets a new token, and a stage is skipped when the token of
+the stage before it is the one it last ran on. So new data re-runs everything, a failed stage re-runs from itself,
 and a finished run re-runs nothing. The record is `data/artifacts/run.json`.
 """
 
@@ -25,6 +25,7 @@ import typer
 from content.cli import encode
 from feature_pipelines.cli import features_apply, features_build, features_materialize
 from index.cli import build as index_build
+from mmrec import event_log
 from mmrec.cli_common import Workspace, cli_settings, console, exits_on_user_error
 from mmrec.io import read_json, write_json
 from mmrec.settings import Settings
@@ -60,10 +61,11 @@ STAGES: tuple[tuple[str, Stage], ...] = (
 
 
 def data_token(settings: Settings, options: RunOptions) -> str:
-    """A digest of what the first stage reads: the raw data's manifest, the feature repo and
-    the run's options."""
+    """A digest of what the first stage reads: the raw data's manifest, the served-event log's
+    segments (`POST /events`), the feature repo and the run's options."""
     read_world_manifest(settings)  # no data: say which command makes it
     digest = hashlib.sha256((settings.raw_dir / "manifest.json").read_bytes())
+    digest.update(event_log.fingerprint(settings).encode())
     digest.update(options.digest().encode())
     for path in sorted(settings.feature_repo.glob("*.py")) + sorted(
         settings.feature_repo.glob("*.yaml")

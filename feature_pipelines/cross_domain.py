@@ -18,12 +18,13 @@ EVENT_WEIGHTS = {"sku_click": 1.0, "sku_cart": 3.0, "sku_purchase": 5.0}
 
 def build_cross_domain(
     con: duckdb.DuckDBPyConnection,
-    files: list[str],
+    events: str,
     skus_file: str,
     end: datetime,
     categories: Sequence[str],
 ) -> pd.DataFrame:
-    """Snapshots at `end` for users with product events in the lookback window.
+    """Snapshots at `end` for users with product events of relation `events` in the lookback
+    window.
 
     cdr_category_affinity is a list over the data's `categories` summing to 1 (users whose
     product events all fall outside the vocabulary get no row).
@@ -35,13 +36,12 @@ def build_cross_domain(
                sum((CASE e.event_type {weights} END)
                    * pow(0.5, ($end_s - epoch(e.event_timestamp)) / 86400.0 / {HALF_LIFE_DAYS})) AS score,
                count(*) AS n
-        FROM read_parquet($files) e JOIN read_parquet($skus) s USING (sku_id)
+        FROM {events} e JOIN read_parquet($skus) s USING (sku_id)
         WHERE e.event_type IN ({", ".join(repr(t) for t in EVENT_WEIGHTS)})
           AND e.event_timestamp >= $lookback AND e.event_timestamp < $end
         GROUP BY ALL
         """,
         {
-            "files": files,
             "skus": skus_file,
             "lookback": end - LOOKBACK,
             "end": end,

@@ -28,9 +28,10 @@ def _ctr(*conditions: str) -> str:
 
 
 def build_item_stats(
-    con: duckdb.DuckDBPyConnection, files: list[str], items_file: str, end: datetime
+    con: duckdb.DuckDBPyConnection, events: str, items_file: str, end: datetime
 ) -> pd.DataFrame:
-    """Snapshots at `end` for items with an impression in [end - 7 days, end)."""
+    """Snapshots at `end` for items with an impression in [end - 7 days, end) of relation
+    `events`."""
     last_day = "event_timestamp >= $day"
     per_position = ",\n".join(
         f"{_ctr(f'position = {p!r}')}::FLOAT AS ctr_{p}_7d" for p in POSITIONS
@@ -45,14 +46,13 @@ def build_item_stats(
           {per_position},
           coalesce(avg(watch_seconds / nullif(i.duration_s, 0)) FILTER (WHERE event_type = 'watch'), 0)::FLOAT
             AS watch_ratio_7d
-        FROM read_parquet($files) e JOIN read_parquet($items) i USING (item_id)
+        FROM {events} e JOIN read_parquet($items) i USING (item_id)
         WHERE e.item_id IS NOT NULL AND event_timestamp >= $window AND event_timestamp < $end
         GROUP BY e.item_id
         HAVING {_count("impression")} > 0
         ORDER BY e.item_id
     """
     params = {
-        "files": files,
         "items": items_file,
         "window": end - WINDOW,
         "day": end - timedelta(days=1),

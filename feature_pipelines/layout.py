@@ -98,15 +98,3 @@ def partition_path(settings: Settings, source: str, when: datetime) -> Path:
 def source_glob(offline_dir: Path, source: str) -> str:
     """The absolute glob over every partition of one source."""
     return str(offline_dir / source / "*" / "*.parquet")
-
-
-def event_files(settings: Settings, first: datetime, end: datetime) -> list[str]:
-    """Event log files of the days overlapping [first, end)."""
-    files = []
-    day = first.replace(hour=0, minute=0, second=0, microsecond=0)
-    while day < end:
-        path = settings.events_file(day)
-        if path.exists():
-            files.append(str(path))
-        day += timedelta(days=1)
-    return files

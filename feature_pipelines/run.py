@@ -1,7 +1,8 @@
 """`mmrec features build`: run every pipeline for the chosen days (all by default).
 
 Each (source, day) partition is written atomically, so re-running a day replaces it with the
-same content and a new day only adds partitions.
+same content and a new day only adds partitions. Events are the raw log's and those the service
+accepted (`POST /events`, mmrec/event_log.py): the served events' days are days here too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from feature_pipelines.item_stats import WINDOW as STATS_WINDOW
 from feature_pipelines.item_stats import build_item_stats
 from feature_pipelines.user_sequences import LOOKBACK as SEQ_LOOKBACK
 from feature_pipelines.user_sequences import build_user_sequences
+from mmrec.event_log import events_view, load_served, raw_event_files
 from mmrec.io import progress, write_parquet
 from mmrec.settings import Settings
 from mmrec.world_manifest import data_profile, world_days
@@ -42,6 +44,7 @@ def build_features(settings: Settings, days: list[str] | None = None) -> dict[st
     categories = data_profile(settings).categories
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    load_served(con, settings)  # POST /events' log, read beside the raw events of each day
     items, skus = str(settings.raw_dir / "items.parquet"), str(settings.raw_dir / "skus.parquet")
     first_day = pd.Timestamp(all_days[0], tz="UTC").to_pydatetime()
     written = dict.fromkeys(layout.SOURCES, 0)
@@ -72,7 +75,7 @@ def build_features(settings: Settings, days: list[str] | None = None) -> dict[st
         start = pd.Timestamp(label, tz="UTC").to_pydatetime()
         end = start + timedelta(days=1)
         lookback = max(SEQ_LOOKBACK, CDR_LOOKBACK, STATS_WINDOW)
-        files = layout.event_files(settings, end - lookback, end)
+        events = events_view(con, settings, raw_event_files(settings, end - lookback, end))
         since = (
             pd.Timestamp(previous_day[label], tz="UTC").to_pydatetime() + timedelta(days=1)
             if label in previous_day
@@ -81,9 +84,11 @@ def build_features(settings: Settings, days: list[str] | None = None) -> dict[st
         published = build_item_attributes(con, items, since, end, categories)
         for day, frame in _by_publish_day(published):
             emit(layout.ITEM_ATTRIBUTES, frame, day)
-        emit(layout.USER_BEHAVIOR_SEQ, build_user_sequences(con, files, start, end), start)
-        emit(layout.USER_CROSS_DOMAIN, build_cross_domain(con, files, skus, end, categories), start)
-        emit(layout.ITEM_STATS, build_item_stats(con, files, items, end), start)
+        emit(layout.USER_BEHAVIOR_SEQ, build_user_sequences(con, events, start, end), start)
+        emit(
+            layout.USER_CROSS_DOMAIN, build_cross_domain(con, events, skus, end, categories), start
+        )
+        emit(layout.ITEM_STATS, build_item_stats(con, events, items, end), start)
     log.info("offline sources written: %s", written)
     return written
 

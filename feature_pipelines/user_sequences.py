@@ -26,9 +26,10 @@ SEQUENCES: dict[str, tuple[tuple[str, ...], str]] = {
 
 
 def build_user_sequences(
-    con: duckdb.DuckDBPyConnection, files: list[str], start: datetime, end: datetime
+    con: duckdb.DuckDBPyConnection, events: str, start: datetime, end: datetime
 ) -> pd.DataFrame:
-    """Snapshots at `end` for users with any event in [start, end), newest item first."""
+    """Snapshots at `end` for users with any event in [start, end) of relation `events`
+    (mmrec.event_log.events_view), newest item first."""
     branches = "\nUNION ALL\n".join(
         f"SELECT user_id, '{name}' AS seq, {id_col} AS entity_id, event_timestamp "
         f"FROM ev WHERE event_type IN ({', '.join(repr(t) for t in types)})"
@@ -41,7 +42,7 @@ def build_user_sequences(
     sql = f"""
         WITH ev AS (
             SELECT user_id, item_id, sku_id, event_type, event_timestamp
-            FROM read_parquet($files)
+            FROM {events}
             WHERE event_timestamp >= $lookback AND event_timestamp < $end
         ),
         active AS (SELECT DISTINCT user_id FROM ev WHERE event_timestamp >= $start),
@@ -61,5 +62,5 @@ def build_user_sequences(
         FROM active ANTI JOIN ranked USING (user_id)
         ORDER BY user_id
     """
-    params = {"files": files, "lookback": end - LOOKBACK, "start": start, "end": end}
+    params = {"lookback": end - LOOKBACK, "start": start, "end": end}
     return con.execute(sql, params).df()

@@ -2,7 +2,9 @@
 
 URI forms (the same code path serves all of them, pymilvus picks the transport):
 - `path/to/file.db`: embedded milvus-lite; its file is locked to ONE process at a time
-  (a second process gets `IndexLockedError`); share it with `index.server.LiteServer`;
+  (a second process gets `IndexLockedError`); share it with `index.server.LiteServer`.
+  `connect` starts this process's server and waits until it accepts connections
+  (`start_lite_server`: pymilvus alone sent its first call 0.5 s after the launch);
 - `http://host:port` (or `https://`, `tcp://`): a `milvus-lite` server started by
   `mmrec index serve`, or Milvus standalone/distributed (port 19530 by default).
 """
@@ -11,8 +13,12 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import grpc
 from pymilvus import MilvusClient
 from pymilvus.exceptions import ConnectionConfigException, MilvusException
 
@@ -29,6 +35,13 @@ GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_withou
 _REMOTE_SCHEMES = ("http://", "https://", "tcp://", "unix:")
 # milvus-lite accepts only these file names (see milvus_lite.server.Server).
 _LITE_FILE_NAME = re.compile(r"^[A-Za-z0-9.\-_]{1,36}$")
+# While a starting milvus-lite server's socket is not there yet, gRPC retries the connection
+# after these back-offs (its defaults start at 1 s and grow to 120 s).
+_LITE_READY_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 250),
+]
+_LITE_CHECK_S = 0.25  # how often the wait for a starting server checks that it is alive
 
 
 def open_index(settings: Settings, uri: str | None = None) -> MilvusClient:
@@ -75,6 +88,7 @@ def connect(uri: str, *, token: str = "", timeout: float | None = 30.0) -> Milvu
     target = check_uri(uri)
     if is_lite_file(target):
         Path(target).parent.mkdir(parents=True, exist_ok=True)
+        start_lite_server(target, timeout if timeout is not None else 30.0)
     try:
         client = MilvusClient(
             uri=target,
@@ -84,16 +98,94 @@ def connect(uri: str, *, token: str = "", timeout: float | None = 30.0) -> Milvu
         )
     except ConnectionConfigException as err:
         if is_lite_file(target) and Path(target).exists():
-            raise IndexLockedError(
-                f"milvus-lite file {target} is open in another process (milvus-lite locks a file "
-                "to one process); run `mmrec index serve --db-file ...` once and point every "
-                "process at its http:// URI"
-            ) from err
+            raise _locked(target) from err
         raise IndexConnectionError(f"cannot open Milvus at {target}: {err}") from err
     except MilvusException as err:
         raise IndexConnectionError(f"cannot connect to Milvus at {target}: {err}") from err
     logger.debug("connected to Milvus at %s", target)
     return client
+
+
+def start_lite_server(path: str, timeout_s: float) -> str:
+    """Start this process's milvus-lite server for file `path` (or find it running) and
+    return its `unix:` address once the server accepts connections.
+
+    Why this wait: pymilvus hands a `.db` URI to milvus-lite's server manager, whose
+    `Server.start()` only checks that the child is still alive 0.5 s after launching it, and
+    then sends its first call (`Connect`) without gRPC's wait-for-ready, which fails at once
+    while the child is still initialising. Cold (first run: the binary and its libraries read
+    from disk) and under load that takes longer than 0.5 s: the first `mmrec index build`
+    failed with "Fail connecting to server on unix:...", its process exited, the lock the
+    child watches was released, and the child, once up, exited in the same millisecond.
+    Waiting here for the socket to accept connections removes that race; a child that exits
+    meanwhile is reported, not waited for.
+
+    Raises IndexLockedError when another process holds the file, IndexConnectionError when
+    the server exits or does not answer within `timeout_s`.
+    """
+    from milvus_lite.server_manager import server_manager_instance
+
+    key = str(Path(path).resolve())  # the manager's key
+    if key not in server_manager_instance._servers and held_by_another_process(path):
+        raise _locked(path)
+    address = server_manager_instance.start_and_get_uri(path)
+    if address is None:
+        if Path(path).exists():
+            raise _locked(path)
+        raise IndexConnectionError(f"cannot start milvus-lite for {path} (see its log above)")
+    server = server_manager_instance._servers[key]
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address, options=_LITE_READY_OPTIONS) as channel:
+        ready = grpc.channel_ready_future(channel)
+        while True:
+            try:
+                ready.result(timeout=_LITE_CHECK_S)
+                return address
+            except grpc.FutureTimeoutError:
+                pass
+            if (code := server._p.poll()) is not None or time.monotonic() > deadline:
+                ready.cancel()
+                server_manager_instance.release_server(path)
+                what = f"exited with code {code}" if code is not None else "did not answer"
+                raise IndexConnectionError(
+                    f"milvus-lite server for {path} {what} within {timeout_s:.0f} s of its "
+                    "start (see its log above)"
+                )
+
+
+# Exit 1 when another process holds the lock milvus-lite takes on `.<db file>.lock`.
+_PROBE_LOCK = """
+import fcntl, sys
+with open(sys.argv[1], "a") as lock:
+    try:
+        fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        sys.exit(1)
+"""
+
+
+def held_by_another_process(path: str) -> bool:
+    """Whether another process serves milvus-lite file `path` (holds its lock file).
+
+    Asked before milvus-lite tries: a refused `Server` object unlinks the holder's lock file
+    when it is dropped (`Server.stop`, run by `__del__`), after which a third process opened
+    the same file beside the running server. The probe runs in a child process because
+    closing any descriptor of a file drops this process's own POSIX locks on it (a
+    `LiteServer` here would lose its lock).
+    """
+    lock = Path(path).parent / f".{Path(path).name}.lock"
+    if not lock.exists():
+        return False
+    probe = subprocess.run([sys.executable, "-c", _PROBE_LOCK, str(lock)], timeout=60)
+    return probe.returncode == 1
+
+
+def _locked(path: str) -> IndexLockedError:
+    return IndexLockedError(
+        f"milvus-lite file {path} is open in another process (milvus-lite locks a file to one "
+        "process); run `mmrec index serve --db-file ...` once and point every process at its "
+        "http:// URI"
+    )
 
 
 def as_client(client_or_uri: MilvusClient | str) -> MilvusClient:

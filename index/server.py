@@ -19,7 +19,7 @@ from types import TracebackType
 
 from milvus_lite.server import Server
 
-from index.connection import check_uri, connect
+from index.connection import check_uri, connect, held_by_another_process
 from index.errors import IndexConnectionError, IndexLockedError
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,9 @@ class LiteServer:
         if self._server is not None:
             raise RuntimeError(f"milvus-lite server for {self.db_file} is already running")
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
+        # asked first: a refused milvus-lite Server unlinks the holder's lock file when dropped
+        if held_by_another_process(str(self.db_file)):
+            raise IndexLockedError(f"cannot serve {self.db_file}: another process holds it")
         server = Server(str(self.db_file), address=f"{self.host}:{self.port}")
         if not server.init() or not server.start():
             server.stop()

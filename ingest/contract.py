@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from mmrec.errors import UserError
+from mmrec.event_log import RAW_EVENTS
 from mmrec.vocab import EVENT_TYPES, MATERIALS, POSITIONS, PRODUCT_BEHAVIOURS, SOURCES
 
 CONTRACT_DOC = "docs/data-contract.md"
@@ -142,20 +143,6 @@ RAW_ITEM_LABELS = pa.schema(
 RAW_ITEM_MEDIA = pa.schema(
     [("item_id", pa.int64()), ("cover_png", pa.binary()), ("frame_pngs", pa.list_(pa.binary()))]
 )
-RAW_EVENTS = pa.schema(
-    [
-        ("user_id", pa.int64()),
-        ("item_id", pa.int64()),  # null for sku_* events
-        ("sku_id", pa.int64()),  # null when none
-        ("event_type", pa.string()),
-        ("source", pa.string()),
-        ("position", pa.string()),
-        ("material", pa.string()),  # the item's; null for sku_* events
-        ("session_id", pa.int64()),
-        ("watch_seconds", pa.float64()),
-        ("event_timestamp", pa.timestamp("ns", tz="UTC")),
-    ]
-)
 # File name under raw/ -> schema; "events" is every raw/events/day=YYYY-MM-DD/events.parquet.
 RAW_SCHEMAS: dict[str, pa.Schema] = {
     "users.parquet": RAW_USERS,
@@ -163,7 +150,7 @@ RAW_SCHEMAS: dict[str, pa.Schema] = {
     "items.parquet": RAW_ITEMS,
     "item_labels.parquet": RAW_ITEM_LABELS,
     "item_media.parquet": RAW_ITEM_MEDIA,
-    "events": RAW_EVENTS,
+    "events": RAW_EVENTS,  # in the core: the served-event log writes the same rows
 }
 
 

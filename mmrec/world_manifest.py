@@ -4,10 +4,11 @@ ends. Every stage reads it here, so a missing world is one error with one fix.""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mmrec.errors import UserError
+from mmrec.event_log import log_days
 from mmrec.io import read_json
 from mmrec.settings import Settings
 from mmrec.vocab import CATEGORIES, EVENT_TYPES, MATERIALS, RANKING_TASKS
@@ -29,13 +30,19 @@ def read_world_manifest(settings: Settings) -> dict[str, Any]:
 
 
 def world_days(settings: Settings) -> list[str]:
-    """The data's days, ISO dates in order."""
-    return list(read_world_manifest(settings)["days"])
+    """The data's days, ISO dates in order: the raw data's and the served-event log's
+    (`mmrec.event_log`: events `POST /events` accepted since the last import)."""
+    return sorted({*read_world_manifest(settings)["days"], *log_days(settings)})
 
 
 def world_end(settings: Settings) -> datetime:
-    """The end of the data's last day: the clock the world's data is 'now' at."""
-    return datetime.fromisoformat(read_world_manifest(settings)["end"])
+    """The end of the data's last day (raw or served): the clock the data is 'now' at."""
+    end = datetime.fromisoformat(read_world_manifest(settings)["end"])
+    served = log_days(settings)
+    if served:
+        after_last = datetime.fromisoformat(served[-1]).replace(tzinfo=UTC) + timedelta(days=1)
+        end = max(end, after_last)
+    return end
 
 
 def time_or_world_end(settings: Settings, iso: str | None, option: str = "--end") -> datetime:

@@ -1,25 +1,48 @@
-"""POST /events: fold new behaviour into the users' sequences and push them through Feast.
+"""POST /events: log every accepted event durably, then fold it into the users' online sequences.
 
-The batch pipeline (feature_pipelines/user_sequences.py) builds each sequence as the newest
-SEQ_LENGTH events of its behaviour types, newest first. Here the same rule runs on the online
-row: read the user's current sequences, put the new ids in front (newest first), keep
-SEQ_LENGTH, and write the whole row through the `user_behavior_push` push source, so the next
-request's features already hold the new clicks. Only the online store is written: the offline
-history stays the batch pipeline's (it rebuilds from the raw event log).
+Per request (`EventIntake.accept`):
+1. check the events against the raw-data contract and the catalog (ingest/event_log.py): an
+   unknown item or SKU, or a time after the service clock, is a 400 naming the field;
+2. under the write locks of the request's users (`EventLog.writing`: flock per user shard,
+   across threads and worker processes), drop the event_ids the log already holds (a retry),
+   append the rest to the event log, fsync'd before anything else happens (a failed write
+   answers 503 and acknowledges nothing), then fold the new events into each user's online
+   sequences and push the rows through Feast;
+3. answer with every event's id (a client retries with them).
+
+The log is what the batch pipelines read beside the raw events (mmrec/event_log.py), so the
+next `mmrec features build` + `materialize` keeps these events in the sequences and the next
+training set holds them.
+
+The fold is the batch pipeline's rule (feature_pipelines/user_sequences.py): newest SEQ_LENGTH
+events of each sequence's behaviour types, newest first. The push is `PushMode.ONLINE`, not
+`ONLINE_AND_OFFLINE`: Feast 0.67's offline write to this FileSource fails (it opens the
+source's path, a glob over day partitions, as one file: FileNotFoundError), and its
+file/DuckDB append would re-read and rewrite the whole source per push, without fsync or any
+guard against two workers appending at once; it would also store derived sequence rows, which
+the next `features build` recomputes, not the events that training sets are labelled from.
+The event log is the offline record; the pipelines derive the offline sequences from it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pandas as pd
 
 from feature_pipelines.user_sequences import SEQ_LENGTH, SEQUENCES
+from ingest.event_log import Catalog, EventLog, contract_rows
+from mmrec.settings import Settings
 from serving.schemas import BehaviourEvent, EventsResponse
+
+log = logging.getLogger(__name__)
 
 PUSH_SOURCE = "user_behavior_push"
 SEQUENCE_VIEW = "user_behavior_seq"
+ONLINE_STORE = "online_store"  # the degraded part named in responses
 # event type -> the sequences it extends
 _SEQUENCES_OF: dict[str, list[str]] = defaultdict(list)
 for _name, (_types, _) in SEQUENCES.items():
@@ -39,27 +62,73 @@ def updated_sequences(
     return out
 
 
-def push_events(store, events: list[BehaviourEvent], now_ts: int) -> EventsResponse:
-    """Apply `events` (validated) to the online sequences; events without a time get `now_ts`."""
-    events = [
-        e if e.event_ts is not None else e.model_copy(update={"event_ts": now_ts}) for e in events
-    ]
+def push_events(store, events: list[BehaviourEvent]) -> int:
+    """Fold `events` (each with its event_ts) into their users' online sequences and push
+    the rows; returns the users updated. Run it under `EventLog.writing` for these users:
+    it reads, folds and writes each row (a read-modify-write)."""
     by_user: dict[int, list[BehaviourEvent]] = defaultdict(list)
     for event in events:
-        by_user[event.user_id].append(event)
+        if _SEQUENCES_OF[event.event_type]:  # impressions extend no sequence
+            by_user[event.user_id].append(event)
+    if not by_user:
+        return 0
+    from feast.data_source import PushMode
+    from feast.online_response import TIMESTAMP_POSTFIX
+
     users = sorted(by_user)
     current = store.get_online_features(
         features=[f"{SEQUENCE_VIEW}:{name}" for name in SEQUENCES],
         entity_rows=[{"user_id": u} for u in users],
-    ).to_dict()
+    ).to_dict(include_event_timestamps=True)
     rows = []
     for i, user in enumerate(users):
         sequences = updated_sequences({n: current[n][i] for n in SEQUENCES}, by_user[user])
-        newest = max(e.event_ts for e in by_user[user])
+        # Feast's Redis store keeps a row only when its time is later than the stored row's
+        # (seconds here): a later push within the same second would be dropped.
+        stored = max(current[f"{n}{TIMESTAMP_POSTFIX}"][i] or 0 for n in SEQUENCES)
+        newest = max(max(e.event_ts for e in by_user[user]), stored + 1)
         rows.append(
             {"user_id": user, "event_timestamp": datetime.fromtimestamp(newest, UTC), **sequences}
         )
-    from feast.data_source import PushMode
-
     store.push(PUSH_SOURCE, pd.DataFrame(rows), to=PushMode.ONLINE)
-    return EventsResponse(users_updated=len(users), events=len(events))
+    return len(users)
+
+
+class EventIntake:
+    """What POST /events does (module docstring), for one service process."""
+
+    def __init__(self, settings: Settings, store, now: Callable[[], int]) -> None:
+        self.store = store
+        self.now = now  # the service clock, unix seconds
+        self.log = EventLog(settings)
+        self.catalog = Catalog.load(settings)
+
+    def accept(self, events: list[BehaviourEvent]) -> EventsResponse:
+        """Log and push `events`. Raises DataContractError (a 400) before writing anything,
+        EventLogUnavailable (a 503) when the log cannot be written."""
+        now = self.now()
+        table = contract_rows(
+            [e.model_dump() for e in events], self.catalog, now, datetime.now(UTC)
+        )
+        ids = table["event_id"].to_pylist()
+        stamped = [
+            e.model_copy(update={"event_ts": now if e.event_ts is None else e.event_ts})
+            for e in events
+        ]
+        degraded = []
+        with self.log.writing({e.user_id for e in events}):
+            appended = self.log.append(table)
+            fresh = [e for e, new in zip(stamped, appended.new, strict=True) if new]
+            try:
+                users = push_events(self.store, fresh)
+            except Exception as err:  # any online-store error: the events are logged already
+                log.warning("online push failed, events logged: %s", err)
+                users, degraded = 0, [ONLINE_STORE]
+        return EventsResponse(
+            events=len(events),
+            appended=len(fresh),
+            duplicates=appended.duplicates,
+            event_ids=ids,
+            users_updated=users,
+            degraded=degraded,
+        )

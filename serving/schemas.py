@@ -6,18 +6,17 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from feature_pipelines.user_sequences import SEQUENCES
+from mmrec.vocab import EVENT_TYPES, SOURCES
 
 Scene = Literal["home", "inner", "detail"]  # mmrec.vocab.POSITIONS
 Material = Literal["video", "live", "shop", "aggregated"]  # mmrec.vocab.MATERIALS
-# Behaviours that change a user's sequences (feature_pipelines/user_sequences.py)
-SEQUENCE_EVENTS = tuple(t for types, _ in SEQUENCES.values() for t in types)
-SequenceEvent = Literal[
-    "click", "watch", "share", "comment", "favorite", "cart", "sku_click", "sku_cart",
-    "sku_purchase",
+Source = Literal["search", "rec"]  # mmrec.vocab.SOURCES
+EventType = Literal[
+    "impression", "click", "watch", "share", "comment", "cart", "favorite", "sku_click",
+    "sku_cart", "sku_purchase",
 ]  # fmt: skip
-if set(get_args(SequenceEvent)) != set(SEQUENCE_EVENTS):
-    raise RuntimeError(f"SequenceEvent must list the sequence behaviours {SEQUENCE_EVENTS}")
+if (get_args(EventType), get_args(Source)) != (EVENT_TYPES, SOURCES):
+    raise RuntimeError(f"EventType and Source must list {EVENT_TYPES} and {SOURCES} (mmrec.vocab)")
 MAX_ID = 2**62  # ids are int64 in the feature store
 
 
@@ -60,16 +59,35 @@ class RecommendResponse(BaseModel):
 
 
 class BehaviourEvent(BaseModel):
-    """One behaviour: a content event carries item_id, a product-domain event sku_id."""
+    """One event, as the raw-data contract has it (docs/data-contract.md): a content event
+    names a catalog item (`item_id`), a product-domain (`sku_*`) event a SKU (`sku_id`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: int = Field(ge=0, le=MAX_ID)
-    event_type: SequenceEvent
-    item_id: int | None = Field(None, ge=0, le=MAX_ID)
-    sku_id: int | None = Field(None, ge=0, le=MAX_ID)
+    user_id: int = Field(ge=0, le=MAX_ID, description="The shopper.")
+    event_type: EventType = Field(description="The behaviour; sku_* ones are about a SKU.")
+    item_id: int | None = Field(
+        None, ge=0, le=MAX_ID, description="The content item (a catalog item_id)."
+    )
+    sku_id: int | None = Field(None, ge=0, le=MAX_ID, description="The SKU (sku_* events).")
     event_ts: int | None = Field(
-        None, ge=0, le=2**40, description="Unix seconds; default: the service clock."
+        None, ge=0, le=2**40, description="Unix seconds, not after now; default: the service clock."
+    )
+    source: Source | None = Field(None, description="Traffic source; default rec (content events).")
+    position: Scene | None = Field(None, description="Where it happened; default home (content).")
+    session_id: int | None = Field(
+        None, ge=-1, le=MAX_ID, description="The client's session; default -1 (sessions from gaps)."
+    )
+    watch_seconds: float | None = Field(
+        None, ge=0, le=10**7, allow_inf_nan=False, description="Seconds watched (watch events)."
+    )
+    event_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[!-~]+$",
+        description="Deduplication key (printable ASCII): a retried POST with the same ids is "
+        "stored once. Default: a new id, returned in the answer.",
     )
 
     @model_validator(mode="after")
@@ -89,5 +107,14 @@ class EventsRequest(BaseModel):
 
 
 class EventsResponse(BaseModel):
-    users_updated: int
-    events: int
+    events: int = Field(description="Events in the request; the event log holds every one.")
+    appended: int = Field(description="Written by this request (not in the log before).")
+    duplicates: int = Field(
+        description="Already in the log (a retried event_id): not counted twice."
+    )
+    event_ids: list[str] = Field(description="Each event's id, in request order.")
+    users_updated: int = Field(description="Users whose online sequences took new events.")
+    degraded: list[str] = Field(
+        description="Parts that failed (online_store: logged, reaches the online sequences at "
+        "the next materialize); empty when none."
+    )

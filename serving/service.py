@@ -18,7 +18,9 @@ from http import HTTPStatus
 
 import bentoml
 from bentoml.exceptions import BentoMLException
+from starlette.responses import JSONResponse
 
+from mmrec.errors import UserError
 from mmrec.settings import Settings
 from serving.schemas import EventsRequest, EventsResponse, RecommendRequest, RecommendResponse
 
@@ -59,6 +61,7 @@ class Recommender:
         import torch
 
         from serving.config import ServingConfig
+        from serving.events import EventIntake
         from serving.pipeline import RecommendationPipeline
 
         # the machine's threads shared by the workers: more would only contend for the cores
@@ -69,6 +72,7 @@ class Recommender:
             rank_model=self.rank_model,
         )
         self.pipeline = RecommendationPipeline(SETTINGS, config)
+        self.intake = EventIntake(SETTINGS, self.pipeline.store, self.pipeline.now)
         # warm-up: the first search of a collection and the first forward pass are slow
         # (~0.6 s measured); pay it before /readyz says yes, not in a user's request
         self.pipeline.recommend(RecommendRequest(user_id=0, scene="home", k=1))
@@ -85,12 +89,19 @@ class Recommender:
         return self.pipeline.recommend(RecommendRequest(**fields)).response
 
     @bentoml.api(route="/events", input_spec=EventsRequest, output_spec=EventsResponse)
-    def events(self, **fields) -> EventsResponse:
-        """Fold behaviour events into the users' online sequences (Feast push)."""
-        from serving.events import push_events
+    def events(self, **fields) -> EventsResponse | JSONResponse:
+        """Log the events durably, then fold them into the users' online sequences
+        (serving/events.py). 400: an event the contract or catalog refuses; 503: the event
+        log cannot be written (nothing stored). Both name what failed and the fix."""
+        from ingest.event_log import EventLogUnavailable
 
-        request = EventsRequest(**fields)
-        return push_events(self.pipeline.store, request.events, self.pipeline.now())
+        try:
+            return self.intake.accept(EventsRequest(**fields).events)
+        except UserError as err:
+            return JSONResponse({"error": str(err)}, status_code=HTTPStatus.BAD_REQUEST)
+        except EventLogUnavailable as err:
+            log.error("%s", err)
+            return JSONResponse({"error": str(err)}, status_code=HTTPStatus.SERVICE_UNAVAILABLE)
 
     def __is_ready__(self) -> bool:
         """Ready when the index answers and the item snapshot is loaded."""

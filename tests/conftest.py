@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,6 +45,24 @@ def run_cli(*args: str) -> str:
         f"mmrec {' '.join(args)} exited {result.exit_code}:\n{result.output}"
     )
     return result.output
+
+
+@contextmanager
+def unwritable(folder: Path) -> Iterator[None]:
+    """`folder` and everything in it refuse writes until the block ends: chmod for a normal
+    user, the immutable attribute for root (whom permissions do not stop)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-R", "+i", str(folder)], check=True)
+    else:
+        subprocess.run(["chmod", "-R", "a-w", str(folder)], check=True)
+    try:
+        yield
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-R", "-i", str(folder)], check=True)
+        else:
+            subprocess.run(["chmod", "-R", "u+w", str(folder)], check=True)
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,7 @@
 """End to end over real HTTP: `bentoml build` a bento from this repo with the trained tiny
-world's models, `bentoml serve` it in a subprocess, and talk to it; fuzz the API with
-hypothesis (no request may get a 5xx)."""
+world's models, `bentoml serve` it in a subprocess, and talk to it; fuzz both endpoints with
+hostile bodies and with bodies drawn from the served OpenAPI schema (no request may get a
+5xx), and make the event log unwritable (503, nothing stored)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from index.server import LiteServer
+from mmrec import event_log
 from mmrec.settings import Settings
+from mmrec.vocab import EVENT_TYPES
 from serving.bento_process import BentoServer, build_bento, workspace_env
+from tests.conftest import unwritable
 from tests.test_serving_pipeline import CHANNELS
 
 pytestmark = pytest.mark.slow
@@ -55,7 +60,8 @@ def test_events_then_recommend(server: str) -> None:
     event = {"user_id": 5, "event_type": "click", "item_id": 11}
     resp = httpx.post(f"{server}/events", json={"events": [event]}, timeout=30)
     assert resp.status_code == 200, resp.text
-    assert resp.json() == {"users_updated": 1, "events": 1}
+    out = resp.json()
+    assert (out["users_updated"], out["events"], out["appended"], out["degraded"]) == (1, 1, 1, [])
     resp = httpx.post(f"{server}/recommend", json={"user_id": 5, "scene": "inner"}, timeout=30)
     assert resp.status_code == 200 and 11 not in {i["item_id"] for i in resp.json()["items"]}
 
@@ -129,3 +135,74 @@ recommend_bodies = st.fixed_dictionaries(
 def test_no_request_body_gets_a_server_error(server: str, body) -> None:
     resp = httpx.post(f"{server}/recommend", json=body, timeout=30)
     assert resp.status_code in (200, 400), (body, resp.status_code, resp.text)
+
+
+event_objects = st.fixed_dictionaries(
+    {},
+    optional={
+        "user_id": st.integers(-5, 2**63) | json_values,
+        "event_type": st.sampled_from([*EVENT_TYPES, "purchase"]) | json_values,
+        "item_id": st.integers(-3, 500) | json_values,  # the tiny catalog's ids and beyond
+        "sku_id": st.integers(-3, 300) | json_values,
+        "event_ts": st.integers(-5, 2**41) | json_values,
+        "source": st.sampled_from(["search", "rec", "ads"]) | json_values,
+        "position": st.sampled_from(["home", "inner", "detail", "top"]) | json_values,
+        "session_id": st.integers(-3, 2**63) | json_values,
+        "watch_seconds": st.floats(allow_nan=False, allow_infinity=False) | json_values,
+        "event_id": st.text(max_size=140) | json_values,
+    },
+)
+events_bodies = st.fixed_dictionaries(
+    {}, optional={"events": st.lists(event_objects, max_size=4) | json_values}
+)
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=events_bodies | json_values)
+def test_no_events_body_gets_a_server_error(server: str, body) -> None:
+    resp = httpx.post(f"{server}/events", json=body, timeout=30)
+    assert resp.status_code in (200, 400), (body, resp.status_code, resp.text)
+
+
+@pytest.fixture(scope="module")
+def openapi(server: str):
+    """The served OpenAPI document, loaded by schemathesis."""
+    return schemathesis.openapi.from_url(f"{server}/docs.json")
+
+
+@pytest.mark.parametrize("path", ["/recommend", "/events"])
+def test_bodies_drawn_from_the_openapi_schema_get_200_or_400(
+    openapi, server: str, path: str
+) -> None:
+    """Schema-driven fuzzing (schemathesis over /docs.json): what the published schema allows
+    is answered, a /recommend body with 200. A 400 stays possible for what a schema cannot
+    say: no body at all (BentoML does not mark request bodies required), an event of an item
+    outside the catalog or after the service clock. Never a 5xx."""
+
+    @settings(max_examples=60, deadline=None)
+    @given(case=openapi.include(path=path, method="POST").as_strategy())
+    def post(case) -> None:
+        response = case.call(base_url=server)
+        body_must_pass = path == "/recommend" and isinstance(case.body, dict)
+        allowed = (200,) if body_must_pass else (200, 400)
+        assert response.status_code in allowed, (case.body, response.status_code, response.text)
+
+    post()
+
+
+def test_an_unwritable_event_log_answers_503_and_stores_nothing(
+    server: str, serving_world: Settings
+) -> None:
+    body = {"events": [{"user_id": 21, "event_type": "click", "item_id": 9, "event_id": "u503"}]}
+    folder = event_log.log_dir(serving_world)
+    httpx.post(f"{server}/events", json={"events": [{**body["events"][0], "event_id": "warm"}]})
+    before = event_log.segments(serving_world)
+    with unwritable(folder):
+        resp = httpx.post(f"{server}/events", json=body, timeout=30)
+        assert resp.status_code == 503, resp.text
+        assert "cannot be written" in resp.json()["error"] and "Fix:" in resp.json()["error"]
+    assert event_log.segments(serving_world) == before
+    resp = httpx.post(f"{server}/events", json=body, timeout=30)  # the client's retry
+    assert resp.status_code == 200 and resp.json()["appended"] == 1, resp.text

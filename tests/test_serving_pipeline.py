@@ -97,14 +97,14 @@ def test_v2v_seeds_are_the_newest_clicked_items_as_milvus_stores_them(pipeline) 
         np.testing.assert_allclose(got, want, atol=1e-6)
 
 
-def test_a_pushed_click_reaches_the_next_request(pipeline) -> None:
-    from serving.events import push_events
+def test_a_posted_click_reaches_the_next_request(pipeline) -> None:
+    from serving.events import EventIntake
 
     user_id, clicked = active_user(pipeline)
     fresh_item = next(int(i) for i in pipeline.recall.catalog.item_id if int(i) not in set(clicked))
     event = BehaviourEvent(user_id=user_id, event_type="click", item_id=fresh_item)
-    result = push_events(pipeline.store, [event], pipeline.now())
-    assert result.users_updated == 1 and result.events == 1
+    result = EventIntake(pipeline.settings, pipeline.store, pipeline.now).accept([event])
+    assert result.users_updated == 1 and result.appended == 1 and result.degraded == []
     seq = pipeline.reader.read_user(user_id)["item_click_seq"][0]
     assert list(seq) == [fresh_item, *clicked][: len(seq)]
     out = pipeline.recommend(RecommendRequest(user_id=user_id, scene="home", k=50)).response

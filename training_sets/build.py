@@ -1,8 +1,8 @@
 """`mmrec train build-sets`: point-in-time-correct training sets through Feast.
 
-Samples (keys, labels, split) come from the logs (training_sets/samples.py); every feature comes
-from `get_historical_features` with the `ranking` / `recall` feature services, in chunks so the
-bench-scale world fits in memory. Output: Parquet parts DuckDB can query plus a manifest:
+Samples (keys, labels, split) come from the logs, raw and served (training_sets/samples.py,
+mmrec/event_log.py); every feature comes from `get_historical_features` with the `ranking` /
+`recall` feature services, in chunks so the bench-scale world fits in memory. Output: Parquet parts DuckDB can query plus a manifest:
 
   data/training/<name>/split=<train|valid|test>/part-00000.parquet
   data/training/<name>/manifest.json   (feature service, time range, row counts, label rates)
@@ -19,6 +19,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from mmrec.event_log import events_view, load_served
 from mmrec.feast_store import historical_features, open_store, service_refs_by_entity
 from mmrec.io import progress, write_json, write_parquet
 from mmrec.settings import Settings
@@ -117,7 +118,7 @@ def build_ranking_set(settings: Settings, config: BuildConfig, store=None) -> di
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     samples = ranking_samples(
-        con, _events_glob(settings), str(settings.raw_dir / "items.parquet"), split
+        con, _events(con, settings), str(settings.raw_dir / "items.parquet"), split
     )
     frame = _retrieve(
         store,
@@ -147,13 +148,14 @@ def build_recall_set(settings: Settings, config: BuildConfig, store=None) -> dic
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     items_file = str(settings.raw_dir / "items.parquet")
-    positives = recall_positives(con, _events_glob(settings), items_file, split)
+    events = _events(con, settings)
+    positives = recall_positives(con, events, items_file, split)
     catalog = con.execute(
-        """SELECT i.item_id, epoch_us(i.publish_ts::TIMESTAMPTZ) AS publish_us, count(e.item_id) AS impressions
-           FROM read_parquet($items) i LEFT JOIN read_parquet($events) e
+        f"""SELECT i.item_id, epoch_us(i.publish_ts::TIMESTAMPTZ) AS publish_us, count(e.item_id) AS impressions
+           FROM read_parquet($items) i LEFT JOIN {events} e
              ON e.item_id = i.item_id AND e.event_type = 'impression'
            GROUP BY ALL ORDER BY i.item_id""",
-        {"items": items_file, "events": _events_glob(settings)},
+        {"items": items_file},
     ).df()
     sampler = NegativeSampler(config.negative_ratio, config.popularity_alpha)
     negatives = sampler.sample(
@@ -203,5 +205,7 @@ def build_recall_set(settings: Settings, config: BuildConfig, store=None) -> dic
     return manifest
 
 
-def _events_glob(settings: Settings) -> str:
-    return str(settings.raw_dir / "events" / "*" / "*.parquet")
+def _events(con: duckdb.DuckDBPyConnection, settings: Settings) -> str:
+    """Every event, raw and served (`POST /events`), as relation `events` on `con`."""
+    load_served(con, settings)
+    return events_view(con, settings)

@@ -19,10 +19,14 @@ S2V_WINDOW_HOURS = 72  # a video click counts for a SKU engaged at most this lon
 # Logs without sessions (session_id -1 or null, as imported data may be): a user's session
 # ends after this long without an event, the usual web-analytics rule.
 SESSION_GAP_MINUTES = 30
-# The events with a session on every row: the log's own session_id where it has one, else
-# the user's bursts of activity split at gaps > SESSION_GAP_MINUTES, numbered per user below
-# -1 so they never meet a logged id. Sessions are always keyed with the user.
-SESSIONIZED_EVENTS = f"""
+
+
+def sessionized_events(events: str) -> str:
+    """CTE `ev`: relation `events` with a session on every row: the log's own session_id
+    where it has one, else the user's bursts of activity split at gaps > SESSION_GAP_MINUTES,
+    numbered per user below -1 so they never meet a logged id. Sessions are always keyed with
+    the user."""
+    return f"""
     ev AS (
         SELECT * EXCLUDE (_new) REPLACE (
             CASE WHEN session_id >= 0 THEN session_id
@@ -34,15 +38,15 @@ SESSIONIZED_EVENTS = f"""
                    coalesce(epoch(event_timestamp) - lag(epoch(event_timestamp)) OVER (
                        PARTITION BY user_id ORDER BY event_timestamp)
                        > {SESSION_GAP_MINUTES * 60}, true)::INT AS _new
-            FROM read_parquet($events)
+            FROM {events}
         )
     )"""
 
 
 def ranking_samples(
-    con: duckdb.DuckDBPyConnection, events_glob: str, items_file: str, split: DaySplit
+    con: duckdb.DuckDBPyConnection, events: str, items_file: str, split: DaySplit
 ) -> pd.DataFrame:
-    """One row per impression with its six task labels, context (source, position) and split;
+    """One row per impression of relation `events` (mmrec.event_log.events_view) with its six task labels, context (source, position) and split;
     material comes from Feast with the other item features.
 
     label_watch is null for materials that cannot be watched (shop, aggregated): a masked label,
@@ -58,7 +62,7 @@ def ranking_samples(
     )
     return con.execute(
         f"""
-        WITH {SESSIONIZED_EVENTS},
+        WITH {sessionized_events(events)},
         acts AS (
             SELECT user_id, session_id, item_id, {flags}, max(watch_seconds) AS watch_seconds
             FROM ev WHERE event_type <> 'impression' AND item_id IS NOT NULL
@@ -84,14 +88,15 @@ def ranking_samples(
         WHERE i.event_type = 'impression'
         ORDER BY i.event_timestamp, i.user_id, i.item_id
         """,
-        {"events": events_glob, "items": items_file},
+        {"items": items_file},
     ).df()
 
 
 def recall_positives(
-    con: duckdb.DuckDBPyConnection, events_glob: str, items_file: str, split: DaySplit
+    con: duckdb.DuckDBPyConnection, events: str, items_file: str, split: DaySplit
 ) -> pd.DataFrame:
-    """Positive (query, item) pairs for the three recall channels, at the click time.
+    """Positive (query, item) pairs for the three recall channels, at the click time, from
+    relation `events`.
 
     - u2v: the user clicked the item.
     - v2v: the user clicked video `seed_item_id`, then video `item_id`, next in the session.
@@ -101,7 +106,7 @@ def recall_positives(
     return (
         con.execute(
             f"""
-        WITH {SESSIONIZED_EVENTS},
+        WITH {sessionized_events(events)},
         items AS (SELECT item_id, material, sku_ids FROM read_parquet($items)),
         clicks AS (
             SELECT e.user_id, e.item_id, e.session_id, date_trunc('second', e.event_timestamp) AS ts, i.material
@@ -133,7 +138,7 @@ def recall_positives(
         UNION ALL SELECT 's2v', user_id, item_id, NULL, sku_id, ts FROM s2v
         ORDER BY ts, channel, user_id, item_id
         """,
-            {"events": events_glob, "items": items_file},
+            {"items": items_file},
         )
         .df()
         .rename(columns={"ts": "event_timestamp"})
