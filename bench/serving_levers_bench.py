@@ -152,15 +152,18 @@ def main() -> None:
     quota = recall.quotas[V2V]
 
     def v2v_search(n_seeds: int) -> list[float]:
-        stage = replace_seed_items(recall, n_seeds)
-        return each(
-            lambda h: multi_channel_recall(
-                recall.index,
-                {V2V: (stage._v2v_vectors(Seeds(clicked_items=h)), quota)},
-                filters=RecallFilter(exclude_ids=frozenset(h)),
-            ),
-            seeds,
-        )
+        configured, recall.seed_items = recall.seed_items, n_seeds
+        try:
+            return each(
+                lambda h: multi_channel_recall(
+                    recall.index,
+                    {V2V: (recall._v2v_vectors(Seeds(clicked_items=h)), quota)},
+                    filters=RecallFilter(exclude_ids=frozenset(h)),
+                ),
+                seeds,
+            )
+        finally:
+            recall.seed_items = configured
 
     levers["v2v_seeds_5_vs_sequence"] = lever(v2v_search(50), v2v_search(5))
     levers["v2v_seeds_5_vs_sequence"]["history_len_p50"] = float(
@@ -184,14 +187,6 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serving-levers.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {RESULTS / 'serving-levers.json'}")
-
-
-def replace_seed_items(recall, seeds: int):
-    """The recall stage with another number of V2V seeds (same index, tables and model)."""
-    stage = object.__new__(type(recall))
-    stage.__dict__.update(recall.__dict__)
-    stage.seed_items = seeds
-    return stage
 
 
 if __name__ == "__main__":

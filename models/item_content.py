@@ -106,12 +106,18 @@ class ItemContent:
 
     def rows(self, item_ids: np.ndarray) -> np.ndarray:
         """Table rows (int64, same shape as `item_ids`) of the ids; 0 for ids without content."""
-        flat = np.asarray(item_ids, dtype=np.int64).ravel()
-        pos = np.searchsorted(self.item_ids, flat)
-        pos = np.minimum(pos, max(len(self.item_ids) - 1, 0))
-        found = len(self.item_ids) > 0
-        hit = (self.item_ids[pos] == flat) if found else np.zeros(len(flat), dtype=bool)
-        return np.where(hit, pos + 1, 0).reshape(np.shape(item_ids))
+        return content_rows(self.item_ids, item_ids)
+
+
+def content_rows(table_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+    """Rows of `item_ids` in a content table of sorted `table_ids` whose row 0 is "no
+    content" (ItemContent's layout): same shape as `item_ids`, 0 for ids not in the table."""
+    flat = np.asarray(item_ids, dtype=np.int64).ravel()
+    pos = np.searchsorted(table_ids, flat)
+    pos = np.minimum(pos, max(len(table_ids) - 1, 0))
+    found = len(table_ids) > 0
+    hit = (table_ids[pos] == flat) if found else np.zeros(len(flat), dtype=bool)
+    return np.where(hit, pos + 1, 0).reshape(np.shape(item_ids))
 
 
 def item_content_from_frame(

@@ -532,12 +532,16 @@ class RankingModel(nn.Module):
 
     def project_history(self, user: UserInputs) -> dict[str, Tensor]:
         """MIN's history in each content modality's projected space, (B, L, d) each."""
+        modalities = self.config.content_modalities
+        return self.project_content({m: getattr(user, f"seq_{m}_emb") for m in modalities})
+
+    def project_content(self, embeddings: dict[str, Tensor | None]) -> dict[str, Tensor]:
+        """{modality: (..., d)} projections of raw embeddings (..., modality width) as MIN
+        reads them; {} without MIN. Serving projects its whole content table once."""
         if self.min is None:
             return {}
         projections = {"text": self.text_proj, "visual": self.visual_proj}
-        return {
-            m: projections[m](getattr(user, f"seq_{m}_emb")) for m in self.config.content_modalities
-        }
+        return {m: projections[m](embeddings[m]) for m in self.config.content_modalities}
 
     def forward(self, user: UserInputs, items: CandidateInputs) -> dict[str, Tensor]:
         self.check_inputs(user, items)

@@ -31,6 +31,7 @@ from models.item_content import (
     CONTENT_VERSION_FIELDS,
     ItemContent,
     check_content_versions,
+    content_rows,
     item_content_from_frame,
 )
 from models.layers import inference
@@ -96,7 +97,7 @@ class CatalogItems:
     history: dict[str, Tensor]
 
     def content_rows(self, item_ids: np.ndarray) -> np.ndarray:
-        return ItemContent(self.content_ids, torch.empty(0), None, {}).rows(item_ids)
+        return content_rows(self.content_ids, item_ids)
 
 
 def load_ranking_model(settings: Settings, ref: Any) -> LoadedModel:
@@ -191,16 +192,10 @@ class OnlineRanker:
                     )
                 )
             history = {}
-            if self.model.min is not None:
-                table = UserInputs(
-                    seq_item_ids=torch.empty(0),
-                    seq_mask=torch.empty(0),
-                    position=torch.empty(0),
-                    source=torch.empty(0),
-                    seq_text_emb=content.text,
-                    seq_visual_emb=content.visual,
+            if content is not None:  # every content row once: MIN's histories gather them
+                history = self.model.project_content(
+                    {"text": content.text, "visual": content.visual}
                 )
-                history = self.model.project_history(table)
         encoding = ItemEncoding(
             **{
                 name: torch.cat([getattr(p, name) for p in parts])
