@@ -107,6 +107,18 @@ class LoadedModel:
     metadata: dict[str, Any]
     known_item_ids: np.ndarray | None  # sorted; None when saved without them
 
+    def knows(self, item_ids: np.ndarray) -> np.ndarray:
+        """Which of `item_ids` the model's ID table learned (none, when saved without them).
+
+        A binary search in the sorted ids: `np.isin` hashes the whole table on every call
+        (~7 ms at 100k items, per request in serving)."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        known = self.known_item_ids
+        if known is None or len(known) == 0:
+            return np.zeros(ids.shape, dtype=bool)
+        rows = np.minimum(np.searchsorted(known, ids), len(known) - 1)
+        return known[rows] == ids
+
     @property
     def version(self) -> str:
         """The model's store version (an index collection built from it carries it)."""

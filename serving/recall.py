@@ -123,9 +123,8 @@ class RecallStage:
         return list(dict.fromkeys(tags))
 
     def _user_vectors(self, seeds: Seeds, max_seq_len: int) -> np.ndarray:
-        known = self.recall.known_item_ids
         seq = np.asarray(seeds.clicked_items[:max_seq_len], dtype=np.int64)
-        ids = np.where(np.isin(seq, known), seq, UNKNOWN_ITEM_ID)
+        ids = np.where(self.recall.knows(seq), seq, UNKNOWN_ITEM_ID)
         affinity = seeds.category_affinity or [0.0] * len(self.categories)
         query = UserQuery(
             seq_item_ids=torch.from_numpy(ids)[None, :],

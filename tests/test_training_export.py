@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from mmrec.settings import Settings
 from models.ranking import RankingConfig, RankingModel
-from models.store import load_model, save_model
+from models.store import LoadedModel, load_model, save_model
 
 
 def test_saved_model_loads_with_identical_weights_and_metadata(tmp_path: Path) -> None:
@@ -41,3 +42,20 @@ def test_metadata_must_be_json(tmp_path: Path) -> None:
             RankingConfig(),
             {"bad": object()},
         )
+
+
+@pytest.mark.parametrize(
+    ("known", "expected"),
+    [
+        ([2, 5, 9], [False, True, True, False, True, False]),
+        ([], [False] * 6),
+        (None, [False] * 6),
+    ],
+)
+def test_knows_is_membership_in_the_sorted_known_ids(known, expected) -> None:
+    ids = np.array(known, dtype=np.int64) if known is not None else None
+    loaded = LoadedModel("recall:x", torch.nn.Identity(), {}, ids)
+    asked = np.array([1, 2, 5, 7, 9, 10])
+    assert loaded.knows(asked).tolist() == expected
+    if known:
+        assert loaded.knows(asked).tolist() == np.isin(asked, ids).tolist()
