@@ -11,6 +11,11 @@ workspace's milvus-lite file free (no bento serving it), one torch thread:
 - V2V seeds: the one Milvus search with the newest 5 clicked items as V2V seeds vs the whole
   click sequence (up to 50, what the service did before; this one changes answers);
 - fresh + popular: a prefix of the precomputed ranking vs a scan of the whole catalog table;
+- U2V known ids: a binary search in the model's sorted known ids vs `np.isin` over them;
+- Milvus index type (changes answers, so reported beside the levers, not as one): copies of
+  the active collection indexed FLAT and IVF_FLAT in a scratch milvus-lite file, searched with
+  the requests' own U2V/V2V/S2V queries and filters; latency, and each channel's overlap with
+  FLAT's (exact) answer;
 - the pipeline's own stage timings (features, recall, rank, mix, total) as it now runs.
 
     python -m bench.serving_levers_bench --workspace DIR [--requests 200]
@@ -25,6 +30,7 @@ import argparse
 import json
 import os
 import random
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,6 +41,8 @@ import pandas as pd
 import torch
 
 from index.channels import Candidate, RecallFilter, multi_channel_recall, seed_item_vectors
+from index.collections import ContentIndex, build_content_index
+from index.schema import METADATA_COLUMNS, IndexSpec
 from mmrec.settings import REPO_ROOT, Settings
 from mmrec.vocab import FRESH, POPULAR, V2V
 from serving.config import ServingConfig
@@ -83,6 +91,46 @@ def whole_table_fallback(catalog: pd.DataFrame, limit: int, filters: RecallFilte
     _, first = np.unique(ids, return_index=True)
     rows = rows[np.sort(first)[:limit]]
     return [Candidate(int(i), 1.0, FRESH) for i in catalog["item_id"].to_numpy(np.int64)[rows]]
+
+
+INDEX_TYPES = {
+    "FLAT": IndexSpec(),
+    "IVF_FLAT nlist=1024 nprobe=16": IndexSpec("IVF_FLAT", {"nlist": 1024}, {"nprobe": 16}),
+    "IVF_FLAT nlist=256 nprobe=64": IndexSpec("IVF_FLAT", {"nlist": 256}, {"nprobe": 64}),
+}
+
+
+def index_types(index: ContentIndex, cases: list[tuple[dict, RecallFilter]]) -> dict:
+    """Each of INDEX_TYPES over a copy of the active collection, on the same vector queries:
+    p50/p99 ms of the one search a request makes, and per channel the mean share of FLAT's
+    (exact) answer it returns."""
+    frame = index.scan([*(c for c in METADATA_COLUMNS if c != "item_id"), "vector"])
+    vectors = np.stack(frame.pop("vector").to_numpy()).astype(np.float32)
+    out: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        copies = {}
+        for number, (name, spec) in enumerate(INDEX_TYPES.items()):
+            uri = f"{scratch}/copy{number}.db"
+            build_content_index(uri, vectors, frame, "copy", spec=spec, show_progress=False)
+            copies[name] = ContentIndex(uri)
+        exact = [multi_channel_recall(copies["FLAT"], q, filters=f) for q, f in cases]
+        for name, copy in copies.items():
+            times, overlap = [], {}
+            for (queries, filters), truth in zip(cases, exact, strict=True):
+                started = time.perf_counter()
+                found = multi_channel_recall(copy, queries, filters=filters)
+                times.append((time.perf_counter() - started) * 1000)
+                for channel, hits in truth.items():
+                    if hits:
+                        got = {c.item_id for c in found[channel]}
+                        share = len(got & {c.item_id for c in hits}) / len(hits)
+                        overlap.setdefault(channel, []).append(share)
+            out[name] = {
+                "search_ms": pcts(times),
+                "overlap_with_exact": {c: round(float(np.mean(v)), 4) for c, v in overlap.items()},
+            }
+            print(name, out[name])
+    return out
 
 
 def main() -> None:
@@ -181,6 +229,24 @@ def main() -> None:
         each(lambda f: [recall.fresh.top(total, f), recall.popular.top(total, f)], filters),
     )
     print("fresh + popular", levers["fresh_popular"])
+
+    known = recall.recall.known_item_ids
+    sequences = [(np.asarray(h[: ranker.max_seq_len], np.int64),) for h in histories]
+    levers["u2v_known_ids"] = lever(
+        each(lambda seq: np.isin(seq, known), sequences), each(recall.recall.knows, sequences)
+    )
+    print("u2v known ids", levers["u2v_known_ids"])
+
+    cases = []
+    for request, _ in recs:
+        user = pipeline.reader.read_user(request.user_id)
+        seeds_of_request, _ = pipeline.seeds(request, user)
+        queries = recall.vector_queries(seeds_of_request, ranker.max_seq_len)
+        if queries:
+            cases.append(
+                (queries, RecallFilter(exclude_ids=frozenset(seeds_of_request.clicked_items)))
+            )
+    result["milvus_index_types"] = index_types(recall.index, cases)
 
     result["levers"] = levers
     result["load_avg_1m"] = round(os.getloadavg()[0], 2)

@@ -165,10 +165,8 @@ class RecallStage:
         # a seed upserted since the service started: ask Milvus for the stored vectors
         return self._v2v_adapted(seed_item_vectors(self.index, ids.tolist()))
 
-    def vector_channels(
-        self, seeds: Seeds, filters: RecallFilter, max_seq_len: int
-    ) -> dict[str, list[Candidate]]:
-        """U2V, V2V and S2V (raises MilvusException / IndexConnectionError when Milvus fails)."""
+    def vector_queries(self, seeds: Seeds, max_seq_len: int) -> dict[str, tuple[np.ndarray, int]]:
+        """{channel: (query vectors, quota)} of the vector channels the seeds can ask."""
         queries: dict[str, tuple[np.ndarray, int]] = {}
         q = self.quotas
         if seeds.clicked_items or seeds.category_affinity:
@@ -177,6 +175,13 @@ class RecallStage:
             queries[V2V] = (self._v2v_vectors(seeds), q[V2V])
         if seeds.sku_ids:
             queries[S2V] = (self._sku_vectors(seeds), q[S2V])
+        return queries
+
+    def vector_channels(
+        self, seeds: Seeds, filters: RecallFilter, max_seq_len: int
+    ) -> dict[str, list[Candidate]]:
+        """U2V, V2V and S2V (raises MilvusException / IndexConnectionError when Milvus fails)."""
+        queries = self.vector_queries(seeds, max_seq_len)
         # one Milvus search for the three channels (one round trip, not three)
         return multi_channel_recall(self.index, queries, filters=filters) if queries else {}
 
