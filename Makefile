@@ -34,6 +34,11 @@ demo: venv
 	$(BIN)/mmrec features show --user-id 3 --item-id 5
 	$(BIN)/mmrec serve demo --user-id 3 --scene home --k 10
 
+## screenshot: after `make demo`, the feed page in Chromium -> docs/feed.png (README)
+.PHONY: screenshot
+screenshot: venv
+	$(BIN)/mmrec serve screenshot --out docs/feed.png --user-id 3
+
 ## movielens: MovieLens-100k through the platform (data import + run, 80/10/10 split by days); figures to bench/reported/
 ML_WS := bench/workspace-movielens
 .PHONY: movielens

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,6 +13,22 @@ import typer
 from mmrec.cli_common import StageApp, Workspace, cli_settings, console, fail
 
 app = StageApp(help="BentoML service: build the bento, serve it, send a request.")
+
+
+@contextmanager
+def served(workspace: Path | None) -> Iterator[str]:
+    """`bentoml build` the workspace's bento and `bentoml serve` it; yields its URL."""
+    from serving.bento_process import BentoServer, build_bento, workspace_env
+
+    settings = cli_settings(workspace)
+    env = workspace_env(settings)
+    tag = build_bento(env)
+    console.print(f"built bento {tag}")
+    log_file = settings.artifacts_dir / "serving" / "bentoml-serve.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with BentoServer(tag, env, log_file) as server:
+        console.print(f"bentoml serve {tag} at {server.url}")
+        yield server.url
 
 
 @app.command("demo")
@@ -23,21 +42,14 @@ def demo(
     """`bentoml build`, `bentoml serve` the bento, POST /recommend once, print the answer, stop."""
     import httpx
 
-    from serving.bento_process import BentoServer, build_bento, workspace_env
     from serving.schemas import RecommendRequest
 
     body = RecommendRequest(
         user_id=user_id, scene=scene, k=k, context_sku_id=context_sku_id
     ).model_dump(exclude_none=True)
-    settings = cli_settings(workspace)
-    env = workspace_env(settings)
-    tag = build_bento(env)
-    console.print(f"built bento {tag}")
-    log_file = settings.artifacts_dir / "serving" / "bentoml-serve.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with BentoServer(tag, env, log_file) as server:
-        console.print(f"bentoml serve {tag} at {server.url}; POST /recommend {json.dumps(body)}")
-        response = httpx.post(f"{server.url}/recommend", json=body, timeout=60)
+    with served(workspace) as url:
+        console.print(f"POST {url}/recommend {json.dumps(body)}")
+        response = httpx.post(f"{url}/recommend", json=body, timeout=60)
     if response.status_code != 200:
         raise fail(f"/recommend answered {response.status_code}: {response.text}")
     out = response.json()
@@ -46,3 +58,26 @@ def demo(
         f"{len(out['items'])} items, {out['candidates']} candidates ranked, "
         f"{out['timings_ms']['total']:.1f} ms in the service"
     )
+
+
+@app.command("screenshot")
+def screenshot(
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("docs/feed.png"),
+    user_id: Annotated[
+        int | None, typer.Option(help="User to show (default: the page's first).")
+    ] = None,
+    workspace: Workspace = None,
+) -> None:
+    """Serve the bento, open its feed page in Chromium (Playwright) and save a screenshot."""
+    from serving.feed_browser import feed_page, wait_for_refresh
+
+    with served(workspace) as url, feed_page(f"{url}/feed/") as page:
+        if user_id is not None:
+            stamp = page.evaluate("() => document.body.dataset.loaded")
+            page.fill("#user", str(user_id))
+            page.click("#go")
+            wait_for_refresh(page, stamp)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out), full_page=True)
+        cards = page.locator("#feed .card").count()
+    console.print(f"wrote {out}: {cards} recommended items on the feed page")

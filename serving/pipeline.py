@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -45,6 +46,7 @@ class Recommendation:
     response: RecommendResponse
     ranked: RankedCandidates | None
     request_ts: int
+    channels: dict[str, int]  # candidates per channel (of the slot each took)
 
 
 class RecommendationPipeline:
@@ -95,7 +97,7 @@ class RecommendationPipeline:
         """Request time in unix seconds (the end of the data under the "world" clock)."""
         return self._world_now or int(datetime.now(UTC).timestamp())
 
-    def _user_features(self, user_id: int) -> tuple[dict[str, list], bool]:
+    def user_features(self, user_id: int) -> tuple[dict[str, list], bool]:
         """The user's online features and whether the online store answered."""
         try:
             return self.reader.read_user(user_id), True
@@ -149,7 +151,7 @@ class RecommendationPipeline:
             clock = now
 
         degraded: list[str] = []
-        user, online = self._user_features(request.user_id)
+        user, online = self.user_features(request.user_id)
         seeds, sku_ok = self.seeds(request, user) if online else (Seeds(), False)
         if not (online and sku_ok):
             degraded.append(ONLINE_STORE)
@@ -190,7 +192,8 @@ class RecommendationPipeline:
             timings_ms=timings,
             models=self.models,
         )
-        return Recommendation(response, ranked, request_ts)
+        channels = Counter(c.channel for c in recalled.candidates)
+        return Recommendation(response, ranked, request_ts, dict(channels))
 
     def _mixed(self, request: RecommendRequest, candidates, ranked: RankedCandidates) -> list:
         """Mixed ranking over the candidates the ranker scored, as response items."""

@@ -1,4 +1,5 @@
-"""The BentoML service: POST /recommend, POST /events; /livez, /readyz, /docs from BentoML.
+"""The BentoML service: POST /recommend, POST /events, the feed page at /feed/ (serving/feed.py);
+/livez, /readyz, /metrics (BentoML's and serving/metrics.py's), /docs from BentoML.
 
 Build and serve (README): `bentoml build` packs this module with the recall and ranking
 models named by MMREC_RECALL_MODEL / MMREC_RANK_MODEL (default `<name>:latest` of the store in
@@ -18,10 +19,12 @@ from http import HTTPStatus
 
 import bentoml
 from bentoml.exceptions import BentoMLException
+from fastapi.responses import FileResponse, Response
 from starlette.responses import JSONResponse
 
 from mmrec.errors import UserError
 from mmrec.settings import Settings
+from serving.feed import PAGE, feed_app, parse_ids, recent_clicks
 from serving.schemas import EventsRequest, EventsResponse, RecommendRequest, RecommendResponse
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ SERVICE_OPTIONS = {
 
 
 @bentoml.service(name="mmrec-recommender", **SERVICE_OPTIONS)
+@bentoml.asgi_app(feed_app, path="/feed")
 class Recommender:
     recall_model = bentoml.models.BentoModel(SETTINGS.recall_model)
     rank_model = bentoml.models.BentoModel(SETTINGS.rank_model)
@@ -62,6 +66,8 @@ class Recommender:
 
         from serving.config import ServingConfig
         from serving.events import EventIntake
+        from serving.feed import FeedCatalog
+        from serving.metrics import service_metrics
         from serving.pipeline import RecommendationPipeline
 
         # the machine's threads shared by the workers: more would only contend for the cores
@@ -73,6 +79,10 @@ class Recommender:
         )
         self.pipeline = RecommendationPipeline(SETTINGS, config)
         self.intake = EventIntake(SETTINGS, self.pipeline.store, self.pipeline.now)
+        self.feed = FeedCatalog(SETTINGS.raw_dir)
+        self.metrics = service_metrics()
+        self.metrics.observe_index(self.pipeline.models["index"])
+        self.pipeline.reader.on_load("metrics", self.metrics.observe_snapshot)
         # warm-up: the first search of a collection and the first forward pass are slow
         # (~0.6 s measured); pay it before /readyz says yes, not in a user's request
         self.pipeline.recommend(RecommendRequest(user_id=0, scene="home", k=1))
@@ -86,7 +96,9 @@ class Recommender:
     @bentoml.api(route="/recommend", input_spec=RecommendRequest, output_spec=RecommendResponse)
     def recommend(self, **fields) -> RecommendResponse:
         """Recall + rank + mix for one user and scene; see RecommendRequest for the fields."""
-        return self.pipeline.recommend(RecommendRequest(**fields)).response
+        recommendation = self.pipeline.recommend(RecommendRequest(**fields))
+        self.metrics.observe_recommendation(recommendation.response, recommendation.channels)
+        return recommendation.response
 
     @bentoml.api(route="/events", input_spec=EventsRequest, output_spec=EventsResponse)
     def events(self, **fields) -> EventsResponse | JSONResponse:
@@ -96,12 +108,46 @@ class Recommender:
         from ingest.event_log import EventLogUnavailable
 
         try:
-            return self.intake.accept(EventsRequest(**fields).events)
+            accepted = self.intake.accept(EventsRequest(**fields).events)
+            self.metrics.observe_events(accepted)
+            return accepted
         except UserError as err:
             return JSONResponse({"error": str(err)}, status_code=HTTPStatus.BAD_REQUEST)
         except EventLogUnavailable as err:
             log.error("%s", err)
             return JSONResponse({"error": str(err)}, status_code=HTTPStatus.SERVICE_UNAVAILABLE)
+
+    # The feed page (serving/feed.py): FastAPI routes of the mounted app, given this service
+    @feed_app.get("/")
+    def feed_page(self) -> FileResponse:
+        return FileResponse(PAGE, media_type="text/html")
+
+    @feed_app.get("/api/items")
+    def feed_items(self, ids: str = "") -> Response:
+        """Display fields (title, material, category) of items: ?ids=3,17,42."""
+        try:
+            return JSONResponse(self.feed.describe(parse_ids(ids)))
+        except UserError as err:
+            return JSONResponse({"error": str(err)}, status_code=HTTPStatus.BAD_REQUEST)
+
+    @feed_app.get("/api/users")
+    def feed_users(self) -> JSONResponse:
+        return JSONResponse({"sample": self.feed.sample_users, "new_user": self.feed.new_user})
+
+    @feed_app.get("/api/users/{user_id}/recent")
+    def feed_recent(self, user_id: int) -> JSONResponse:
+        """The user's newest clicked items, as the online store has them now."""
+        user, _ = self.pipeline.user_features(user_id)
+        return JSONResponse({"user_id": user_id, "item_ids": recent_clicks(user)})
+
+    @feed_app.get("/media/{item_id}")
+    def feed_media(self, item_id: int) -> Response:
+        """An item's cover, by item id only (never a path from the request)."""
+        cover = self.feed.cover(item_id)
+        if cover is None:
+            return JSONResponse({"error": f"item {item_id} has no cover"}, status_code=404)
+        data, media_type = cover
+        return Response(data, media_type=media_type, headers={"X-Content-Type-Options": "nosniff"})
 
     def __is_ready__(self) -> bool:
         """Ready when the index answers and the item snapshot is loaded."""

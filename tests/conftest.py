@@ -188,3 +188,26 @@ def pipeline(serving_world: Settings, index_server: LiteServer, serving_config):
     from serving.pipeline import RecommendationPipeline
 
     return RecommendationPipeline(serving_world, serving_config, milvus_uri=index_server.uri)
+
+
+@pytest.fixture(scope="module")
+def server(
+    serving_world: Settings, serving_config, index_server: LiteServer, tmp_path_factory
+) -> Iterator[str]:
+    """The bento built from this repo with the trained world's models, served over the module's
+    world copy and the session's index (`bentoml build` + `bentoml serve`: the README's way)."""
+    from serving.bento_process import BentoServer, build_bento, workspace_env
+
+    models = {
+        "MMREC_RECALL_MODEL": serving_config.recall_model,
+        "MMREC_RANK_MODEL": serving_config.rank_model,
+    }
+    env = {
+        **workspace_env(serving_world),
+        **models,
+        "MMREC_MILVUS_URI": index_server.uri,
+        "MMREC_TORCH_THREADS": "1",
+    }
+    log_file = tmp_path_factory.mktemp("bento") / "serve.log"
+    with BentoServer(build_bento(env), env, log_file) as running:
+        yield running.url

@@ -5,44 +5,19 @@ hostile bodies and with bodies drawn from the served OpenAPI schema (no request 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from index.server import LiteServer
 from mmrec import event_log
 from mmrec.settings import Settings
 from mmrec.vocab import EVENT_TYPES
-from serving.bento_process import BentoServer, build_bento, workspace_env
 from tests.conftest import unwritable
 from tests.test_serving_pipeline import CHANNELS
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def server(
-    serving_world: Settings, serving_config, index_server: LiteServer, tmp_path_factory
-) -> Iterator[str]:
-    """The bento built from this repo with the trained world's models, served over the world
-    copy and the session's index."""
-    models = {
-        "MMREC_RECALL_MODEL": serving_config.recall_model,
-        "MMREC_RANK_MODEL": serving_config.rank_model,
-    }
-    env = {
-        **workspace_env(serving_world),
-        **models,
-        "MMREC_MILVUS_URI": index_server.uri,
-        "MMREC_TORCH_THREADS": "1",
-    }
-    log_file = tmp_path_factory.mktemp("bento") / "serve.log"
-    with BentoServer(build_bento(env), env, log_file) as running:
-        yield running.url
 
 
 def test_recommend_answers_with_ranked_items(server: str) -> None:
