@@ -6,13 +6,34 @@ from __future__ import annotations
 import io
 
 import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from mmrec.settings import Settings
 from serving.feed_browser import chromium_path, feed_page, wait_for_refresh
 
 pytestmark = pytest.mark.slow
+HOSTILE_ITEM = 5
+HOSTILE_TITLE = '<script>alert("x")</script><img src=x onerror=alert(2)>'
+needs_chromium = pytest.mark.skipif(
+    chromium_path() is None, reason="needs Chromium: apt-get install chromium"
+)
+
+
+@pytest.fixture(scope="module")
+def serving_world(serving_world: Settings) -> Settings:
+    """The module's world copy with one item titled like an attack (before the bento serves
+    it): the page must show it as text."""
+    path = serving_world.raw_dir / "items.parquet"
+    items = pq.read_table(path)
+    hostile = pc.equal(items["item_id"], HOSTILE_ITEM)
+    titles = pc.if_else(hostile, pa.scalar(HOSTILE_TITLE), items["title"])
+    pq.write_table(items.set_column(items.schema.get_field_index("title"), "title", titles), path)
+    return serving_world
 
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:
@@ -72,7 +93,7 @@ def test_metrics_count_stages_channels_and_events(server: str) -> None:
     assert moved("bentoml_service_request_total", endpoint="/recommend") == 3
 
 
-@pytest.mark.skipif(chromium_path() is None, reason="needs Chromium: apt-get install chromium")
+@needs_chromium
 def test_feed_page_in_chromium_shows_cards_and_a_click_moves_the_recent_list(
     server: str, tmp_path
 ) -> None:
@@ -96,3 +117,22 @@ def test_feed_page_in_chromium_shows_cards_and_a_click_moves_the_recent_list(
         assert recent == clicked
         page.screenshot(path=str(tmp_path / "feed.png"), full_page=True)
     assert (tmp_path / "feed.png").stat().st_size > 10_000
+
+
+@needs_chromium
+def test_feed_page_shows_a_hostile_title_as_text(server: str) -> None:
+    event = {"user_id": 9, "event_type": "click", "item_id": HOSTILE_ITEM, "event_id": "xss-1"}
+    assert httpx.post(f"{server}/events", json={"events": [event]}).status_code == 200
+    with feed_page(f"{server}/feed/") as page:
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        stamp = page.evaluate("() => document.body.dataset.loaded")
+        page.fill("#user", "9")
+        page.click("#go")
+        wait_for_refresh(page, stamp)
+        first = page.locator("#recent .card").first
+        assert first.get_attribute("data-item-id") == str(HOSTILE_ITEM)
+        assert HOSTILE_TITLE in first.inner_text()
+        assert page.evaluate("() => document.querySelectorAll('.card script').length") == 0
+        assert page.evaluate("() => document.querySelectorAll('.card img[src=x]').length") == 0
+    assert dialogs == []
