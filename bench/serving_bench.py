@@ -13,7 +13,10 @@ mix; medians and p99 of `timings_ms` in the responses).
 Before the service, the same levels run against a trivial BentoML endpoint with the same
 request/response shapes and process settings (bench/floor_service.py): the framework's and the
 client's own share, measured in the same run; each level reports its p99 over the floor's.
-Also reported: start-up to /readyz and each worker's resident memory after the levels.
+Also reported: start-up to /readyz, each worker's resident memory after the levels, and per
+level the CPU time each request cost the service's processes, the milvus-lite server and the
+client (`cpu_ms_per_request`): with 2 cores, 2,000 ms over their sum is the most requests a
+second the machine can answer (`cpu_bound_rps`), whatever the concurrency.
 
 Writes bench/results/NAME.json and .png (default serving, serving-workers<N> with --workers
 N). The client runs on the same 2 cores as the server; the JSON keeps the 1-minute load
@@ -124,12 +127,39 @@ def plot(levels: list[dict], floor: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU time (user + system) so far of this process (the client) and of its children: the
+    milvus-lite server, and `bentoml serve` with its workers (the service)."""
+    import psutil
+
+    def used(process: psutil.Process) -> float:
+        times = process.cpu_times()
+        return times.user + times.system
+
+    out = {"service": 0.0, "index": 0.0, "client": used(psutil.Process())}
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            part = "index" if "milvus" in " ".join(child.cmdline()) else "service"
+            out[part] += used(child)
+    return out
+
+
+def cpu_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict:
+    """{part: CPU ms per request} and the request rate 2 cores could carry at that cost."""
+    per = {part: round((after[part] - before[part]) * 1000 / max(requests, 1), 2) for part in after}
+    per["total"] = round(sum(per.values()), 2)
+    cores = os.cpu_count() or 1
+    return {"cpu_ms_per_request": per, "cpu_bound_rps": round(cores * 1000 / per["total"], 1)}
+
+
 def run_levels(url: str, users: list[int], args: argparse.Namespace, label: str) -> list[dict]:
     """A warm-up, then every concurrency level of `args.levels` against `url`."""
     asyncio.run(run_level(url, users, 2, 20, 30, args.k))  # warm-up, not reported
     levels = []
     for concurrency in (int(c) for c in args.levels.split(",")):
+        before = cpu_seconds()
         level = asyncio.run(run_level(url, users, concurrency, args.requests, args.seconds, args.k))
+        level.update(cpu_per_request(before, cpu_seconds(), level["requests"]))
         level["load_avg_1m"] = round(os.getloadavg()[0], 2)
         levels.append(level)
         stage = level["service_stage_ms"]
@@ -138,7 +168,8 @@ def run_levels(url: str, users: list[int], args: argparse.Namespace, label: str)
             f"req/s, p50 {level['latency_ms']['p50']} / p99 {level['latency_ms']['p99']} ms; "
             f"in service p50 total {stage['total']['p50']} (features {stage['features']['p50']} "
             f"recall {stage['recall']['p50']} rank {stage['rank']['p50']} mix "
-            f"{stage['mix']['p50']}); statuses {level['status_counts']}"
+            f"{stage['mix']['p50']}); statuses {level['status_counts']}; CPU ms/request "
+            f"{level['cpu_ms_per_request']} -> at most {level['cpu_bound_rps']} req/s"
         )
     return levels
 
