@@ -137,12 +137,8 @@ def test_the_cli_exits_2_naming_the_row(settings: Settings, tmp_path: Path) -> N
     root.add_typer(app, name="data")
     events = write_csv(event_rows(), tmp_path / "in" / "events.csv")
     items = hostile_items(tmp_path, "image", _dot_dot)
-    result = CliRunner().invoke(
-        root,
-        ["data", "import", "--events", str(events), "--items", str(items)]
-        + ["--workspace", str(settings.workspace)],
-        env={"COLUMNS": "300"},
-    )
+    args = ["--events", str(events), "--items", str(items), "-w", str(settings.workspace)]
+    result = CliRunner().invoke(root, ["data", "import", *args], env={"COLUMNS": "300"})
     assert result.exit_code == 2, result.output
     assert f"items.csv row {HOSTILE_ROW}: '../outside.png'" in result.output
     assert "column 'image'" in result.output
