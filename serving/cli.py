@@ -46,3 +46,18 @@ def demo(
         f"{len(out['items'])} items, {out['candidates']} candidates ranked, "
         f"{out['timings_ms']['total']:.1f} ms in the service"
     )
+
+
+@app.command("pin")
+def pin() -> None:
+    """Write serving/requirements.lock.txt: the exact versions the bento ships (every package
+    the project's dependencies need, as installed in this venv)."""
+    from serving.bento_process import PINS_FILE, pinned_requirements
+
+    pins = pinned_requirements()
+    PINS_FILE.write_text(
+        "# The bento's Python packages, pinned: `make pins` (mmrec serve pin) writes this file.\n"
+        + "\n".join(pins)
+        + "\n"
+    )
+    console.print(f"{len(pins)} packages pinned in {PINS_FILE}")
