@@ -56,6 +56,11 @@ movielens: venv
 test: venv
 	$(BIN)/python -m pytest
 
+## pins: write serving/requirements.lock.txt, the exact package versions the bento ships
+.PHONY: pins
+pins: venv
+	$(BIN)/mmrec serve pin
+
 ## lint: ruff
 .PHONY: lint
 lint: venv

@@ -19,8 +19,14 @@ from analysis.views import view_names
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 
 
+# What `mmrec sql` runs: reading statements only (DESCRIBE, SHOW, SUMMARIZE and FROM-first
+# queries parse as SELECT). COPY, ATTACH, INSTALL/LOAD, PRAGMA, SET, CREATE, EXPORT ... are
+# refused before they run.
+READ_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+
+
 class QueryError(AnalysisError):
-    """DuckDB rejected a query; the message is DuckDB's."""
+    """DuckDB rejected a query (the message is DuckDB's), or it is not a reading statement."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,16 @@ def names() -> list[str]:
 
 
 def run_sql(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
-    """Run one statement; DuckDB's parser, binder and runtime errors become QueryError."""
+    """Run reading statements (READ_STATEMENTS; the last one's rows are returned); any other
+    statement, and DuckDB's parser, binder and runtime errors, become QueryError."""
     try:
+        for statement in duckdb.extract_statements(sql):
+            if statement.type not in READ_STATEMENTS:
+                raise QueryError(
+                    f"mmrec sql runs read-only queries: {statement.type.name} statements are "
+                    f"refused ({str(statement.query).strip()[:60]!r}). Fix: write a SELECT; to "
+                    "save a result, run the plain duckdb CLI over data/analysis/views.sql"
+                )
         relation = con.sql(sql)
         return relation.df() if relation is not None else pd.DataFrame()
     except duckdb.Error as err:

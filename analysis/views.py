@@ -283,15 +283,35 @@ def write(settings: Settings, catalog: list[FeatureViewInfo]) -> Path:
 
 
 def connect(settings: Settings, catalog: list[FeatureViewInfo]) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB session with every view of the workspace defined."""
+    """An in-memory DuckDB session with every view of the workspace defined, locked to the
+    workspace's data: files outside `data/` cannot be read or written (no COPY TO, ATTACH,
+    INSTALL or LOAD elsewhere; `enable_external_access` off), and the configuration is locked
+    so no statement turns that back on. `analysis.queries.run_sql` also refuses every statement
+    but SELECT and EXPLAIN, so nothing is written inside `data/` either."""
     con = duckdb.connect()
     try:
         con.execute(render(settings, catalog))
+        folders = ", ".join(_quote(f"{folder}/") for folder in _read_folders(settings, catalog))
+        con.execute(f"SET allowed_directories = [{folders}]")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
     except duckdb.Error as err:
         raise AnalysisError(
             f"cannot define the analysis views over {settings.workspace}: {err}"
         ) from None
     return con
+
+
+def _read_folders(settings: Settings, catalog: list[FeatureViewInfo]) -> list[Path]:
+    """The folders the views read: the workspace's data, and each registered offline source's
+    folder (the part of its glob before the first wildcard; a registry may name files of
+    another workspace)."""
+    folders = {settings.data_dir}
+    for info in catalog:
+        parts = Path(info.source_path).parts
+        fixed = next((k for k, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+        folders.add(Path(*parts[:fixed]))
+    return sorted(folders)
 
 
 def view_names(con: duckdb.DuckDBPyConnection) -> set[str]:

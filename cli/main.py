@@ -26,6 +26,8 @@ from training.cli import app as train_app
 app = typer.Typer(
     help="Multimodal content recommendation: data, features, models, index, serving.",
     no_args_is_help=True,
+    # a traceback must not print local variables: they may hold a token or a password
+    pretty_exceptions_show_locals=False,
 )
 
 

@@ -25,6 +25,14 @@ MAX_EXAMPLES = 5
 LIST_SEPARATOR = "|"
 # Event types about a SKU (the product domain); every other type is about a content item.
 SKU_EVENT_TYPES = PRODUCT_BEHAVIOURS
+# Limits on what an input may hold (imported data is hostile until checked; issue #20).
+TITLE_CHARS = 1_000  # a title; MiniLM reads 256 tokens of it anyway
+LABEL_CHARS = 200  # a category, a tag, a region, an event id
+LIST_ITEMS = 100  # tags, SKU ids or frames of one item
+MEDIA_BYTES = 20 * 2**20  # one cover or frame file (a 4K PNG is ~10 MB)
+# Pixels of one cover or frame, checked from the header before anything is decoded (a
+# decompression bomb is a small file that decodes to gigabytes); 4096 x 4096.
+MEDIA_PIXELS = 4096 * 4096
 
 
 class DataContractError(UserError):
@@ -40,13 +48,20 @@ def _column(
     nullable: bool = True,
     default: str | None = None,
     vocabulary: Sequence[str] = (),
+    max_chars: int | None = None,
+    max_items: int | None = None,
 ) -> pa.Field:
-    """A contract column; `nullable=False` means every row needs a value."""
+    """A contract column; `nullable=False` means every row needs a value; `max_chars` bounds
+    a text (each element of a list of texts), `max_items` a list."""
     metadata = {"required": "true" if required else "false"}
     if default is not None:
         metadata["default"] = default
     if vocabulary:
         metadata["vocabulary"] = LIST_SEPARATOR.join(vocabulary)
+    if max_chars is not None:
+        metadata["max_chars"] = str(max_chars)
+    if max_items is not None:
+        metadata["max_items"] = str(max_items)
     return pa.field(name, type_, nullable=nullable, metadata=metadata)
 
 
@@ -63,34 +78,43 @@ EVENTS = pa.schema(
         _column("position", pa.string(), default="home", vocabulary=POSITIONS),
         _column("session_id", pa.int64(), default="-1"),
         _column("watch_seconds", pa.float64()),
-        _column("event_id", pa.string()),  # deduplication key when present
+        # deduplication key when present (POST /events takes 128 characters too)
+        _column("event_id", pa.string(), max_chars=128),
     ]
 )
 ITEMS = pa.schema(
     [
         _column("item_id", pa.int64(), required=True, nullable=False),
-        _column("title", pa.string(), required=True, default=""),
+        _column("title", pa.string(), required=True, default="", max_chars=TITLE_CHARS),
         _column("material", pa.string(), default="video", vocabulary=MATERIALS),
         _column("publish_ts", TIMESTAMP, default="the item's first event"),
-        _column("category", pa.string(), default="the first tag, else 'unknown'"),
-        _column("tags", pa.list_(pa.string()), default="[]"),
+        _column(
+            "category",
+            pa.string(),
+            default="the first tag, else 'unknown'",
+            max_chars=LABEL_CHARS,
+        ),
+        _column(
+            "tags", pa.list_(pa.string()), default="[]", max_chars=LABEL_CHARS, max_items=LIST_ITEMS
+        ),
         _column("duration_s", pa.float64(), default="0"),
-        _column("sku_ids", pa.list_(pa.int64()), default="[]"),
-        _column("image", pa.binary()),  # a path relative to the items file's folder, or bytes
-        _column("frames", pa.list_(pa.binary()), default="[]"),  # paths or bytes
+        _column("sku_ids", pa.list_(pa.int64()), default="[]", max_items=LIST_ITEMS),
+        # a path inside the items file's folder (relative to it), or bytes
+        _column("image", pa.binary()),
+        _column("frames", pa.list_(pa.binary()), default="[]", max_items=LIST_ITEMS),
     ]
 )
 SKUS = pa.schema(
     [
         _column("sku_id", pa.int64(), required=True, nullable=False),
-        _column("category", pa.string(), required=True, nullable=False),
+        _column("category", pa.string(), required=True, nullable=False, max_chars=LABEL_CHARS),
         _column("price", pa.float64(), default="0"),
     ]
 )
 USERS = pa.schema(
     [
         _column("user_id", pa.int64(), required=True, nullable=False),
-        _column("region", pa.string(), default="unknown"),
+        _column("region", pa.string(), default="unknown", max_chars=LABEL_CHARS),
         _column("registered_at", TIMESTAMP, default="the user's first event"),
     ]
 )
@@ -108,6 +132,12 @@ def vocabulary(field: pa.Field) -> tuple[str, ...]:
     """The allowed values of a column; () when any value goes."""
     value = (field.metadata or {}).get(b"vocabulary")
     return tuple(value.decode().split(LIST_SEPARATOR)) if value else ()
+
+
+def limit(field: pa.Field, key: str) -> int | None:
+    """The column's `max_chars` or `max_items`; None when unbounded."""
+    value = (field.metadata or {}).get(key.encode())
+    return int(value) if value is not None else None
 
 
 def default(field: pa.Field) -> str | None:

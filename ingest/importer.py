@@ -39,6 +39,8 @@ from PIL import Image
 from ingest.contract import (
     CONTRACT,
     MAX_EXAMPLES,
+    MEDIA_BYTES,
+    MEDIA_PIXELS,
     RAW_EVENTS,
     RAW_ITEM_MEDIA,
     RAW_SCHEMAS,
@@ -81,6 +83,10 @@ EVENT_KEY = (
 )
 _SKU_TYPES = ", ".join(f"'{t}'" for t in SKU_EVENT_TYPES)
 UNKNOWN_CATEGORY = "unknown"  # an item with neither category nor tags
+# Image formats the import decodes (and content/ later): PIL's others include EPS, which it
+# renders through Ghostscript, and formats no catalog needs.
+MEDIA_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+MEDIA_COLUMNS = ("image", "frames")
 
 
 class WorkspaceHasDataError(UserError):
@@ -340,6 +346,7 @@ class _Build:
         for table, column in (("items", "item_id"), ("skus", "sku_id"), ("users", "user_id")):
             if table in loaded:
                 self._check_unique(loaded[table], column)
+        self._check_media_paths(loaded["items"])
         self._check_event_ids(loaded["events"])
         self._dimensions("skus" in loaded)
         events = loaded["events"]
@@ -386,6 +393,35 @@ class _Build:
                 rows[0][3],
                 f"keep one row per {column}",
             )
+
+    def _check_media_paths(self, items: Loaded) -> None:
+        """Image and frame paths must name files inside the items file's folder: an absolute
+        path, a `..` or a link leading out is refused before anything is read."""
+        types = dict(self.sql(f"SELECT column_name, column_type FROM (DESCRIBE {items.name})"))
+        folders = [path.parent.resolve() for path in items.inputs.files]
+        for column in MEDIA_COLUMNS:
+            if types[column] not in ("VARCHAR", "VARCHAR[]"):
+                continue  # bytes, not paths
+            rows = self.sql(
+                f"SELECT _fi, _row, {column} FROM {items.name} WHERE {column} IS NOT NULL "
+                "ORDER BY _fi, _row"
+            )
+            outside = []
+            for fi, row, value in rows:
+                escape = _first_outside(folders[fi], [value] if isinstance(value, str) else value)
+                if escape is not None:
+                    outside.append(example(items.inputs.name(fi), row, escape))
+            if outside:
+                raise contract_error(
+                    str(items.inputs.given),
+                    column,
+                    "names files outside the items file's folder (an absolute path, '..' or "
+                    "a link leading out)",
+                    outside,
+                    len(outside),
+                    "give paths relative to the items file's folder that stay inside it "
+                    "(copy the files in)",
+                )
 
     def _check_event_ids(self, events: Loaded) -> None:
         """Content events need an item_id, sku_* events a sku_id."""
@@ -644,9 +680,12 @@ class _Build:
 
     def _write_media(self, items: Loaded) -> dict[str, Any]:
         """Covers and frames, read from the paths (relative to the items file's folder) or
-        bytes the items file gives; a missing or unreadable file leaves the row without it."""
+        bytes the items file gives; a missing or unreadable file leaves the row without it,
+        an oversize one (MEDIA_BYTES, MEDIA_PIXELS) refuses the import, naming the rows."""
         folders = [path.parent for path in items.inputs.files]
-        counts = {"missing": Counted(), "unreadable": Counted(), "image": 0, "frames": 0}
+        counts: dict[str, Any] = {"missing": Counted(), "unreadable": Counted()}
+        counts |= {f"oversize_{column}": Counted() for column in MEDIA_COLUMNS}
+        counts |= dict.fromkeys(MEDIA_COLUMNS, 0)
         n_items = self.one("SELECT count(*) FROM catalog")
         reader = self.con.sql(
             "SELECT _fi, _row, item_id, image, frames FROM catalog ORDER BY item_id"
@@ -660,11 +699,11 @@ class _Build:
                     read = functools.partial(_read_media, folder=folders[row["_fi"]])
                     cover = None
                     if row["image"] is not None:
-                        cover = _counted(read(row["image"]), counts, f"{where} image")
+                        cover = _counted(read(row["image"]), counts, where, "image")
                     shots = [
                         shot
                         for frame in row["frames"] or []
-                        if (shot := _counted(read(frame), counts, f"{where} frame")) is not None
+                        if (shot := _counted(read(frame), counts, where, "frames")) is not None
                     ]
                     counts["image"] += cover is not None
                     counts["frames"] += bool(shots)
@@ -672,6 +711,17 @@ class _Build:
                     frames.append(shots)
                 columns = {"item_id": batch["item_id"], "cover_png": covers, "frame_pngs": frames}
                 writer.write_table(pa.table(columns, schema=RAW_ITEM_MEDIA))
+        for column in MEDIA_COLUMNS:
+            if (oversize := counts[f"oversize_{column}"]).count:
+                raise contract_error(
+                    str(items.inputs.given),
+                    column,
+                    f"holds images over the limits ({MEDIA_BYTES} bytes a file, "
+                    f"{MEDIA_PIXELS} pixels)",
+                    oversize.examples,
+                    oversize.count,
+                    "shrink or re-encode those images, or leave them out",
+                )
         return counts
 
     # -- manifest -------------------------------------------------------------------------
@@ -770,31 +820,70 @@ def _link(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _read_media(value: str | bytes, folder: Path) -> tuple[bytes | None, str | None]:
-    """(bytes, None) for a readable image given as bytes or a path (relative to `folder`);
-    (None, "<path> missing" | "<path> unreadable") else."""
+def _first_outside(folder: Path, paths: list[str]) -> str | None:
+    """The first of `paths` (relative to `folder`, which is resolved) that leads outside it:
+    absolute, through `..`, or through a link; None when all stay inside."""
+    for relative in paths:
+        try:
+            if Path(relative).is_absolute() or not (folder / relative).resolve().is_relative_to(
+                folder
+            ):
+                return relative
+        except (OSError, ValueError):  # a NUL byte, a link loop
+            return relative
+    return None
+
+
+@dataclass(frozen=True)
+class MediaProblem:
+    """Why an image was not taken: `kind` missing or unreadable (counted, the item goes on
+    without it) or oversize (the import is refused); `text` names the file."""
+
+    kind: str
+    text: str
+
+
+def _read_media(value: str | bytes, folder: Path) -> tuple[bytes | None, MediaProblem | None]:
+    """(bytes, None) for a readable image given as bytes or a path (relative to `folder`,
+    inside it: `_check_media_paths`); (None, the problem) else. Files over MEDIA_BYTES and
+    images over MEDIA_PIXELS (read from the header, before any pixel is decoded) are
+    oversize; formats outside MEDIA_FORMATS are unreadable."""
     name = value if isinstance(value, str) else "(bytes)"
     if isinstance(value, str):
         path = folder / value
         if not path.is_file():
-            return None, f"{name} missing"
+            return None, MediaProblem("missing", f"{name} missing")
+        if (size := path.stat().st_size) > MEDIA_BYTES:
+            return None, MediaProblem("oversize", f"{name} is {size} bytes")
         value = path.read_bytes()
+    if len(value) > MEDIA_BYTES:
+        return None, MediaProblem("oversize", f"{name} is {len(value)} bytes")
     try:
-        with Image.open(io.BytesIO(value)) as image:
+        with Image.open(io.BytesIO(value), formats=MEDIA_FORMATS) as image:
+            if (pixels := image.width * image.height) > MEDIA_PIXELS:
+                size = f"{image.width}x{image.height}"
+                return None, MediaProblem("oversize", f"{name} is {size} = {pixels} pixels")
             image.verify()
+    except Image.DecompressionBombError:  # over twice PIL's own limit: refused at open
+        return None, MediaProblem("oversize", f"{name} is a decompression bomb")
     except Exception:  # PIL raises many kinds on bad data: all mean "unreadable"
-        return None, f"{name} unreadable"
+        return None, MediaProblem("unreadable", f"{name} unreadable")
     return value, None
 
 
 def _counted(
-    result: tuple[bytes | None, str | None], counts: dict[str, Any], where: str
+    result: tuple[bytes | None, MediaProblem | None],
+    counts: dict[str, Any],
+    where: str,
+    column: str,
 ) -> bytes | None:
-    """The bytes; a problem is counted (under its last word) with `where` as an example."""
+    """The bytes; a problem is counted under its kind (oversize ones per column) with
+    `where` as an example."""
     data, problem = result
     if problem is not None:
-        counter = counts[problem.rsplit(" ", 1)[1]]
+        kind = f"oversize_{column}" if problem.kind == "oversize" else problem.kind
+        counter = counts[kind]
         counter.count += 1
         if len(counter.examples) < MAX_EXAMPLES:
-            counter.examples.append(f"{where} {problem}")
+            counter.examples.append(f"{where} {column}: {problem.text}")
     return data

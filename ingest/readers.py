@@ -22,6 +22,7 @@ from ingest.contract import (
     TIMESTAMP,
     contract_error,
     is_required,
+    limit,
     vocabulary,
 )
 
@@ -252,6 +253,7 @@ def _parse(column: pa.Field, duck_type: str, where: str) -> _Parse:
         parse = _Parse(value, "false", "", "")
     else:  # pragma: no cover - every contract type is handled above
         raise TypeError(f"no parser for {kind}")
+    parse = _bounded(column, parse)
     if not ok:
         raise contract_error(
             where,
@@ -268,6 +270,36 @@ def _parse(column: pa.Field, duck_type: str, where: str) -> _Parse:
         f"{x} IS NULL OR ({parse.bad})",
         f"{parse.problem or 'has bad values'} or is empty",
         f"{parse.fix or 'fill it'}; every row needs one",
+    )
+
+
+def _bounded(column: pa.Field, parse: _Parse) -> _Parse:
+    """`parse` with the column's `max_items` (lists) and `max_chars` (each text) checks added
+    to its own."""
+    chars, items = limit(column, "max_chars"), limit(column, "max_items")
+    is_list = pa.types.is_list(column.type)
+    checks, limits = [], []
+    if items is not None and is_list:
+        checks.append(f"len({parse.value}) > {items}")
+        limits.append(f"{items} entries")
+    if chars is not None:
+        checks.append(
+            f"len(list_filter({parse.value}, lambda s: length(s) > {chars})) > 0"
+            if is_list
+            else f"length({parse.value}) > {chars}"
+        )
+        limits.append(f"{chars} characters{' each' if is_list else ''}")
+    if not checks:
+        return parse
+    problem = f"holds values over the limit ({', '.join(limits)})"
+    fix = f"keep values within {' and '.join(limits)}"
+    if parse.bad == "false":
+        return _Parse(parse.value, " OR ".join(checks), problem, fix)
+    return _Parse(
+        parse.value,
+        " OR ".join([f"({parse.bad})", *checks]),
+        f"{parse.problem}, or {problem}",
+        f"{parse.fix}; {fix}",
     )
 
 
@@ -368,7 +400,12 @@ def _raise_bad_values(
     )
 
 
+EXAMPLE_CHARS = 80  # a value shown in a message is cut here (a 1 MB title stays off screen)
+
+
 def example(file: str, row: int, value: object) -> str:
-    """'<file> row <n>: <value>' ('empty' for a missing value)."""
+    """'<file> row <n>: <value>' ('empty' for a missing value; long values cut)."""
     shown = "empty" if value is None else repr(value)
+    if len(shown) > EXAMPLE_CHARS:
+        shown = f"{shown[:EXAMPLE_CHARS]}... ({len(shown)} characters)"
     return f"{file} row {row}: {shown}"

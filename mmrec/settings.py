@@ -19,6 +19,7 @@ from mmrec.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ONLINE_STORES = ("sqlite", "redis")
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: 1,000 events with every field at its longest are 400 kB
 
 
 class SettingsError(UserError):
@@ -33,23 +34,31 @@ class Settings:
     passed down; no other module reads or writes the environment. Variables (all optional):
 
     - MMREC_WORKSPACE: folder with feature_repo/ and data/ (default: the repository);
-    - MMREC_ONLINE_STORE (sqlite|redis), MMREC_REDIS_URL (host:port of the redis profile);
+    - MMREC_ONLINE_STORE (sqlite|redis), MMREC_REDIS_URL (the redis profile's Feast
+      connection string, host:port[,password=...]);
     - MMREC_TORCH_THREADS: threads per process for PyTorch work;
     - BENTOML_HOME: the BentoML store (default: <workspace>/data/bentoml);
     - MMREC_MILVUS_URI (a milvus-lite .db file or http://host:port; default
       <workspace>/data/index/milvus.db), MMREC_MILVUS_TOKEN ("user:password" or an API key);
     - serving (serving/config.py): MMREC_RECALL_MODEL / MMREC_RANK_MODEL (model tags),
       MMREC_SERVING_CLOCK (world|wall), MMREC_SERVING_WORKERS, MMREC_CANDIDATES,
-      MMREC_SNAPSHOT_REFRESH_S, MMREC_CHANNEL_QUOTAS and MMREC_MIX_QUOTAS (JSON objects).
+      MMREC_SNAPSHOT_REFRESH_S, MMREC_CHANNEL_QUOTAS and MMREC_MIX_QUOTAS (JSON objects);
+    - the service's front door (serving/guard.py): MMREC_API_TOKEN (writes need it as a bearer
+      token; MMREC_API_TOKEN_READS=1: reads too), MMREC_MAX_BODY_BYTES (default 1 MiB),
+      MMREC_BODY_TIMEOUT_S (seconds a request body may take to arrive, default 10).
+
+    Secrets (MMREC_API_TOKEN, MMREC_MILVUS_TOKEN, MMREC_REDIS_URL) come from the variable or
+    from the file its `<NAME>_FILE` variable names, and are left out of `repr`, so a logged
+    or printed Settings never shows them.
     """
 
     workspace: Path = REPO_ROOT
     online_store: str = "sqlite"
-    redis_url: str = "localhost:6379"
+    redis_url: str = field(default="localhost:6379", repr=False)  # may carry a password
     torch_threads: int = 2
     bentoml_home: Path | None = None  # None: the workspace's own store
     milvus_uri: str | None = None  # None: the workspace's milvus-lite file
-    milvus_token: str = ""
+    milvus_token: str = field(default="", repr=False)
     recall_model: str = "recall:latest"
     rank_model: str = "ranking:latest"
     serving_clock: str = "world"
@@ -58,6 +67,10 @@ class Settings:
     snapshot_refresh_s: float = 600.0
     channel_quotas: dict[str, Any] = field(default_factory=dict)
     mix_quotas: dict[str, Any] = field(default_factory=dict)
+    api_token: str = field(default="", repr=False)  # "": the service takes no token
+    api_token_reads: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout_s: float = 10.0
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -70,6 +83,10 @@ class Settings:
             raise SettingsError(f"torch threads must be >= 1, got {self.torch_threads}")
         if self.serving_workers < 1:
             raise SettingsError(f"MMREC_SERVING_WORKERS must be >= 1, got {self.serving_workers}")
+        if self.max_body_bytes < 1:
+            raise SettingsError(f"MMREC_MAX_BODY_BYTES must be >= 1, got {self.max_body_bytes}")
+        if not self.body_timeout_s > 0:
+            raise SettingsError(f"MMREC_BODY_TIMEOUT_S must be > 0, got {self.body_timeout_s}")
 
     @classmethod
     def from_env(
@@ -83,11 +100,11 @@ class Settings:
         return cls(
             workspace=Path(root).resolve(),
             online_store=env.get("MMREC_ONLINE_STORE", "sqlite"),
-            redis_url=env.get("MMREC_REDIS_URL", "localhost:6379"),
+            redis_url=_secret(env, "MMREC_REDIS_URL") or "localhost:6379",
             torch_threads=_number(env, "MMREC_TORCH_THREADS", 2, int),
             bentoml_home=Path(home).resolve() if home else None,
             milvus_uri=env.get("MMREC_MILVUS_URI") or None,
-            milvus_token=env.get("MMREC_MILVUS_TOKEN", ""),
+            milvus_token=_secret(env, "MMREC_MILVUS_TOKEN"),
             recall_model=env.get("MMREC_RECALL_MODEL", "recall:latest"),
             rank_model=env.get("MMREC_RANK_MODEL", "ranking:latest"),
             serving_clock=env.get("MMREC_SERVING_CLOCK", "world"),
@@ -96,6 +113,10 @@ class Settings:
             snapshot_refresh_s=_number(env, "MMREC_SNAPSHOT_REFRESH_S", 600.0, float),
             channel_quotas=_json_object(env, "MMREC_CHANNEL_QUOTAS"),
             mix_quotas=_json_object(env, "MMREC_MIX_QUOTAS"),
+            api_token=_secret(env, "MMREC_API_TOKEN"),
+            api_token_reads=_flag(env, "MMREC_API_TOKEN_READS"),
+            max_body_bytes=_number(env, "MMREC_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int),
+            body_timeout_s=_number(env, "MMREC_BODY_TIMEOUT_S", 10.0, float),
         )
 
     def environment(self) -> dict[str, str]:
@@ -167,6 +188,33 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> An
     except ValueError:
         what = "an integer" if kind is int else "a number"
         raise SettingsError(f"{name} must be {what}, got {text!r}") from None
+
+
+def _secret(env: Mapping[str, str], name: str) -> str:
+    """Variable `name`, else the stripped content of the file `<name>_FILE` names ("" when
+    neither is set). Messages name the variable and the file, never the value."""
+    value, path = env.get(name, ""), env.get(f"{name}_FILE", "")
+    if value and path:
+        raise SettingsError(f"set {name} or {name}_FILE, not both")
+    if not path:
+        return value
+    try:
+        return Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SettingsError(
+            f"{name}_FILE names {path}, which cannot be read ({type(err).__name__}): "
+            "point it at a readable text file holding the secret"
+        ) from None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """Variable `name` as a yes/no: 1/true/yes or 0/false/no/empty."""
+    text = env.get(name, "").strip().lower()
+    if text in ("", "0", "false", "no"):
+        return False
+    if text in ("1", "true", "yes"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0, got {text!r}")
 
 
 def _json_object(env: Mapping[str, str], name: str) -> dict:

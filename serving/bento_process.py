@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
+from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 
@@ -20,6 +22,10 @@ from mmrec.errors import UserError
 from mmrec.settings import REPO_ROOT, Settings
 
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
+# The exact versions the bento ships (`[tool.bentoml.build.python] requirements_txt`): every
+# distribution `[project] dependencies` pulls in, as installed where the bento is built.
+# `make pins` rewrites it; tests/test_serving_pins.py fails when it drifts from the venv.
+PINS_FILE = REPO_ROOT / "serving" / "requirements.lock.txt"
 
 
 def workspace_env(settings: Settings) -> dict[str, str]:
@@ -43,6 +49,37 @@ def build_bento(env: dict[str, str] | None = None, timeout_s: float = 600) -> st
     if out.returncode != 0 or not tags:
         raise BentoError(f"bentoml build failed ({out.returncode}):\n{out.stdout}{out.stderr}")
     return tags[-1].removeprefix("__tag__:")
+
+
+def pinned_requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
+    """`name==version` of every installed distribution the project's dependencies need,
+    following extras and environment markers; sorted by name. Raises BentoError naming a
+    dependency that is not installed."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    roots = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    pending = [(Requirement(text), "") for text in roots]
+    pins: dict[str, str] = {}
+    visited: set[tuple[str, str]] = set()
+    while pending:
+        requirement, extra = pending.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
+            continue
+        name = canonicalize_name(requirement.name)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            raise BentoError(
+                f"{requirement} is not installed: `make venv`, then `make pins`"
+            ) from None
+        pins[name] = f"{name}=={dist.version}"
+        for wanted in ("", *sorted(requirement.extras)):
+            if (name, wanted) in visited:
+                continue
+            visited.add((name, wanted))
+            pending += [(Requirement(text), wanted) for text in dist.requires or []]
+    return [pins[name] for name in sorted(pins)]
 
 
 class BentoServer:

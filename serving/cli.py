@@ -81,3 +81,18 @@ def screenshot(
         page.screenshot(path=str(out), full_page=True)
         cards = page.locator("#feed .card").count()
     console.print(f"wrote {out}: {cards} recommended items on the feed page")
+
+
+@app.command("pin")
+def pin() -> None:
+    """Write serving/requirements.lock.txt: the exact versions the bento ships (every package
+    the project's dependencies need, as installed in this venv)."""
+    from serving.bento_process import PINS_FILE, pinned_requirements
+
+    pins = pinned_requirements()
+    PINS_FILE.write_text(
+        "# The bento's Python packages, pinned: `make pins` (mmrec serve pin) writes this file.\n"
+        + "\n".join(pins)
+        + "\n"
+    )
+    console.print(f"{len(pins)} packages pinned in {PINS_FILE}")

@@ -8,6 +8,8 @@ MMREC_WORKSPACE, the index from MMREC_MILVUS_URI (mmrec/settings.py). Request bo
 validated by their pydantic models (serving/schemas.py): BentoML answers 400 with the field
 that failed. MMREC_SERVING_WORKERS processes (default 1: a milvus-lite file opens in one
 process; for more, serve the index with `mmrec index serve` and point MMREC_MILVUS_URI at it).
+In front of both APIs, serving/guard.py: the bearer token on writes (MMREC_API_TOKEN), the body
+size and time limits. Plain `bentoml serve` binds 127.0.0.1 (README: Security).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from starlette.responses import JSONResponse
 from mmrec.errors import UserError
 from mmrec.settings import Settings
 from serving.feed import PAGE, feed_app, parse_ids, recent_clicks
+from serving.guard import GuardConfig, RequestGuard
 from serving.schemas import EventsRequest, EventsResponse, RecommendRequest, RecommendResponse
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,8 @@ SERVICE_OPTIONS = {
     "workers": SETTINGS.serving_workers,
     "traffic": {"timeout": 30, "max_concurrency": 64},
     "resources": {"cpu": "2"},
+    # loopback unless `bentoml serve --host` says otherwise (README: Security)
+    "http": {"host": "127.0.0.1"},
 }
 
 
@@ -157,3 +162,6 @@ class Recommender:
             log.warning("not ready: %s", err)
             return False
         return self.pipeline.reader.snapshot_version > 0
+
+
+Recommender.add_asgi_middleware(RequestGuard, guard=GuardConfig.from_settings(SETTINGS))

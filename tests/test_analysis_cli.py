@@ -55,6 +55,37 @@ def test_bad_sql_exits_2_with_duckdbs_message(
     assert "Traceback" not in output
 
 
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [
+        ("COPY (SELECT * FROM items) TO '{out}'", "COPY statements are refused"),
+        ("EXPORT DATABASE '{folder}'", "EXPORT statements are refused"),
+        ("ATTACH '{out}.db' AS other", "ATTACH statements are refused"),
+        ("INSTALL httpfs", "LOAD statements are refused"),
+        ("SELECT 1; PRAGMA enable_profiling", "PRAGMA statements are refused"),
+        ("SET enable_external_access = true", "SET statements are refused"),
+        ("CREATE TABLE copied AS SELECT * FROM items", "CREATE statements are refused"),
+        ("SELECT * FROM read_text('{secret}')", "file system operations are disabled"),
+    ],
+)
+def test_sql_is_read_only_and_writes_no_file(
+    known_world: Settings,  # noqa: F811
+    tmp_path: Path,
+    statement: str,
+    message: str,
+) -> None:
+    """`mmrec sql` runs SELECTs over the views and nothing else: a COPY TO (or any writing
+    statement) exits 2 saying so, and no file appears; files outside the workspace's data
+    cannot be read either."""
+    out, secret = tmp_path / "stolen.csv", tmp_path / "secret.txt"
+    secret.write_text("not for the analyst")
+    query = statement.format(out=out, folder=tmp_path / "export", secret=secret)
+    code, output = invoke("sql", query, "--workspace", str(known_world.workspace))
+    assert code == 2, output
+    assert "error:" in output and message in output and "Traceback" not in output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.txt"]
+
+
 def test_analyze_query_lists_queries_with_their_missing_views(tmp_path: Path) -> None:
     code, output = invoke("analyze", "query", "--workspace", str(tmp_path))
     assert code == 0, output

@@ -46,9 +46,39 @@ def test_variables_override_and_round_trip_to_a_child(tmp_path: Path) -> None:
         ("MMREC_TORCH_THREADS", "two", "MMREC_TORCH_THREADS"),
         ("MMREC_SERVING_WORKERS", "0", "MMREC_SERVING_WORKERS"),
         ("MMREC_MIX_QUOTAS", "[1]", "MMREC_MIX_QUOTAS"),
+        ("MMREC_MAX_BODY_BYTES", "0", "MMREC_MAX_BODY_BYTES"),
+        ("MMREC_BODY_TIMEOUT_S", "-1", "MMREC_BODY_TIMEOUT_S"),
+        ("MMREC_API_TOKEN_READS", "maybe", "MMREC_API_TOKEN_READS"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, needle: str) -> None:
     with pytest.raises(SettingsError, match=needle) as caught:
         Settings.from_env(environ={name: value})
     assert isinstance(caught.value, UserError)
+
+
+SECRETS = ("MMREC_API_TOKEN", "MMREC_MILVUS_TOKEN", "MMREC_REDIS_URL")
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_secrets_come_from_the_variable_or_its_file_and_stay_out_of_repr(
+    tmp_path: Path, name: str
+) -> None:
+    planted = "planted-s3cret-value"
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(f"{planted}\n")
+    from_file = Settings.from_env(environ={f"{name}_FILE": str(secret_file)})
+    from_variable = Settings.from_env(environ={name: planted})
+    field = {"MMREC_API_TOKEN": "api_token", "MMREC_MILVUS_TOKEN": "milvus_token"}.get(
+        name, "redis_url"
+    )
+    assert getattr(from_file, field) == getattr(from_variable, field) == planted
+    assert planted not in repr(from_file) and planted not in repr(from_variable)
+
+
+def test_a_secret_file_that_cannot_be_read_names_the_file_not_a_value(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(SettingsError, match=r"MMREC_API_TOKEN_FILE names .*nope"):
+        Settings.from_env(environ={"MMREC_API_TOKEN_FILE": str(missing)})
+    with pytest.raises(SettingsError, match="not both"):
+        Settings.from_env(environ={"MMREC_API_TOKEN": "a", "MMREC_API_TOKEN_FILE": str(missing)})
