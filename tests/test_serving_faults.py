@@ -249,7 +249,7 @@ def test_a_failing_snapshot_reload_keeps_serving_the_previous_snapshot(service: 
     """With Redis down every request is served without user features, so the answer to one
     request depends only on the item snapshot: it must not change while reloads fail."""
 
-    def ask() -> dict:
+    def ask() -> list[tuple[int, float]]:
         body = {"user_id": service.users[0], "scene": "home", "k": 10}
         resp = httpx.post(f"{service.url}/recommend", json=body, timeout=60)
         assert resp.status_code == 200, resp.text
@@ -286,7 +286,9 @@ def full_disk(service: Service) -> Iterator[Path]:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (run as root to test a full disk): {mount.stderr}")
+        pytest.skip(
+            f"cannot mount a tmpfs (run as root to test a full disk): {mount.stderr.strip()}"
+        )
     try:
         yield folder / "filler"
     finally:
