@@ -96,6 +96,12 @@ bench-serving-100k: venv
 	mkdir -p bench/reported
 	cp bench/results/serving-100k.json bench/results/serving-100k.png bench/reported/
 
+## bench-soak: mixed /recommend + /events at concurrency 8 for MINUTES (default 10) on 2 workers (after make demo); 5xx, p99 and worker RSS per minute to bench/results/soak.json
+MINUTES ?= 10
+.PHONY: bench-soak
+bench-soak: venv
+	$(BIN)/python -m bench.soak_bench --minutes $(MINUTES)
+
 ## bench-content: encoder throughput (text, image, video) and the ONNX Runtime option
 .PHONY: bench-content
 bench-content: venv
@@ -115,4 +121,4 @@ clean:
 ## clean-bench: remove the bench-scale world and benchmark results (slow to rebuild)
 .PHONY: clean-bench
 clean-bench:
-	rm -rf bench/results bench/workspace
+	rm -rf bench/results bench/workspace bench/workspace-soak

@@ -22,7 +22,6 @@ import argparse
 import json
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -195,36 +194,12 @@ def run_child(mode: str, settings: Settings, rows_file: Path, chunk_rows: int) -
     )
 
 
-def _redis(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
-
-
 def materialize_and_read(settings: Settings, reps: int) -> dict:
     from mmrec.feast_store import apply_repo, materialize, open_store
     from mmrec.world_manifest import world_end
 
     end = world_end(settings)
-    from index.server import free_port
+    from mmrec.loopback import RedisServer
     from serving.online_features import CandidateFeatureReader
 
     items = pd.read_parquet(settings.offline_dir / "item_stats").item_id.unique()
@@ -236,11 +211,10 @@ def materialize_and_read(settings: Settings, reps: int) -> dict:
     ).user_id.unique()
     rng = np.random.default_rng(0)
     out = {}
-    port = free_port()
-    redis = _redis(port)
+    redis = RedisServer(settings.data_dir / "redis-bench").start()
     try:
         for backend in ("sqlite", "redis"):
-            cfg = replace(settings, online_store=backend, redis_url=f"127.0.0.1:{port}")
+            cfg = replace(settings, online_store=backend, redis_url=redis.url)
             apply_repo(cfg)
             store = open_store(cfg)
             start = time.perf_counter()
@@ -280,7 +254,7 @@ def materialize_and_read(settings: Settings, reps: int) -> dict:
                 },
             }
     finally:
-        redis.terminate()
+        redis.stop()
     return out
 
 

@@ -48,7 +48,8 @@ RESULTS = REPO_ROOT / "bench" / "results"
 STAGES = ("features", "recall", "rank", "mix", "total")
 
 
-def _pcts(values: list[float]) -> dict[str, float]:
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50 and p99 of `values` (NaN when there are none), rounded to 0.01."""
     if not values:
         return {"p50": float("nan"), "p99": float("nan")}
     return {
@@ -92,10 +93,10 @@ async def run_level(
         "requests": len(latencies),
         "seconds": round(elapsed, 2),
         "throughput_rps": round(len(latencies) / elapsed, 2),
-        "latency_ms": _pcts(latencies),
+        "latency_ms": percentiles(latencies),
         "status_counts": {str(k): v for k, v in sorted(statuses.items())},
         "candidates_ranked_median": float(np.median(candidates)) if candidates else 0.0,
-        "service_stage_ms": {stage: _pcts(values) for stage, values in stages.items()},
+        "service_stage_ms": {stage: percentiles(values) for stage, values in stages.items()},
     }
 
 
@@ -174,13 +175,22 @@ def run_levels(url: str, users: list[int], args: argparse.Namespace, label: str)
     return levels
 
 
-def worker_rss_mb(server: BentoServer) -> list[float]:
-    """Resident memory of each service worker (the children of `bentoml serve` that loaded it)."""
+def worker_rss_by_pid(server: BentoServer) -> dict[int, float]:
+    """Resident memory (MB) of each service worker (the children of `bentoml serve` that
+    loaded it), by process id."""
     import psutil
 
     children = psutil.Process(server.pid).children(recursive=True)
-    rss = [c.memory_info().rss / 2**20 for c in children if "worker" in " ".join(c.cmdline())]
-    return sorted(round(r, 1) for r in rss)
+    return {
+        c.pid: round(c.memory_info().rss / 2**20, 1)
+        for c in children
+        if "worker" in " ".join(c.cmdline())
+    }
+
+
+def worker_rss_mb(server: BentoServer) -> list[float]:
+    """Resident memory (MB) of each service worker, smallest first."""
+    return sorted(worker_rss_by_pid(server).values())
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -21,17 +20,9 @@ from milvus_lite.server import Server
 
 from index.connection import check_uri, connect, held_by_another_process
 from index.errors import IndexConnectionError, IndexLockedError
+from mmrec.loopback import LOOPBACK, free_port
 
 logger = logging.getLogger(__name__)
-
-LOOPBACK = "127.0.0.1"
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free on `host` a moment ago."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class LiteServer:

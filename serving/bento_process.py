@@ -17,8 +17,8 @@ from types import TracebackType
 
 import httpx
 
-from index.server import free_port
 from mmrec.errors import UserError
+from mmrec.loopback import free_port
 from mmrec.settings import REPO_ROOT, Settings
 
 BENTOML = str(Path(sys.executable).with_name("bentoml"))

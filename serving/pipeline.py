@@ -28,7 +28,7 @@ from mmrec.settings import Settings
 from mmrec.world_manifest import world_end
 from serving.config import ServingConfig
 from serving.mixing import item_values, mix
-from serving.online_features import CandidateFeatureReader
+from serving.online_features import CandidateFeatureReader, fail_fast
 from serving.ranker import OnlineRanker, RankedCandidates, load_ranking_model
 from serving.recall import RecallStage, Seeds
 from serving.schemas import RecommendedItem, RecommendRequest, RecommendResponse
@@ -63,6 +63,7 @@ class RecommendationPipeline:
         self.settings = settings
         self.config = config or ServingConfig.from_settings(settings)
         self.store = store or open_store(settings)
+        fail_fast(self.store)  # a request answers degraded rather than wait for Redis
         self.recall_model = load_recall_model(settings, self.config.recall_model)
         self.index = ContentIndex(
             open_index(settings, milvus_uri), refresh_s=self.config.index_refresh_s

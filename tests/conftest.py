@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -16,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from index.server import LiteServer, free_port
+from index.server import LiteServer
+from mmrec.loopback import RedisServer, redis_installed
 from mmrec.settings import REPO_ROOT, Settings
 
 TINY_SEED = 1
@@ -97,36 +96,30 @@ def feature_store(tiny_world: Settings):
     return open_store(tiny_world)
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """A real redis-server on a free loopback port, without persistence; stopped at the end."""
-    binary = shutil.which("redis-server")
-    if binary is None:  # README's `make test` needs nothing installed by hand: skip, say how
+def redis_server(folder: Path, *, appendonly: bool = False) -> RedisServer:
+    """A started `mmrec.loopback.RedisServer`; skips the test when redis-server is missing."""
+    if not redis_installed():  # README's `make test` needs nothing installed by hand: skip, say how
         pytest.skip("no redis-server: `apt-get install redis-server` runs the Redis tests")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("redis-server did not start")
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    return RedisServer(folder, appendonly=appendonly).start()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free loopback port, without persistence; stopped at the end."""
+    server = redis_server(tmp_path_factory.mktemp("redis"))
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="session")
 def redis_world(tiny_world: Settings, redis_url: str) -> Settings:
     """The tiny world's features materialized into the Redis online store as well."""
-    settings = replace(tiny_world, online_store="redis", redis_url=redis_url)
+    return materialized_into_redis(tiny_world, redis_url)
+
+
+def materialized_into_redis(settings: Settings, redis_url: str) -> Settings:
+    """`settings` on the Redis online store at `redis_url`, its features applied and
+    materialized there (`mmrec features apply/materialize --online-store redis`)."""
     ws = str(settings.workspace)
     runner_env = {"MMREC_REDIS_URL": redis_url}
     for args in (["features", "apply"], ["features", "materialize"]):
@@ -134,7 +127,7 @@ def redis_world(tiny_world: Settings, redis_url: str) -> Settings:
             app, [*args, "--workspace", ws, "--online-store", "redis"], env=runner_env
         )
         assert result.exit_code == 0, result.output
-    return settings
+    return replace(settings, online_store="redis", redis_url=redis_url)
 
 
 @pytest.fixture(scope="session")
