@@ -19,6 +19,7 @@ from mmrec.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ONLINE_STORES = ("sqlite", "redis")
+OFFLINE_STORES = ("duckdb", "spark")
 
 
 class SettingsError(UserError):
@@ -33,7 +34,9 @@ class Settings:
     passed down; no other module reads or writes the environment. Variables (all optional):
 
     - MMREC_WORKSPACE: folder with feature_repo/ and data/ (default: the repository);
-    - MMREC_ONLINE_STORE (sqlite|redis), MMREC_REDIS_URL (host:port of the redis profile);
+    - MMREC_ONLINE_STORE (sqlite|redis), MMREC_REDIS_URL (host:port of the redis profile, may
+      carry ",password=...,ssl=true" as Feast's Redis connection string does);
+    - MMREC_OFFLINE_STORE (duckdb|spark): the engine of point-in-time joins and materialization;
     - MMREC_TORCH_THREADS: threads per process for PyTorch work;
     - BENTOML_HOME: the BentoML store (default: <workspace>/data/bentoml);
     - MMREC_MILVUS_URI (a milvus-lite .db file or http://host:port; default
@@ -45,6 +48,7 @@ class Settings:
 
     workspace: Path = REPO_ROOT
     online_store: str = "sqlite"
+    offline_store: str = "duckdb"
     redis_url: str = "localhost:6379"
     torch_threads: int = 2
     bentoml_home: Path | None = None  # None: the workspace's own store
@@ -66,6 +70,11 @@ class Settings:
                 f"online store {self.online_store!r} is not supported; "
                 f"use one of {', '.join(ONLINE_STORES)} (MMREC_ONLINE_STORE)"
             )
+        if self.offline_store not in OFFLINE_STORES:
+            raise SettingsError(
+                f"offline store {self.offline_store!r} is not supported; "
+                f"use one of {', '.join(OFFLINE_STORES)} (MMREC_OFFLINE_STORE)"
+            )
         if self.torch_threads < 1:
             raise SettingsError(f"torch threads must be >= 1, got {self.torch_threads}")
         if self.serving_workers < 1:
@@ -83,6 +92,7 @@ class Settings:
         return cls(
             workspace=Path(root).resolve(),
             online_store=env.get("MMREC_ONLINE_STORE", "sqlite"),
+            offline_store=env.get("MMREC_OFFLINE_STORE", "duckdb"),
             redis_url=env.get("MMREC_REDIS_URL", "localhost:6379"),
             torch_threads=_number(env, "MMREC_TORCH_THREADS", 2, int),
             bentoml_home=Path(home).resolve() if home else None,
@@ -104,6 +114,7 @@ class Settings:
         return {
             "MMREC_WORKSPACE": str(self.workspace),
             "MMREC_ONLINE_STORE": self.online_store,
+            "MMREC_OFFLINE_STORE": self.offline_store,
             "MMREC_REDIS_URL": self.redis_url,
             "MMREC_TORCH_THREADS": str(self.torch_threads),
             "BENTOML_HOME": str(self.model_store_dir),
