@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -37,6 +38,7 @@ class Settings:
     - MMREC_ONLINE_STORE (sqlite|redis), MMREC_REDIS_URL (host:port of the redis profile, may
       carry ",password=...,ssl=true" as Feast's Redis connection string does);
     - MMREC_OFFLINE_STORE (duckdb|spark): the engine of point-in-time joins and materialization;
+      MMREC_SPARK_DRIVER_MEMORY (JVM size, e.g. 1g): the Spark driver, which holds a joined chunk;
     - MMREC_TORCH_THREADS: threads per process for PyTorch work;
     - BENTOML_HOME: the BentoML store (default: <workspace>/data/bentoml);
     - MMREC_MILVUS_URI (a milvus-lite .db file or http://host:port; default
@@ -49,6 +51,9 @@ class Settings:
     workspace: Path = REPO_ROOT
     online_store: str = "sqlite"
     offline_store: str = "duckdb"
+    # toPandas() gathers a joined chunk in the driver: 1g holds the tiny world's training sets,
+    # not 20k ranking rows of 1,664 embedding floats each (Java heap OOM, bench/spark_offline_bench.py)
+    spark_driver_memory: str = "1g"
     redis_url: str = "localhost:6379"
     torch_threads: int = 2
     bentoml_home: Path | None = None  # None: the workspace's own store
@@ -75,6 +80,11 @@ class Settings:
                 f"offline store {self.offline_store!r} is not supported; "
                 f"use one of {', '.join(OFFLINE_STORES)} (MMREC_OFFLINE_STORE)"
             )
+        if not re.fullmatch(r"[1-9][0-9]*[kmgt]", self.spark_driver_memory):
+            raise SettingsError(
+                f"MMREC_SPARK_DRIVER_MEMORY must be a JVM size such as 1g or 4096m, "
+                f"got {self.spark_driver_memory!r}"
+            )
         if self.torch_threads < 1:
             raise SettingsError(f"torch threads must be >= 1, got {self.torch_threads}")
         if self.serving_workers < 1:
@@ -93,6 +103,7 @@ class Settings:
             workspace=Path(root).resolve(),
             online_store=env.get("MMREC_ONLINE_STORE", "sqlite"),
             offline_store=env.get("MMREC_OFFLINE_STORE", "duckdb"),
+            spark_driver_memory=env.get("MMREC_SPARK_DRIVER_MEMORY", "1g"),
             redis_url=env.get("MMREC_REDIS_URL", "localhost:6379"),
             torch_threads=_number(env, "MMREC_TORCH_THREADS", 2, int),
             bentoml_home=Path(home).resolve() if home else None,
@@ -115,6 +126,7 @@ class Settings:
             "MMREC_WORKSPACE": str(self.workspace),
             "MMREC_ONLINE_STORE": self.online_store,
             "MMREC_OFFLINE_STORE": self.offline_store,
+            "MMREC_SPARK_DRIVER_MEMORY": self.spark_driver_memory,
             "MMREC_REDIS_URL": self.redis_url,
             "MMREC_TORCH_THREADS": str(self.torch_threads),
             "BENTOML_HOME": str(self.model_store_dir),

@@ -52,6 +52,7 @@ def test_variables_override_and_round_trip_to_a_child(tmp_path: Path) -> None:
     [
         ("MMREC_ONLINE_STORE", "cassandra", "MMREC_ONLINE_STORE"),
         ("MMREC_OFFLINE_STORE", "bigquery", "MMREC_OFFLINE_STORE"),
+        ("MMREC_SPARK_DRIVER_MEMORY", "4 GB", "MMREC_SPARK_DRIVER_MEMORY"),
         ("MMREC_TORCH_THREADS", "two", "MMREC_TORCH_THREADS"),
         ("MMREC_SERVING_WORKERS", "0", "MMREC_SERVING_WORKERS"),
         ("MMREC_MIX_QUOTAS", "[1]", "MMREC_MIX_QUOTAS"),
