@@ -97,30 +97,37 @@ def feature_store(tiny_world: Settings):
     return open_store(tiny_world)
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """A real redis-server on a free loopback port, without persistence; stopped at the end."""
+@contextmanager
+def redis_server(*options: str) -> Iterator[str]:
+    """A real redis-server on a free loopback port, without persistence, with extra command-line
+    `options` (e.g. "--requirepass", "..."); yields host:port and stops it at the end."""
     binary = shutil.which("redis-server")
     if binary is None:  # README's `make test` needs nothing installed by hand: skip, say how
         pytest.skip("no redis-server: `apt-get install redis-server` runs the Redis tests")
     port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("redis-server did not start")
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    loopback = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen([binary, *loopback, *options], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("redis-server did not start")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server on loopback for the session (redis_server)."""
+    with redis_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
