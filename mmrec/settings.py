@@ -52,7 +52,7 @@ class Settings:
     online_store: str = "sqlite"
     offline_store: str = "duckdb"
     # toPandas() gathers a joined chunk in the driver: 1g holds the tiny world's training sets,
-    # not 20k ranking rows of 1,664 embedding floats each (Java heap OOM, bench/spark_offline_bench.py)
+    # not 14k ranking rows of 1,664 embedding floats each (Java heap OOM, bench/spark_offline_bench.py)
     spark_driver_memory: str = "1g"
     redis_url: str = "localhost:6379"
     torch_threads: int = 2
