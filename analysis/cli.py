@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from mmrec.cli_common import (
+    OfflineStore,
     OnlineStore,
     StageApp,
     Workspace,
@@ -70,11 +71,12 @@ def analyze_views(
     chunk: Annotated[int, typer.Option(help="Entities per online read.")] = 1000,
     workspace: Workspace = None,
     online_store: OnlineStore = None,
+    offline_store: OfflineStore = None,
 ) -> None:
     """Export the online store to Parquet and write data/analysis/views.sql."""
     from analysis.pipeline import refresh
 
-    settings = cli_settings(workspace, online_store)
+    settings = cli_settings(workspace, online_store, offline_store)
     refreshed = refresh(settings, _store(settings), chunk=chunk)
     for stats in refreshed.export.values():
         console.print(
@@ -149,9 +151,10 @@ def analyze_skew(
     ] = None,
     workspace: Workspace = None,
     online_store: OnlineStore = None,
+    offline_store: OfflineStore = None,
 ) -> None:
     """Compare online values with offline point-in-time values; exit 1 on any mismatch."""
-    settings = cli_settings(workspace, online_store)
+    settings = cli_settings(workspace, online_store, offline_store)
     frame = _skew(settings, _store(settings), sample, seed, end, view)
     bad = frame[frame.mismatches > 0]
     console.print(_frame_table(frame if bad.empty else bad, "train/serve skew", len(frame)))
@@ -171,12 +174,13 @@ def analyze_report(
     chunk: Annotated[int, typer.Option(help="Entities per online read.")] = 1000,
     workspace: Workspace = None,
     online_store: OnlineStore = None,
+    offline_store: OfflineStore = None,
 ) -> None:
     """Export, run every ready query and the skew check, write data/analysis/report.md + PNGs."""
     from analysis.pipeline import open_session, refresh
     from analysis.report import write_report
 
-    settings = cli_settings(workspace, online_store)
+    settings = cli_settings(workspace, online_store, offline_store)
     store = _store(settings)
     refreshed = refresh(settings, store, chunk=chunk)
     skew = _skew(settings, store, skew_sample, seed, end, None) if skew_sample > 0 else None

@@ -7,7 +7,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mmrec.cli_common import OnlineStore, StageApp, Workspace, cli_settings, console
+from mmrec.cli_common import (
+    OfflineStore,
+    OnlineStore,
+    StageApp,
+    Workspace,
+    cli_settings,
+    console,
+)
 from mmrec.vocab import RANKING_SERVICE, RECALL_SERVICE
 
 app = StageApp(help="Offline pipelines and the Feast feature store.")
@@ -30,11 +37,15 @@ def features_build(
 
 
 @app.command("apply")
-def features_apply(workspace: Workspace = None, online_store: OnlineStore = None) -> None:
+def features_apply(
+    workspace: Workspace = None,
+    online_store: OnlineStore = None,
+    offline_store: OfflineStore = None,
+) -> None:
     """Register the feature repo's definitions (runs `feast apply` in feature_repo/)."""
     from mmrec.feast_store import apply_repo
 
-    console.print(apply_repo(cli_settings(workspace, online_store)) or "applied")
+    console.print(apply_repo(cli_settings(workspace, online_store, offline_store)) or "applied")
 
 
 @app.command("materialize")
@@ -47,12 +58,13 @@ def features_materialize(
     ] = None,
     workspace: Workspace = None,
     online_store: OnlineStore = None,
+    offline_store: OfflineStore = None,
 ) -> None:
     """Load the latest feature values within each view's TTL into the online store."""
     from mmrec.feast_store import materialize, open_store
     from mmrec.world_manifest import time_or_world_end
 
-    settings = cli_settings(workspace, online_store)
+    settings = cli_settings(workspace, online_store, offline_store)
     until = time_or_world_end(settings, end)
     windows = materialize(open_store(settings), until, view)
     for name, ttl in windows.items():
@@ -70,12 +82,13 @@ def features_show(
     ] = RANKING_SERVICE,
     workspace: Workspace = None,
     online_store: OnlineStore = None,
+    offline_store: OfflineStore = None,
 ) -> None:
     """Read one (user, item) row of a feature service from the online store."""
     from mmrec.feast_store import open_store
     from mmrec.world_manifest import world_end
 
-    settings = cli_settings(workspace, online_store)
+    settings = cli_settings(workspace, online_store, offline_store)
     store = open_store(settings)
     try:
         feature_service = store.get_feature_service(service)

@@ -1,30 +1,42 @@
-"""Offline sources (Parquet written by feature_pipelines/, read by the DuckDB offline store)
-and the push source that streams fresh behaviour sequences to the online store.
+"""Offline sources (Parquet written by feature_pipelines/) and the push source that streams
+fresh behaviour sequences to the online store.
+
+One definition, two engines: under the DuckDB offline store (default) each source is a
+FileSource; under the Spark offline store a SparkSource over the same files, since Feast's Spark
+store accepts nothing else (`SparkOfflineStore.get_historical_features` raises "requires
+SparkSource or IcebergSource"). `feast apply` runs with MMREC_OFFLINE_STORE set by mmrec
+(mmrec/feast_store.py), as the Redis profile's yaml reads MMREC_REDIS_URL.
 
 Feast's DuckDB offline store opens a FileSource path as given (relative to the process's
 working directory, not the repo), so paths are absolute: the workspace's data/offline folder
 next to this feature repo.
 """
 
+import os
 from pathlib import Path
 
 from feast import FileSource, PushSource, RequestSource
 from feast.data_format import ParquetFormat
+from feast.data_source import DataSource
 from feast.field import Field
+from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 from feast.types import Int64
 
 OFFLINE_DIR = Path(__file__).resolve().parent.parent / "data" / "offline"
+OFFLINE_STORE = os.environ.get("MMREC_OFFLINE_STORE", "duckdb")
 
 
-def offline_source(name: str, description: str) -> FileSource:
-    """A FileSource over every day partition of one offline source."""
-    return FileSource(
-        name=f"{name}_source",
-        path=str(OFFLINE_DIR / name / "*" / "*.parquet"),
-        file_format=ParquetFormat(),
-        timestamp_field="event_timestamp",
-        description=description,
-    )
+def offline_source(name: str, description: str) -> DataSource:
+    """A source over every day partition of one offline source, of the offline store's type."""
+    common = {
+        "name": f"{name}_source",
+        "path": str(OFFLINE_DIR / name / "*" / "*.parquet"),
+        "timestamp_field": "event_timestamp",
+        "description": description,
+    }
+    if OFFLINE_STORE == "spark":
+        return SparkSource(file_format="parquet", **common)
+    return FileSource(file_format=ParquetFormat(), **common)
 
 
 # Last-N items and SKUs per behaviour type, snapshot at the end of each active day.

@@ -38,6 +38,10 @@ OnlineStore = Annotated[
     str | None,
     typer.Option("--online-store", help="sqlite (default) or redis (MMREC_ONLINE_STORE)."),
 ]
+OfflineStore = Annotated[
+    str | None,
+    typer.Option("--offline-store", help="duckdb (default) or spark (MMREC_OFFLINE_STORE)."),
+]
 
 
 def fail(message: str) -> typer.Exit:
@@ -46,10 +50,13 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def cli_settings(workspace: Path | None, online_store: str | None = None) -> Settings:
+def cli_settings(
+    workspace: Path | None, online_store: str | None = None, offline_store: str | None = None
+) -> Settings:
     """The settings of one command: the environment, overridden by the command's options."""
     settings = Settings.from_env(workspace)
-    return replace(settings, online_store=online_store) if online_store else settings
+    stores = {"online_store": online_store, "offline_store": offline_store}
+    return replace(settings, **{name: value for name, value in stores.items() if value})
 
 
 def exits_on_user_error(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -26,15 +26,25 @@ class FeatureStoreError(UserError):
     """The feature store cannot do what was asked; the message says what to run first."""
 
 
+# feature_store*.yaml per (offline store, online store). Each offline profile keeps its own
+# registry: a registry stores its sources, and the Spark store reads only SparkSources.
+PROFILES = {
+    ("duckdb", "sqlite"): "feature_store.yaml",
+    ("duckdb", "redis"): "feature_store.redis.yaml",
+    ("spark", "sqlite"): "feature_store.spark.yaml",
+    ("spark", "redis"): "feature_store.spark.redis.yaml",
+}
+
+
 def store_yaml(settings: Settings) -> Path:
-    """The feature_store*.yaml of the selected online-store profile."""
-    name = "feature_store.yaml" if settings.online_store == "sqlite" else "feature_store.redis.yaml"
-    return settings.feature_repo / name
+    """The feature_store*.yaml of the selected offline- and online-store profile."""
+    return settings.feature_repo / PROFILES[(settings.offline_store, settings.online_store)]
 
 
 def feast_env(settings: Settings) -> dict[str, str]:
     """The environment of a `feast` child process: ours plus the settings' (MMREC_REDIS_URL
-    feeds the redis profile's yaml)."""
+    feeds the redis profile's yaml, MMREC_OFFLINE_STORE picks the sources' type in
+    feature_repo/data_sources.py)."""
     return {**os.environ, **settings.environment()}
 
 
@@ -54,11 +64,23 @@ def open_store(settings: Settings):
     """A FeatureStore for the workspace; reuse one per process (it caches the registry)."""
     from feast import FeatureStore
 
-    if not (settings.data_dir / "feast" / "registry.db").exists():
+    flag = (
+        "" if settings.offline_store == "duckdb" else f" --offline-store {settings.offline_store}"
+    )
+    if not store_yaml(settings).exists():
         raise FeatureStoreError(
-            f"no feature registry in {settings.data_dir / 'feast'}: run `mmrec features apply` first"
+            f"no {store_yaml(settings).name} in {settings.feature_repo}: copy the repository's "
+            f"feature_repo/ into the workspace, then run `mmrec features apply{flag}`"
         )
-    return FeatureStore(repo_path=str(settings.feature_repo), config=repo_config(settings))
+    config = repo_config(settings)
+    registry = Path(config.registry.path)
+    registry = registry if registry.is_absolute() else settings.feature_repo / registry
+    if not registry.exists():
+        raise FeatureStoreError(
+            f"no feature registry {registry.name} in {registry.parent}: "
+            f"run `mmrec features apply{flag}` first"
+        )
+    return FeatureStore(repo_path=str(settings.feature_repo), config=config)
 
 
 def apply_repo(settings: Settings) -> str:
@@ -141,7 +163,8 @@ def historical_features(store, service, entity_df):
     call, item embeddings (1,664 floats a row) included; asked alone, they join only their
     source views. Same values, 3.9-5.2x faster on 20k rows of the `ranking` service
     (bench/pit_split_bench.py). Returns the entity rows in their order with every feature of
-    the service.
+    the service; the entity rows' own columns are the ones given, whatever the offline store
+    hands back (Spark returns timestamps zone-less, as datetime64[ns] in UTC wall time).
     """
     groups = service_refs_by_entity(store, service)
     on_demand = groups.pop(ON_DEMAND, [])
@@ -152,4 +175,7 @@ def historical_features(store, service, entity_df):
         extra = store.get_historical_features(entity_df=rows, features=on_demand).to_df()
         names = [ref.split(":", 1)[1] for ref in on_demand]
         frame = frame.merge(extra[[ROW_ID, *names]], on=ROW_ID, how="left")
-    return frame.sort_values(ROW_ID).drop(columns=ROW_ID).reset_index(drop=True)
+    frame = frame.sort_values(ROW_ID).drop(columns=ROW_ID).reset_index(drop=True)
+    for column in entity_df.columns:
+        frame[column] = entity_df[column].array  # positional: both are in the rows' order
+    return frame

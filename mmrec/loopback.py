@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
@@ -35,10 +36,13 @@ class RedisServer:
 
     `appendonly`: every write is in the append-only file in `folder`, fsync'd before Redis
     answers, so a killed server restarts with all it acknowledged (as a production online
-    store runs); without it the server keeps nothing on disk.
+    store runs); without it the server keeps nothing on disk. `options`: more command-line
+    options (e.g. "--requirepass", "...").
     """
 
-    def __init__(self, folder: Path, *, appendonly: bool = False) -> None:
+    def __init__(
+        self, folder: Path, *, appendonly: bool = False, options: Sequence[str] = ()
+    ) -> None:
         binary = shutil.which(REDIS_BINARY)
         if binary is None:
             raise FileNotFoundError(f"no {REDIS_BINARY} on PATH: `apt-get install redis-server`")
@@ -48,7 +52,7 @@ class RedisServer:
         durability = ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else []
         self.command = [
             binary, "--port", str(self.port), "--bind", LOOPBACK, "--dir", str(folder),
-            "--save", "", "--appendonly", "no", *durability,
+            "--save", "", "--appendonly", "no", *durability, *options,
         ]  # fmt: skip
         self._proc: subprocess.Popen | None = None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -19,6 +20,7 @@ from mmrec.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ONLINE_STORES = ("sqlite", "redis")
+OFFLINE_STORES = ("duckdb", "spark")
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: 1,000 events with every field at its longest are 400 kB
 
 
@@ -35,7 +37,9 @@ class Settings:
 
     - MMREC_WORKSPACE: folder with feature_repo/ and data/ (default: the repository);
     - MMREC_ONLINE_STORE (sqlite|redis), MMREC_REDIS_URL (the redis profile's Feast
-      connection string, host:port[,password=...]);
+      connection string, host:port[,password=...,ssl=true]);
+    - MMREC_OFFLINE_STORE (duckdb|spark): the engine of point-in-time joins and materialization;
+      MMREC_SPARK_DRIVER_MEMORY (JVM size, e.g. 1g): the Spark driver, which holds a joined chunk;
     - MMREC_TORCH_THREADS: threads per process for PyTorch work;
     - BENTOML_HOME: the BentoML store (default: <workspace>/data/bentoml);
     - MMREC_MILVUS_URI (a milvus-lite .db file or http://host:port; default
@@ -54,6 +58,10 @@ class Settings:
 
     workspace: Path = REPO_ROOT
     online_store: str = "sqlite"
+    offline_store: str = "duckdb"
+    # toPandas() gathers a joined chunk in the driver: 1g holds the tiny world's training sets,
+    # not 14k ranking rows of 1,664 embedding floats each (Java heap OOM, bench/spark_offline_bench.py)
+    spark_driver_memory: str = "1g"
     redis_url: str = field(default="localhost:6379", repr=False)  # may carry a password
     torch_threads: int = 2
     bentoml_home: Path | None = None  # None: the workspace's own store
@@ -79,6 +87,16 @@ class Settings:
                 f"online store {self.online_store!r} is not supported; "
                 f"use one of {', '.join(ONLINE_STORES)} (MMREC_ONLINE_STORE)"
             )
+        if self.offline_store not in OFFLINE_STORES:
+            raise SettingsError(
+                f"offline store {self.offline_store!r} is not supported; "
+                f"use one of {', '.join(OFFLINE_STORES)} (MMREC_OFFLINE_STORE)"
+            )
+        if not re.fullmatch(r"[1-9][0-9]*[kmgt]", self.spark_driver_memory):
+            raise SettingsError(
+                f"MMREC_SPARK_DRIVER_MEMORY must be a JVM size such as 1g or 4096m, "
+                f"got {self.spark_driver_memory!r}"
+            )
         if self.torch_threads < 1:
             raise SettingsError(f"torch threads must be >= 1, got {self.torch_threads}")
         if self.serving_workers < 1:
@@ -100,6 +118,8 @@ class Settings:
         return cls(
             workspace=Path(root).resolve(),
             online_store=env.get("MMREC_ONLINE_STORE", "sqlite"),
+            offline_store=env.get("MMREC_OFFLINE_STORE", "duckdb"),
+            spark_driver_memory=env.get("MMREC_SPARK_DRIVER_MEMORY", "1g"),
             redis_url=_secret(env, "MMREC_REDIS_URL") or "localhost:6379",
             torch_threads=_number(env, "MMREC_TORCH_THREADS", 2, int),
             bentoml_home=Path(home).resolve() if home else None,
@@ -125,6 +145,8 @@ class Settings:
         return {
             "MMREC_WORKSPACE": str(self.workspace),
             "MMREC_ONLINE_STORE": self.online_store,
+            "MMREC_OFFLINE_STORE": self.offline_store,
+            "MMREC_SPARK_DRIVER_MEMORY": self.spark_driver_memory,
             "MMREC_REDIS_URL": self.redis_url,
             "MMREC_TORCH_THREADS": str(self.torch_threads),
             "BENTOML_HOME": str(self.model_store_dir),

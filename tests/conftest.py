@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -96,11 +96,13 @@ def feature_store(tiny_world: Settings):
     return open_store(tiny_world)
 
 
-def redis_server(folder: Path, *, appendonly: bool = False) -> RedisServer:
+def redis_server(
+    folder: Path, *, appendonly: bool = False, options: Sequence[str] = ()
+) -> RedisServer:
     """A started `mmrec.loopback.RedisServer`; skips the test when redis-server is missing."""
     if not redis_installed():  # README's `make test` needs nothing installed by hand: skip, say how
         pytest.skip("no redis-server: `apt-get install redis-server` runs the Redis tests")
-    return RedisServer(folder, appendonly=appendonly).start()
+    return RedisServer(folder, appendonly=appendonly, options=options).start()
 
 
 @pytest.fixture(scope="session")

@@ -142,6 +142,11 @@ def test_hidden_structure_is_learnable(tiny_world: Settings) -> None:
         (["features", "materialize", "--end", "yesterday"], "not an ISO time"),
         (["features", "show", "--user-id", "1", "--item-id", "1"], "mmrec features apply"),
         (["features", "apply", "--online-store", "mongo"], "not supported"),
+        (["features", "apply", "--offline-store", "bigquery"], "MMREC_OFFLINE_STORE"),
+        (
+            ["features", "show", "--user-id", "1", "--item-id", "1", "--offline-store", "spark"],
+            "mmrec features apply --offline-store spark",
+        ),
     ],
 )
 def test_bad_arguments_exit_non_zero_with_a_message(

@@ -5,16 +5,18 @@ with a clear message."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mmrec.feast_store import FeatureStoreError, apply_repo, open_store
+from mmrec.feast_store import FeatureStoreError, apply_repo, materialize, open_store
 from mmrec.settings import Settings, SettingsError
 from mmrec.world_manifest import world_end
-from tests.conftest import make_workspace
+from tests.analysis_fixtures import copy_world
+from tests.conftest import make_workspace, redis_server
 
 COMPARED = {
     "user_id": [
@@ -39,10 +41,15 @@ def _normalize(value):
     return value if isinstance(value, str) else round(float(value), 5)
 
 
-def _assert_online_equals_offline(settings: Settings) -> None:
+def _assert_online_equals_offline(settings: Settings, views: list[str] | None = None) -> None:
+    """Online values equal offline point-in-time ones at the world's end (COMPARED, or only
+    its refs of `views`)."""
     store = open_store(settings)
     end = world_end(settings)
-    for key, refs in COMPARED.items():
+    for key, all_refs in COMPARED.items():
+        refs = [ref for ref in all_refs if views is None or ref.split(":")[0] in views]
+        if not refs:
+            continue
         ids = list(range(1, 301, 7))
         rows = pd.DataFrame({key: ids, "event_timestamp": pd.Timestamp(end)})
         offline = (
@@ -97,3 +104,45 @@ def test_malformed_feature_store_yaml_gives_a_clear_error(
 def test_unsupported_online_store_setting_is_rejected() -> None:
     with pytest.raises(SettingsError, match="sqlite, redis"):
         Settings(online_store="cassandra")
+
+
+# A password with characters YAML and Feast's connection-string parser could trip on.
+REDIS_PASSWORD = "s3cret:pa#ss"
+KEY_TTL_S = 3600
+
+
+@pytest.mark.redis
+def test_redis_with_a_password_and_a_key_ttl(tiny_world: Settings, tmp_path: Path) -> None:
+    """MMREC_REDIS_URL carries the password as Feast's connection string does
+    ("host:port,password=..."), `key_ttl_seconds` in the profile's yaml makes every entity key
+    expire, the values equal SQLite's, and without the password the store refuses."""
+    import redis
+
+    copy = copy_world(tiny_world, tmp_path / "ws")
+    yaml_file = copy.feature_repo / "feature_store.redis.yaml"
+    online = "  connection_string: ${MMREC_REDIS_URL}\n"
+    yaml_file.write_text(
+        yaml_file.read_text().replace(online, f"{online}  key_ttl_seconds: {KEY_TTL_S}\n")
+    )
+    server = redis_server(tmp_path / "redis", options=("--requirepass", REDIS_PASSWORD))
+    url = server.url
+    try:
+        settings = replace(copy, online_store="redis", redis_url=f"{url},password={REDIS_PASSWORD}")
+        apply_repo(settings)
+        store = open_store(settings)
+        materialize(store, world_end(settings), ["item_stats", "user_behavior_seq"])
+        _assert_online_equals_offline(settings, ["item_stats", "user_behavior_seq"])
+
+        host, port = url.split(":")
+        client = redis.Redis(host=host, port=int(port), password=REDIS_PASSWORD)
+        keys = list(client.scan_iter(count=1000))
+        ttls = [client.ttl(key) for key in keys]
+        assert keys and all(0 < ttl <= KEY_TTL_S for ttl in ttls), sorted(set(ttls))[:5]
+
+        no_password = open_store(replace(settings, redis_url=url))
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            no_password.get_online_features(
+                features=["item_stats:ctr_7d"], entity_rows=[{"item_id": 1}]
+            )
+    finally:
+        server.stop()

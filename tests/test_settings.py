@@ -22,6 +22,7 @@ def test_variables_override_and_round_trip_to_a_child(tmp_path: Path) -> None:
     environ = {
         "MMREC_WORKSPACE": str(tmp_path),
         "MMREC_ONLINE_STORE": "redis",
+        "MMREC_OFFLINE_STORE": "spark",
         "MMREC_REDIS_URL": "127.0.0.1:6390",
         "MMREC_TORCH_THREADS": "3",
         "BENTOML_HOME": str(tmp_path / "store"),
@@ -34,7 +35,14 @@ def test_variables_override_and_round_trip_to_a_child(tmp_path: Path) -> None:
     assert settings.index_uri == "http://127.0.0.1:19530"
     assert settings.channel_quotas == {"u2v": 10}
     child = Settings.from_env(environ=settings.environment())
-    for name in ("workspace", "online_store", "redis_url", "torch_threads", "index_uri"):
+    for name in (
+        "workspace",
+        "online_store",
+        "offline_store",
+        "redis_url",
+        "torch_threads",
+        "index_uri",
+    ):
         assert getattr(child, name) == getattr(settings, name), name
     assert child.model_store_dir == settings.model_store_dir
 
@@ -43,6 +51,8 @@ def test_variables_override_and_round_trip_to_a_child(tmp_path: Path) -> None:
     ("name", "value", "needle"),
     [
         ("MMREC_ONLINE_STORE", "cassandra", "MMREC_ONLINE_STORE"),
+        ("MMREC_OFFLINE_STORE", "bigquery", "MMREC_OFFLINE_STORE"),
+        ("MMREC_SPARK_DRIVER_MEMORY", "4 GB", "MMREC_SPARK_DRIVER_MEMORY"),
         ("MMREC_TORCH_THREADS", "two", "MMREC_TORCH_THREADS"),
         ("MMREC_SERVING_WORKERS", "0", "MMREC_SERVING_WORKERS"),
         ("MMREC_MIX_QUOTAS", "[1]", "MMREC_MIX_QUOTAS"),

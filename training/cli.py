@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mmrec.cli_common import StageApp, Workspace, cli_settings, console
+from mmrec.cli_common import OfflineStore, StageApp, Workspace, cli_settings, console
 
 app = StageApp(help="Training sets and models.")
 
@@ -28,12 +28,13 @@ def build_sets(
     test_days: TestDays = 2,
     seed: Annotated[int, typer.Option(help="Negative-sampling seed.")] = 0,
     workspace: Workspace = None,
+    offline_store: OfflineStore = None,
 ) -> None:
     """Build the ranking and recall training sets through Feast's feature services."""
     from training_sets.build import BuildConfig, build_ranking_set, build_recall_set
 
     config = BuildConfig(chunk_rows, valid_days, test_days, negative_ratio, popularity_alpha, seed)
-    settings = cli_settings(workspace)
+    settings = cli_settings(workspace, offline_store=offline_store)
     for name, build in (("ranking", build_ranking_set), ("recall", build_recall_set)):
         manifest = build(settings, config)
         console.print(f"{name}: rows {manifest['rows']} label rates {manifest['label_rates']}")
