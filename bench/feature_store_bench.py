@@ -86,21 +86,19 @@ def _entity_rows(settings: Settings, n: int, seed: int) -> Path:
     return path
 
 
+def child_command(
+    module: str, mode: str, settings: Settings, rows_path: Path, chunk_rows: int
+) -> list[str]:
+    """`python -m <module> --child <mode> ...`: one join of the rows in a fresh process."""
+    return [
+        sys.executable, "-m", module, "--child", mode, "--workspace", str(settings.workspace),
+        "--rows-file", str(rows_path), "--chunk-rows", str(chunk_rows),
+    ]  # fmt: skip
+
+
 def _child(mode: str, settings: Settings, rows_path: Path, chunk_rows: int) -> dict:
     """Run one measurement in a fresh process; returns its JSON line plus its peak RSS."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.feature_store_bench",
-        "--child",
-        mode,
-        "--workspace",
-        str(settings.workspace),
-        "--rows-file",
-        str(rows_path),
-        "--chunk-rows",
-        str(chunk_rows),
-    ]
+    cmd = child_command("bench.feature_store_bench", mode, settings, rows_path, chunk_rows)
     # stderr passes through: the child's progress bar shows how far the join is
     out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
     if out.returncode != 0:

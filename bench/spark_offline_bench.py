@@ -23,14 +23,13 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import psutil
 
-from bench.feature_store_bench import _ensure_world, _entity_rows, run_child
+from bench.feature_store_bench import _ensure_world, _entity_rows, child_command, run_child
 from mmrec.settings import OFFLINE_STORES, REPO_ROOT, Settings, SettingsError
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -49,19 +48,8 @@ def _tree_rss(process: psutil.Process) -> int:
 def _child(store: str, settings: Settings, rows_path: Path, chunk_rows: int) -> dict:
     """One profile's join in a fresh process: its JSON line, wall seconds and tree peak RSS."""
     cmd = [
-        sys.executable,
-        "-m",
-        "bench.spark_offline_bench",
-        "--child",
-        store,
-        "--workspace",
-        str(settings.workspace),
-        "--rows-file",
-        str(rows_path),
-        "--chunk-rows",
-        str(chunk_rows),
-        "--spark-driver-memory",
-        settings.spark_driver_memory,
+        *child_command("bench.spark_offline_bench", store, settings, rows_path, chunk_rows),
+        *("--spark-driver-memory", settings.spark_driver_memory),
     ]
     start = time.perf_counter()
     # stderr passes through: the child's progress bar shows how far the join is
