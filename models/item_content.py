@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from mmrec.arrays import find_sorted
 from mmrec.errors import UserError
 from mmrec.vocab import TEXT_DIM, VISUAL_DIM
 
@@ -112,11 +113,7 @@ class ItemContent:
 def content_rows(table_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
     """Rows of `item_ids` in a content table of sorted `table_ids` whose row 0 is "no
     content" (ItemContent's layout): same shape as `item_ids`, 0 for ids not in the table."""
-    flat = np.asarray(item_ids, dtype=np.int64).ravel()
-    pos = np.searchsorted(table_ids, flat)
-    pos = np.minimum(pos, max(len(table_ids) - 1, 0))
-    found = len(table_ids) > 0
-    hit = (table_ids[pos] == flat) if found else np.zeros(len(flat), dtype=bool)
+    pos, hit = find_sorted(table_ids, np.asarray(item_ids, dtype=np.int64).ravel())
     return np.where(hit, pos + 1, 0).reshape(np.shape(item_ids))
 
 

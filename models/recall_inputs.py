@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from mmrec.arrays import find_sorted
 from mmrec.feast_store import service_refs_by_entity
 from mmrec.vocab import CATEGORIES, FUSED_DIM, RECALL_SERVICE, TEXT_DIM, VISUAL_DIM
 from models.item_content import (
@@ -137,8 +138,7 @@ class ItemTable:
         """Table rows of `item_ids` (same shape); ids not in the table raise ValueError, or
         map to `missing` when given."""
         flat = np.asarray(item_ids, dtype=np.int64).ravel()
-        pos = np.minimum(np.searchsorted(self.item_id, flat), len(self.item_id) - 1)
-        hit = self.item_id[pos] == flat
+        pos, hit = find_sorted(self.item_id, flat)
         if missing is None and not hit.all():
             raise ValueError(f"items missing from the catalog: {sorted(set(flat[~hit]))[:5]}")
         return np.where(hit, pos, missing if missing is not None else 0).reshape(np.shape(item_ids))

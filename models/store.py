@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmrec.arrays import find_sorted
 from mmrec.errors import UserError
 from mmrec.settings import Settings
 from mmrec.vocab import CATEGORIES
@@ -108,16 +109,9 @@ class LoadedModel:
     known_item_ids: np.ndarray | None  # sorted; None when saved without them
 
     def knows(self, item_ids: np.ndarray) -> np.ndarray:
-        """Which of `item_ids` the model's ID table learned (none, when saved without them).
-
-        A binary search in the sorted ids: `np.isin` hashes the whole table on every call
-        (~7 ms at 100k items, per request in serving)."""
-        ids = np.asarray(item_ids, dtype=np.int64)
+        """Which of `item_ids` the model's ID table learned (none, when saved without them)."""
         known = self.known_item_ids
-        if known is None or len(known) == 0:
-            return np.zeros(ids.shape, dtype=bool)
-        rows = np.minimum(np.searchsorted(known, ids), len(known) - 1)
-        return known[rows] == ids
+        return find_sorted(np.empty(0, np.int64) if known is None else known, item_ids)[1]
 
     @property
     def version(self) -> str:

@@ -30,6 +30,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 from feast.types import Float32, Float64, Int32, Int64
 
+from mmrec.arrays import find_sorted
 from mmrec.errors import UserError
 from mmrec.feast_store import ON_DEMAND, service_refs_by_entity
 
@@ -256,12 +257,8 @@ class CandidateFeatureReader:
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Each id's row in a snapshot (the same in every snapshot: `item_ids` is fixed);
         unknown ids get the trailing None row."""
-        pos = np.searchsorted(self.item_ids, ids)
-        inside = pos < len(self.item_ids)
-        found = np.zeros(len(ids), dtype=bool)
-        found[inside] = self.item_ids[pos[inside]] == ids[inside]
-        pos[~found] = len(self.item_ids)
-        return pos
+        rows, found = find_sorted(self.item_ids, ids)
+        return np.where(found, rows, len(self.item_ids))
 
     def read(
         self,

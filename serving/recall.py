@@ -29,6 +29,7 @@ from index.collections import ContentIndex
 from index.errors import IndexConnectionError
 from index.merge import MergedCandidate, merge_channels
 from index.term_recall import TAG_COLUMNS, TagIndex
+from mmrec.arrays import find_sorted
 from mmrec.vocab import FRESH, POPULAR, S2V, TERM, U2V, V2V
 from models.layers import inference
 from models.recall import SkuQuery, UserQuery, encode_queries
@@ -159,8 +160,8 @@ class RecallStage:
     def _v2v_vectors(self, seeds: Seeds) -> np.ndarray:
         """V2V queries of the newest `seed_items` clicked items that are in the index."""
         ids = np.asarray(seeds.clicked_items[: self.seed_items], dtype=np.int64)
-        rows = np.minimum(np.searchsorted(self._item_ids, ids), max(len(self._item_ids) - 1, 0))
-        if len(self._item_ids) and (self._item_ids[rows] == ids).all():
+        rows, found = find_sorted(self._item_ids, ids)
+        if len(self._item_ids) and found.all():
             return self._v2v_queries[rows]
         # a seed upserted since the service started: ask Milvus for the stored vectors
         return self._v2v_adapted(seed_item_vectors(self.index, ids.tolist()))
