@@ -167,6 +167,8 @@ def historical_features(store, service, entity_df):
     store hands back (Spark returns them zone-less, as datetime64[ns] in UTC wall time). Other
     entity columns come back as the store has them (DuckDB: nullable labels as float NaN).
     """
+    from pandas.api.types import is_datetime64_any_dtype
+
     groups = service_refs_by_entity(store, service)
     on_demand = groups.pop(ON_DEMAND, [])
     plain = [ref for refs in groups.values() for ref in refs]
@@ -177,8 +179,6 @@ def historical_features(store, service, entity_df):
         names = [ref.split(":", 1)[1] for ref in on_demand]
         frame = frame.merge(extra[[ROW_ID, *names]], on=ROW_ID, how="left")
     frame = frame.sort_values(ROW_ID).drop(columns=ROW_ID).reset_index(drop=True)
-    from pandas.api.types import is_datetime64_any_dtype
-
     for column in entity_df.columns:  # positional: both are in the rows' order
         if is_datetime64_any_dtype(entity_df[column]):
             frame[column] = entity_df[column].array

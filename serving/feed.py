@@ -69,9 +69,9 @@ class FeedCatalog:
         table = pq.read_table(
             self.media, columns=["cover_png"], filters=[("item_id", "=", item_id)]
         )
-        if table.num_rows == 0 or table.column(0)[0].as_py() is None:
+        data = table.column(0)[0].as_py() if table.num_rows else None
+        if data is None:
             return None
-        data = table.column(0)[0].as_py()
         try:
             kind = Image.open(io.BytesIO(data)).format  # reads the header only
         except Exception:  # an unreadable image shows as the title
