@@ -18,9 +18,11 @@ import gc
 import logging
 from dataclasses import replace
 from http import HTTPStatus
+from typing import Annotated
 
 import bentoml
 from bentoml.exceptions import BentoMLException
+from fastapi import Path
 from fastapi.responses import FileResponse, Response
 from starlette.responses import JSONResponse
 
@@ -28,7 +30,13 @@ from mmrec.errors import UserError
 from mmrec.settings import Settings
 from serving.feed import PAGE, feed_app, parse_ids, recent_clicks
 from serving.guard import GuardConfig, RequestGuard
-from serving.schemas import EventsRequest, EventsResponse, RecommendRequest, RecommendResponse
+from serving.schemas import (
+    MAX_ID,
+    EventsRequest,
+    EventsResponse,
+    RecommendRequest,
+    RecommendResponse,
+)
 
 log = logging.getLogger(__name__)
 # This module is the service's entry point: the one place it reads the environment. BentoML
@@ -140,13 +148,13 @@ class Recommender:
         return JSONResponse({"sample": self.feed.sample_users, "new_user": self.feed.new_user})
 
     @feed_app.get("/api/users/{user_id}/recent")
-    def feed_recent(self, user_id: int) -> JSONResponse:
+    def feed_recent(self, user_id: Annotated[int, Path(ge=0, le=MAX_ID)]) -> JSONResponse:
         """The user's newest clicked items, as the online store has them now."""
         user, _ = self.pipeline.user_features(user_id)
         return JSONResponse({"user_id": user_id, "item_ids": recent_clicks(user)})
 
     @feed_app.get("/media/{item_id}")
-    def feed_media(self, item_id: int) -> Response:
+    def feed_media(self, item_id: Annotated[int, Path(ge=0, le=MAX_ID)]) -> Response:
         """An item's cover, by item id only (never a path from the request)."""
         cover = self.feed.cover(item_id)
         if cover is None:

@@ -65,6 +65,8 @@ def test_feed_api_serves_items_users_and_covers_by_id_only(server: str) -> None:
     assert cover.status_code == 200 and cover.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(cover.content)).size[0] > 0
     assert httpx.get(f"{server}/feed/media/999999").status_code == 404
+    for path in (f"/feed/media/{2**70}", "/feed/media/-1", f"/feed/api/users/{2**70}/recent"):
+        assert httpx.get(f"{server}{path}").status_code == 422, path
     for path in ("/feed/media/..%2F..%2Fetc%2Fpasswd", "/feed/media/%2Fetc%2Fpasswd"):
         resp = httpx.get(f"{server}{path}")
         assert resp.status_code in (404, 422) and "root:" not in resp.text
