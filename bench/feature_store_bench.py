@@ -43,12 +43,13 @@ def _ensure_world(settings: Settings, scale: str, seed: int) -> None:
     from feature_pipelines.run import build_features
     from mmrec.feast_store import apply_repo
 
-    if not (settings.feature_repo).exists():
-        shutil.copytree(
-            REPO_ROOT / "feature_repo",
-            settings.feature_repo,
-            ignore=shutil.ignore_patterns("__pycache__"),
-        )
+    # refreshed on every run: the bench joins through the repo's current definitions
+    shutil.copytree(
+        REPO_ROOT / "feature_repo",
+        settings.feature_repo,
+        ignore=shutil.ignore_patterns("__pycache__"),
+        dirs_exist_ok=True,
+    )
     if not (settings.raw_dir / "manifest.json").exists():
         generate_world(settings, scale, seed)
     if not (settings.offline_dir / "item_stats").exists():

@@ -13,7 +13,7 @@ and code run on a cluster by changing spark.master.
                                         [--workspace DIR]
 
 The world and entity rows are bench.feature_store_bench's (same workspace, same sample).
-Writes bench/results/spark_offline.json.
+Writes bench/results/spark_offline-<rows>.json.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def main() -> None:
         "ratio_spark_over_duckdb_seconds": runs["spark"]["seconds"] / runs["duckdb"]["seconds"],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "spark_offline.json"
+    path = RESULTS / f"spark_offline-{args.rows}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

@@ -75,10 +75,7 @@ def simulate_day(
     items, il, ul = catalog.items, catalog.item_latent, catalog.user_latent
     publish_s = items.publish_ts.astype("datetime64[s, UTC]").astype("int64").to_numpy()
     available = np.flatnonzero(publish_s < day_start + SECONDS_PER_DAY // 2)
-    age_days = (day_start + SECONDS_PER_DAY * 0.75 - publish_s) / SECONDS_PER_DAY
-    popularity_now = il.popularity_base.to_numpy() * 0.5 ** (
-        np.clip(age_days, 0, None) / il.popularity_half_life_days.to_numpy()
-    )
+    popularity_now = popularity_on_day(il, publish_s, day_start)
     item_cat = il.category_idx.to_numpy()
     pools = WeightedPools(available, item_cat[available], np.sqrt(popularity_now[available]))
     popular = WeightedPools(available, item_cat[available], popularity_now[available])
@@ -140,24 +137,12 @@ def simulate_day(
 
     # --- the hidden click utility ----------------------------------------------------------
     quality = il.quality.to_numpy()[imp_item]
-    cat = item_cat[imp_item]
     material = il.material_idx.to_numpy()[imp_item]
-    relevance = np.log(N_CATEGORIES * interest[imp_user, cat] + 0.05)
-    style_match = il.style_idx.to_numpy()[imp_item] == ul.preferred_style_idx.to_numpy()[imp_user]
-    pop_z = np.log(popularity_now[imp_item] + 1e-3)
-    material_pref = np.stack(ul.material_pref.to_numpy())[imp_user, material]
     linked = np.zeros(len(imp_item), dtype=bool)
     for row in np.flatnonzero(s_position[imp_session] == 2):
         linked[row] = sku_ids[s_context_sku[imp_session[row]]] in item_skus[imp_item[row]]
-    logit = (
-        -2.7
-        + 0.8 * relevance
-        + ul.pref_visual.to_numpy()[imp_user] * 4.0 * (quality - 0.5)
-        + ul.pref_text.to_numpy()[imp_user] * (2.5 * style_match - 0.5)
-        + ul.pref_popularity.to_numpy()[imp_user] * 1.5 * (pop_z - 0.3)
-        + 0.5 * np.log(len(MATERIALS) * material_pref)
-        + POSITION_BIAS[s_position[imp_session]]
-        + 0.8 * linked
+    logit, relevance = click_logit(
+        il, ul, imp_user, imp_item, popularity_now[imp_item], s_position[imp_session], linked
     )
     clicked = rng.random(len(logit)) < _sigmoid(logit)
 
@@ -218,6 +203,49 @@ def simulate_day(
     for column in ("item_id", "sku_id"):
         events[column] = events[column].astype("Int64").mask(events[column] < 0)
     return events.sort_values(["event_timestamp", "user_id"], kind="stable").reset_index(drop=True)
+
+
+def popularity_on_day(
+    item_latent: pd.DataFrame, publish_s: np.ndarray, day_start: int
+) -> np.ndarray:
+    """Each item's popularity on the day starting at `day_start` (epoch seconds): its base
+    popularity halved every half-life since publication, at the day's 18:00."""
+    age_days = (day_start + SECONDS_PER_DAY * 0.75 - publish_s) / SECONDS_PER_DAY
+    return item_latent.popularity_base.to_numpy() * 0.5 ** (
+        np.clip(age_days, 0, None) / item_latent.popularity_half_life_days.to_numpy()
+    )
+
+
+def click_logit(
+    item_latent: pd.DataFrame,
+    user_latent: pd.DataFrame,
+    users: np.ndarray,
+    items: np.ndarray,
+    popularity: np.ndarray,
+    position: np.ndarray,
+    linked: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The hidden click logit of impressions (user row, item row, the item's popularity that
+    day, position index, shown on the page of a product it features) and their category
+    relevance; the generator draws clicks from it, evaluation scores the oracle with it."""
+    il, ul = item_latent, user_latent
+    interest = np.stack(ul.category_interest.to_numpy())
+    quality = il.quality.to_numpy()[items]
+    relevance = np.log(N_CATEGORIES * interest[users, il.category_idx.to_numpy()[items]] + 0.05)
+    style_match = il.style_idx.to_numpy()[items] == ul.preferred_style_idx.to_numpy()[users]
+    pop_z = np.log(popularity + 1e-3)
+    material_pref = np.stack(ul.material_pref.to_numpy())[users, il.material_idx.to_numpy()[items]]
+    logit = (
+        -2.7
+        + 0.8 * relevance
+        + ul.pref_visual.to_numpy()[users] * 4.0 * (quality - 0.5)
+        + ul.pref_text.to_numpy()[users] * (2.5 * style_match - 0.5)
+        + ul.pref_popularity.to_numpy()[users] * 1.5 * (pop_z - 0.3)
+        + 0.5 * np.log(len(MATERIALS) * material_pref)
+        + POSITION_BIAS[position]
+        + 0.8 * linked
+    )
+    return logit, relevance
 
 
 def _sku_item_index(items: pd.DataFrame, available: np.ndarray) -> dict[int, np.ndarray]:

@@ -102,6 +102,8 @@ class UserInputs(TensorBatch):
             needed by use_cdr.
         seq_text_emb: (B, L, text_dim) float text embeddings of the clicked items; use_min.
         seq_visual_emb: (B, L, visual_dim) float visual embeddings of them; use_min.
+        user_id: (B,) int64 the user's key, -1 = a user the model was not trained on (its
+            embedding is zero); needed by use_user_id.
     """
 
     seq_item_ids: Tensor
@@ -111,6 +113,7 @@ class UserInputs(TensorBatch):
     category_affinity: Tensor | None = None
     seq_text_emb: Tensor | None = None
     seq_visual_emb: Tensor | None = None
+    user_id: Tensor | None = None
 
 
 @dataclass
@@ -185,6 +188,7 @@ class RankingConfig:
 
     tasks: tuple[str, ...] = RANKING_TASKS
     n_item_buckets: int = 200_000  # hashed item-ID rows; about the catalog size
+    n_user_buckets: int = 200_000  # hashed user-ID rows (use_user_id)
     # Width of ID embeddings and of every modality projection: one space, so DSN residuals
     # (real - generated) and MIN's weighted sum of modality pools are well defined.
     embed_dim: int = 32
@@ -209,8 +213,15 @@ class RankingConfig:
     use_min: bool = True
     use_cdr: bool = True
     use_timeliness: bool = True
+    # A user-ID embedding and its element-wise crosses with the candidate's ID and modality
+    # vectors: what one user's impressions (clicked or not) say about their taste. Off by
+    # default so models stored before it load as they were; training turns it on.
+    use_user_id: bool = False
     # Training-only probability of zeroing a candidate's ID embedding (the cold path).
     id_dropout: float = 0.1
+    # Training-only probability of zeroing a user's embedding (the path of users unseen in
+    # training, who are served with user_id -1).
+    user_id_dropout: float = 0.1
     # BCE pos_weight per task (missing = 1.0); see the module docstring on sparse labels.
     # None: the defaults of the configured tasks.
     pos_weight: dict[str, float] | None = None
@@ -228,6 +239,7 @@ class RankingConfig:
             self.pos_weight = {t: defaults[t] for t in self.tasks if t in defaults}
         positive = {
             "n_item_buckets": self.n_item_buckets,
+            "n_user_buckets": self.n_user_buckets,
             "embed_dim": self.embed_dim,
             "text_dim": self.text_dim,
             "visual_dim": self.visual_dim,
@@ -253,8 +265,11 @@ class RankingConfig:
         for name in ("use_dsn", "use_min"):
             if getattr(self, name) and not self.use_multimodal:
                 raise ValueError(f"RankingConfig.{name} needs use_multimodal=True")
-        if not 0.0 <= self.id_dropout < 1.0:
-            raise ValueError(f"RankingConfig.id_dropout must be in [0, 1), got {self.id_dropout}")
+        for name in ("id_dropout", "user_id_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(
+                    f"RankingConfig.{name} must be in [0, 1), got {getattr(self, name)}"
+                )
         for name in ("pos_weight", "task_weights"):
             weights = getattr(self, name)
             unknown = set(weights) - set(self.tasks)
@@ -440,6 +455,10 @@ class RankingModel(nn.Module):
                 in_dim += c.n_categories + 1
             if c.use_timeliness:
                 in_dim += 1 + c.n_ctr_windows
+            self.user_id_embedding = None
+            if c.use_user_id:
+                self.user_id_embedding = HashEmbedding(c.n_user_buckets, d)
+                in_dim += d * (2 + (len(modalities) if c.use_multimodal else 0))
             self.mmoe = MMoE(in_dim, c.tasks, c.n_experts, c.expert_dims, c.tower_dims, c.dropout)
 
     def discriminator_parameters(self) -> Iterator[nn.Parameter]:
@@ -470,6 +489,8 @@ class RankingModel(nn.Module):
         check_index_range("user.position", user.position, c.n_positions)
         check_tensor("user.source", user.source, (b,), kind="int")
         check_index_range("user.source", user.source, c.n_sources)
+        if c.use_user_id:
+            check_tensor("user.user_id", user.user_id, (b,), kind="int")
 
         widths = {"text": c.text_dim, "visual": c.visual_dim}
         for m in c.content_modalities if c.use_multimodal else ():
@@ -577,7 +598,19 @@ class RankingModel(nn.Module):
             layout.append(("category_affinity", 1, "pair"))
         if c.use_timeliness:
             layout += [("age", 1, "pair"), ("ctr", c.n_ctr_windows, "item")]
+        if c.use_user_id:
+            layout.append(("user_id", d, "user"))
+            layout += [(f"user_x_{m}", d, "pair") for m in ("item_id", *modalities)]
         return layout
+
+    def user_embedding(self, user_id: Tensor) -> Tensor:
+        """(B, d) user-ID embeddings: zero for user_id -1 (not trained on) and, in training,
+        for a random `user_id_dropout` share of the rows."""
+        emb = self.user_id_embedding(user_id.clamp(min=0))
+        keep = user_id >= 0
+        if self.training and self.config.user_id_dropout > 0:
+            keep = keep & (torch.rand(keep.shape, device=emb.device) >= self.config.user_id_dropout)
+        return emb * keep.unsqueeze(1).to(emb.dtype)
 
     def _item_blocks(self, enc: ItemEncoding, ctr_windows: Tensor | None) -> dict[str, Tensor]:
         """The "item" blocks of the MMoE input, (N, width) each."""
@@ -663,6 +696,12 @@ class RankingModel(nn.Module):
             blocks["category_affinity"] = picked * known.unsqueeze(1).to(picked.dtype)
         if c.use_timeliness:
             blocks["age"] = torch.log1p(age_hours.clamp(min=0)).unsqueeze(1)  # (N, 1)
+        if c.use_user_id:
+            user_emb = self.user_embedding(user.user_id)  # (B, d)
+            blocks["user_id"] = user_emb
+            blocks["user_x_item_id"] = user_emb * enc.id_emb  # (N, d)
+            for m in c.content_modalities if c.use_multimodal else ():
+                blocks[f"user_x_{m}"] = user_emb * getattr(enc, m)
 
         if item_first_layer is None:
             x = torch.cat(

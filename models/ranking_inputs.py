@@ -120,7 +120,8 @@ class RankingData:
     position / source (N,) int64, category_affinity (N, 12) float32, item_id / material /
     category (N,) int64, item_rows (N,) int64, age_hours (N,) float32, ctr_windows (N, 4)
     float32, is_cold (N,) bool, labels {task: (N,) float32}, label_masks {task: (N,) bool},
-    user_id (N,) int64; stats: counts of what was dropped or filled.
+    user_id (N,) int64, user_known (N,) bool (False = a user the model is not trained on: its
+    input is user_id -1); stats: counts of what was dropped or filled.
     """
 
     seq_item_ids: Tensor
@@ -139,6 +140,7 @@ class RankingData:
     labels: dict[str, Tensor]
     label_masks: dict[str, Tensor]
     user_id: Tensor
+    user_known: Tensor
     stats: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -168,6 +170,7 @@ class RankingData:
             position=self.position[rows],
             source=self.source[rows],
             category_affinity=self.category_affinity[rows],
+            user_id=torch.where(self.user_known[rows], self.user_id[rows], -1),
         )
         items = CandidateInputs(
             item_id=self.item_id[rows],
@@ -303,6 +306,7 @@ def build_ranking_data(
         labels=labels,
         label_masks=masks,
         user_id=torch.from_numpy(frame.user_id.to_numpy(np.int64)),
+        user_known=torch.ones(len(frame), dtype=torch.bool),
         stats=stats,
     )
 

@@ -28,6 +28,7 @@ CONFIG_FILE = "config.json"
 ARRAYS_FILE = "arrays.npz"
 # The array naming the item ids a model's ID table learned; others are served as unknown/cold.
 KNOWN_ITEMS = "known_item_ids"
+KNOWN_USERS = "known_user_ids"  # the users a ranker's user-ID table learned
 
 
 def model_store(settings: Settings):
@@ -107,6 +108,7 @@ class LoadedModel:
     model: torch.nn.Module
     metadata: dict[str, Any]
     known_item_ids: np.ndarray | None  # sorted; None when saved without them
+    known_user_ids: np.ndarray | None = None  # sorted; None when saved without them
 
     def knows(self, item_ids: np.ndarray) -> np.ndarray:
         """Which of `item_ids` the model's ID table learned (none, when saved without them)."""
@@ -151,9 +153,12 @@ def load_stored(
             f"no model {ref!r} in the BentoML store at {settings.model_store_dir}: run `{train}`"
         ) from None
     model, metadata = load_model(settings, stored, model_cls, config_cls)
-    known = load_arrays(settings, stored).get(KNOWN_ITEMS)
-    known = None if known is None else np.unique(known.astype(np.int64))
-    return LoadedModel(str(stored.tag), model, metadata, known)
+    arrays = load_arrays(settings, stored)
+    known_items, known_users = (
+        None if arrays.get(name) is None else np.unique(arrays[name].astype(np.int64))
+        for name in (KNOWN_ITEMS, KNOWN_USERS)
+    )
+    return LoadedModel(str(stored.tag), model, metadata, known_items, known_users)
 
 
 def load_arrays(settings: Settings, ref: Any) -> dict[str, np.ndarray]:

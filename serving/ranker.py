@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from feature_pipelines.item_stats import PRIOR_CTR
+from mmrec.arrays import find_sorted
 from mmrec.settings import Settings
 from mmrec.vocab import MATERIALS, POSITIONS, SOURCES
 from models.item_content import (
@@ -133,6 +134,9 @@ class OnlineRanker:
         # Items of the train split: the rest are cold, as rank_train flags them in evaluation
         known = loaded.known_item_ids
         self.known_item_ids = np.empty(0, np.int64) if known is None else known
+        # Users of the train split: the rest are served with user_id -1 (a zero embedding)
+        users = loaded.known_user_ids
+        self.known_user_ids = np.empty(0, np.int64) if users is None else users
         self.max_seq_len = int(self.metadata.get("max_seq_len", 20))
         self.reader = reader
         # the embeddings are consumed here: the snapshot keeps their projections, not them
@@ -223,6 +227,7 @@ class OnlineRanker:
         width = self.config.n_categories
         if affinity is not None and len(affinity) != width:
             raise ValueError(f"cdr_category_affinity has {len(affinity)} values, want {width}")
+        user_id = np.asarray(features["user_id"][:1], np.int64)
         user = UserInputs(
             seq_item_ids=torch.from_numpy(seq)[None],
             seq_mask=torch.from_numpy(mask)[None],
@@ -231,8 +236,12 @@ class OnlineRanker:
             category_affinity=torch.tensor(
                 [affinity if affinity is not None else [0.0] * width], dtype=torch.float32
             ),
+            user_id=torch.from_numpy(np.where(self._knows_user(user_id), user_id, -1)),
         )
         return user, seq
+
+    def _knows_user(self, user_ids: np.ndarray) -> np.ndarray:
+        return find_sorted(self.known_user_ids, user_ids)[1]
 
     def rank(self, features: dict[str, list], scene: str) -> RankedCandidates:
         """Score every row of `features` (one user, N items: CandidateFeatureReader.read)."""
@@ -274,6 +283,7 @@ class OnlineRanker:
         data = build_ranking_data(
             frame, content, self.max_seq_len, tasks=(), n_categories=self.config.n_categories
         )
+        data.user_known = torch.from_numpy(self._knows_user(data.user_id.numpy()))
         # one user: every row carries the same user side, so take it (and its history's
         # content, for MIN) from the first row only
         user = data.batch(slice(0, 1), content, history_content=self.config.use_min).user

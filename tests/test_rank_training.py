@@ -18,7 +18,7 @@ from models.ranking import RankingConfig, RankingModel, score_candidates
 from models.ranking_inputs import require_content
 from models.store import load_model, save_model
 from training.rank_ablation import VARIANT_NAMES, VARIANTS
-from training.rank_eval import gauc
+from training.rank_eval import PREFERENCES, gauc, oracle_scores, oracle_summary, truth_groups
 from training.rank_train import (
     SWITCHES,
     RankingSplits,
@@ -28,6 +28,7 @@ from training.rank_train import (
     fit,
     load_splits,
     model_config,
+    valid_click_auc,
 )
 from training_sets.build import BuildConfig, build_ranking_set, read_split
 
@@ -110,7 +111,7 @@ def test_sparse_tasks_get_rate_ratio_pos_weights(splits: RankingSplits) -> None:
 
 
 def test_loss_falls_and_the_same_seed_trains_the_same_model(small_splits: RankingSplits) -> None:
-    train_config = TrainConfig(epochs=4, batch_size=128, seed=3)
+    train_config = TrainConfig(epochs=4, patience=4, batch_size=128, seed=3)
     config = model_config(small_splits, train_config)  # every block on
     first = fit(config, small_splits, train_config)
     losses = [h["loss_tasks"] for h in first.history]
@@ -147,6 +148,55 @@ def test_exported_model_scores_500_candidates_like_the_trained_one(
         assert torch.equal(before[task], after[task]), task
 
 
+def test_early_stopping_keeps_the_best_valid_epoch(small_splits: RankingSplits) -> None:
+    train_config = TrainConfig(epochs=4, patience=1, batch_size=256, lr=2e-2, seed=1)
+    result = fit(model_config(small_splits, train_config), small_splits, train_config)
+    aucs = [record["valid_click_auc"] for record in result.history]
+    best = int(np.argmax(aucs))
+    # it stops the first epoch that does not beat the best (patience 1), or after 4
+    assert len(aucs) == 4 or (len(aucs) == best + 2 and aucs[-1] <= aucs[best])
+    assert valid_click_auc(result.model, small_splits) == pytest.approx(aucs[best], abs=1e-9)
+    lrs = [record["lr"] for record in result.history]
+    assert all(b in (a, a / 2) for a, b in itertools.pairwise(lrs))  # halved on no rise
+
+
+def test_users_unseen_in_training_are_served_with_a_zero_user_embedding(
+    splits: RankingSplits,
+) -> None:
+    for split in (splits.valid, splits.test):
+        trained = torch.isin(split.user_id, splits.train.user_id.unique())
+        assert torch.equal(split.user_known, trained)
+        batch_ids = split.batch(slice(None)).user.user_id
+        assert torch.equal(batch_ids, torch.where(trained, split.user_id, -1))
+    model = RankingModel(RankingConfig(use_user_id=True, user_id_dropout=0.5)).eval()
+    emb = model.user_embedding(torch.tensor([-1, 7, 7]))
+    assert torch.equal(emb[0], torch.zeros_like(emb[0])) and emb[1].abs().sum() > 0
+    assert torch.equal(emb[1], emb[2])  # dropout is for training only
+    model.train()
+    torch.manual_seed(0)
+    dropped = model.user_embedding(torch.full((1000,), 7)).abs().sum(1) == 0
+    assert 400 < int(dropped.sum()) < 600
+
+
+def test_the_oracle_scores_rows_by_the_worlds_hidden_click_utility(
+    tiny_world: Settings, splits: RankingSplits, tmp_path: Path
+) -> None:
+    test = splits.test
+    groups = truth_groups(tiny_world.truth_dir, test)
+    assert set(groups) == {f"{p} {g}" for p in PREFERENCES for g in ("top third", "rest")}
+    assert 0.2 < groups["pref_visual top third"].mean() < 0.5
+    oracle = oracle_summary(tiny_world.truth_dir, tiny_world.raw_dir, test, groups)
+    full = oracle["metrics"]["click_all_auc"]
+    assert full > 0.75
+    assert oracle["without_user_preference"][" + ".join(PREFERENCES)]["auc"] < full
+    # the generator's own probabilities: their mean is the click rate (the product-page
+    # link term, left out, only adds clicks)
+    logits = oracle_scores(tiny_world.truth_dir, tiny_world.raw_dir, test)
+    rate = float(test.labels["click"].mean())
+    assert 0.8 * rate < float(torch.sigmoid(torch.from_numpy(logits)).mean()) <= 1.05 * rate
+    assert oracle_summary(tmp_path, tmp_path, test, {}) is None  # imported data: no truth
+
+
 def test_gauc_weights_users_by_impressions_and_skips_one_class_users() -> None:
     users = np.array([1, 1, 1, 2, 2, 3, 3])
     labels = np.array([1, 0, 0, 1, 0, 0, 0])
@@ -162,6 +212,9 @@ def test_ablation_variants_add_one_block_at_a_time() -> None:
     for earlier, later in itertools.pairwise(VARIANT_NAMES):
         assert all(VARIANTS[later][s] for s, v in VARIANTS[earlier].items() if v)
         RankingConfig(**VARIANTS[later])  # every variant is a valid config
+    for block in ("dsn", "min", "user_id"):  # leave one out: the full model less one block
+        off = [s for s, v in VARIANTS[f"full-{block}"].items() if not v]
+        assert off == [f"use_{block}"]
 
 
 @pytest.mark.parametrize(

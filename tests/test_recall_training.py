@@ -30,7 +30,15 @@ from training.recall_eval import (
     ranking_metrics,
     target_ranks,
 )
-from training.recall_train import RecallSplits, TrainConfig, fit, load_splits, model_config
+from training.recall_train import (
+    RecallSplits,
+    TrainConfig,
+    fit,
+    load_splits,
+    model_config,
+    positive_log_q,
+    valid_recall,
+)
 from training_sets.build import BuildConfig, build_recall_set
 
 SMALL_MODEL = {"id_dim": 8, "field_dim": 16, "hidden_dims": (32,), "out_dim": 16}
@@ -147,9 +155,25 @@ def planted() -> RecallSplits:
 
 @pytest.fixture(scope="module")
 def planted_fit(planted: RecallSplits):
-    train_config = TrainConfig(epochs=4, batch_size=128, lr=5e-3, seed=0)
+    train_config = TrainConfig(epochs=4, patience=4, batch_size=128, lr=5e-3, seed=0)
     config = model_config(planted.table, train_config, **SMALL_MODEL)
     return fit(config, planted, train_config, "planted")
+
+
+def test_the_kept_epoch_is_the_best_on_valid_recall(planted: RecallSplits, planted_fit) -> None:
+    history, best = planted_fit.history[:-1], planted_fit.history[-1]["best_epoch"]
+    recalls = [record["valid_recall@100"] for record in history]
+    assert best == int(np.argmax(recalls)) + 1
+    assert valid_recall(planted_fit.model, planted) == pytest.approx(recalls[best - 1])
+
+
+def test_logq_is_each_items_share_of_the_positives(planted: RecallSplits) -> None:
+    data = planted["train"]["u2v"]
+    log_q = positive_log_q(data, len(planted.table))
+    counts = np.bincount(data.item_rows[data.labels > 0.5].numpy(), minlength=len(log_q)) + 1
+    np.testing.assert_allclose(log_q.exp().numpy(), counts / counts.sum(), rtol=1e-5)
+    assert model_config(planted.table, TrainConfig()).logq_correction
+    assert not model_config(planted.table, TrainConfig(softmax_weight=0)).logq_correction
 
 
 def test_training_lowers_the_loss(planted_fit) -> None:

@@ -46,7 +46,7 @@ def _num(value: float | None) -> str:
 
 
 def _switches(
-    multimodal: bool, dsn: bool, min_: bool, cdr: bool | None, timeliness: bool
+    multimodal: bool, dsn: bool, min_: bool, cdr: bool | None, timeliness: bool, user_id: bool
 ) -> dict[str, bool]:
     """The model switches; CDR unset = on exactly when the data has a product domain."""
     switches = {
@@ -55,11 +55,17 @@ def _switches(
         "use_min": min_,
         "use_cdr": cdr,
         "use_timeliness": timeliness,
+        "use_user_id": user_id,
     }
     return {name: value for name, value in switches.items() if value is not None}
 
 
-Epochs = Annotated[int, typer.Option(help="Passes over the training split.")]
+Epochs = Annotated[
+    int, typer.Option(help="Passes over the training split, at most (see --patience).")
+]
+Patience = Annotated[
+    int, typer.Option(help="Stop after this many epochs without a better validation score.")
+]
 BatchSize = Annotated[int, typer.Option(help="Impressions per optimisation step.")]
 LearningRate = Annotated[float, typer.Option(help="Adam learning rate of the ranker.")]
 MaxSeqLen = Annotated[int, typer.Option(help="Newest clicked items kept per user sequence.")]
@@ -67,7 +73,8 @@ MaxSeqLen = Annotated[int, typer.Option(help="Newest clicked items kept per user
 
 @app.command("rank")
 def rank(
-    epochs: Epochs = 2,
+    epochs: Epochs = 12,
+    patience: Patience = 2,
     batch_size: BatchSize = 512,
     lr: LearningRate = 2e-3,
     max_seq_len: MaxSeqLen = 20,
@@ -86,6 +93,9 @@ def rank(
         ),
     ] = None,
     timeliness: Annotated[bool, typer.Option(help="Item age and windowed CTRs.")] = True,
+    user_id: Annotated[
+        bool, typer.Option(help="A user-ID embedding crossed with the item's ID and modalities.")
+    ] = True,
     workspace: Workspace = None,
 ) -> None:
     """Train the MMoE ranker on the ranking set, evaluate it, save it to the BentoML store."""
@@ -93,10 +103,15 @@ def rank(
 
     from training.rank_train import TrainConfig, train_ranking
 
-    config = TrainConfig(epochs, batch_size, lr, max_seq_len=max_seq_len, seed=seed)
+    config = TrainConfig(
+        epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, max_seq_len=max_seq_len,
+        seed=seed,
+    )  # fmt: skip
     settings = cli_settings(workspace)
     torch.set_num_threads(settings.torch_threads)
-    report = train_ranking(settings, config, _switches(multimodal, dsn, min_, cdr, timeliness))
+    report = train_ranking(
+        settings, config, _switches(multimodal, dsn, min_, cdr, timeliness, user_id)
+    )
     test = report["metrics"]["test"]
     console.print(
         f"saved {report['tag']} ({report['train']['samples_per_s']} samples/s); test "
@@ -114,13 +129,21 @@ def rank(
 @app.command("rank-ablation")
 def rank_ablation(
     seeds: Annotated[int, typer.Option(help="Seeds per variant (0..N-1).")] = 3,
-    epochs: Epochs = 2,
+    epochs: Epochs = 12,
+    patience: Patience = 2,
     batch_size: BatchSize = 512,
     lr: LearningRate = 2e-3,
     max_seq_len: MaxSeqLen = 20,
+    variants: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated variants: the cumulative id_only,+multimodal,+dsn,+min,+cdr,"
+            "+timeliness,full (default) and the leave-one-out full-dsn,full-min,full-user_id."
+        ),
+    ] = "id_only,+multimodal,+dsn,+min,+cdr,+timeliness,full",
     workspace: Workspace = None,
 ) -> None:
-    """ID-only -> +multimodal -> +DSN -> +MIN -> +CDR -> full on the same split, over seeds."""
+    """What each ranking block buys: variants trained on the same split, over seeds."""
     import torch
 
     from training.rank_ablation import run_ablation
@@ -128,10 +151,13 @@ def rank_ablation(
 
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
-    config = TrainConfig(epochs, batch_size, lr, max_seq_len=max_seq_len)
+    config = TrainConfig(
+        epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, max_seq_len=max_seq_len
+    )
     settings = cli_settings(workspace)
     torch.set_num_threads(settings.torch_threads)
-    summary = run_ablation(settings, config, tuple(range(seeds)))
+    chosen = tuple(name.strip() for name in variants.split(",") if name.strip())
+    summary = run_ablation(settings, config, tuple(range(seeds)), chosen)
     for variant, stats in summary["summary"].items():
         console.print(
             f"{variant:>12}: click AUC {_num(stats['click_all_auc']['mean'])} "
@@ -144,15 +170,19 @@ def rank_ablation(
 @app.command("recall")
 def recall(
     epochs: Epochs = 5,
+    patience: Patience = 2,
     batch_size: Annotated[int, typer.Option(help="Rows of one channel per step.")] = 256,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-3,
     max_seq_len: MaxSeqLen = 20,
     id_dropout: Annotated[
         float, typer.Option(help="Share of training rows whose item ID is hidden (cold start).")
-    ] = 0.1,
+    ] = 0.3,
     softmax_weight: Annotated[
         float, typer.Option(help="Weight of the in-batch softmax next to BCE; 0 = BCE only.")
     ] = 1.0,
+    logq: Annotated[
+        bool, typer.Option(help="logQ (popularity) correction of the in-batch softmax.")
+    ] = True,
     seed: Annotated[int, typer.Option(help="Init, shuffling and ID-dropout seed.")] = 0,
     workspace: Workspace = None,
 ) -> None:
@@ -161,7 +191,10 @@ def recall(
 
     from training.recall_train import TrainConfig, train_recall
 
-    config = TrainConfig(epochs, batch_size, lr, max_seq_len, id_dropout, softmax_weight, seed=seed)
+    config = TrainConfig(
+        epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, max_seq_len=max_seq_len,
+        id_dropout=id_dropout, softmax_weight=softmax_weight, logq_correction=logq, seed=seed,
+    )  # fmt: skip
     settings = cli_settings(workspace)
     torch.set_num_threads(settings.torch_threads)
     report = train_recall(settings, config)

@@ -1,8 +1,11 @@
 """`mmrec train rank-ablation`: what each ranking block buys, on one split, over seeds.
 
-Variants are cumulative, each adding one block to the previous one (switches of
-`RankingConfig`): ID-only MMoE -> + raw multimodal (text + visual projections) -> + DSN
-(GMF residual) -> + MIN (GMF modality interest) -> + CDR -> full (+ timeliness). Every run
+Variants (switches of `RankingConfig`): cumulative ones, each adding one block to the previous
+one: ID-only MMoE -> + raw multimodal (text + visual projections) -> + DSN (GMF residual) ->
++ MIN (GMF modality interest) -> + CDR -> + timeliness -> full (+ user ID); and leave-one-out
+ones, the full model without one block ("full-dsn", ...), which say what a block adds when
+everything else is there. On the synthetic world every run is also scored per user group of
+the world's hidden modality preferences (rank_eval.truth_groups). Every run
 trains from scratch with the same `TrainConfig` but its own seed (init, shuffling, ID
 dropout) on the train split and is scored on the test split, which no run selects on.
 Output under `artifacts/ranking/`: ablation.json (every run and mean +- std per variant),
@@ -22,7 +25,15 @@ import numpy as np
 from mmrec.io import write_json
 from mmrec.settings import Settings
 from mmrec.vocab import RANKING_TASKS
-from training.rank_eval import SLICES, evaluate, headline, predict
+from training.rank_eval import (
+    SLICES,
+    evaluate,
+    group_metrics,
+    headline,
+    oracle_summary,
+    predict,
+    truth_groups,
+)
 from training.rank_train import (
     SWITCHES,
     RankingSplits,
@@ -34,11 +45,16 @@ from training.rank_train import (
 
 log = logging.getLogger(__name__)
 
-_ADDED = ("use_multimodal", "use_dsn", "use_min", "use_cdr", "use_timeliness")
-VARIANT_NAMES = ("id_only", "+multimodal", "+dsn", "+min", "+cdr", "full")
+_ADDED = ("use_multimodal", "use_dsn", "use_min", "use_cdr", "use_timeliness", "use_user_id")
+VARIANT_NAMES = ("id_only", "+multimodal", "+dsn", "+min", "+cdr", "+timeliness", "full")
 # id_only has every switch off; each later variant turns on one more block, in _ADDED order.
 VARIANTS: dict[str, dict[str, bool]] = {
     name: {switch: i > j for j, switch in enumerate(_ADDED)} for i, name in enumerate(VARIANT_NAMES)
+}
+# leave one out: the full model without DSN, MIN or the user ID
+VARIANTS |= {
+    f"full-{switch.removeprefix('use_')}": {**VARIANTS["full"], switch: False}
+    for switch in ("use_dsn", "use_min", "use_user_id")
 }
 METRICS = ("auc", "gauc")
 
@@ -59,21 +75,29 @@ def run_ablation(
         raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
     started = time.perf_counter()
     splits = splits or load_splits(settings, train_config.max_seq_len, store)
+    groups = truth_groups(settings.truth_dir, splits.test)
+    oracle = oracle_summary(settings.truth_dir, settings.raw_dir, splits.test, groups)
     runs = []
     for variant in variants:
         for seed in seeds:
             config_seed = replace(train_config, seed=seed)
             config = model_config(splits, config_seed, VARIANTS[variant])
             result = fit(config, splits, config_seed, label=f"{variant} seed {seed}")
-            metrics = evaluate(predict(result.model, splits.test, splits.content), splits.test)
+            scoring = time.perf_counter()
+            probs = predict(result.model, splits.test, splits.content)
+            scoring = time.perf_counter() - scoring
+            metrics = evaluate(probs, splits.test)
             runs.append(
                 {
                     "variant": variant,
                     "seed": seed,
                     "train_seconds": round(result.train_seconds, 2),
                     "samples_per_s": round(result.samples_per_s, 1),
+                    "epochs": len(result.history),
+                    "score_ms_per_1k_rows": round(1000 * scoring / len(splits.test) * 1000, 2),
                     "final_loss": result.history[-1]["loss_tasks"],
                     "metrics": headline(metrics),
+                    "groups": group_metrics(probs["click"], splits.test, groups),
                     "test_positives": {
                         t: {s: metrics[t][s]["positives"] for s in SLICES} for t in metrics
                     },
@@ -89,6 +113,7 @@ def run_ablation(
         "content_versions": splits.content.versions if splits.content else None,
         "runs": runs,
         "summary": summarize(runs, variants),
+        "oracle": oracle,
         "elapsed_seconds": round(time.perf_counter() - started, 1),
     }
     out = settings.artifacts_dir / "ranking"
@@ -110,18 +135,23 @@ def summarize(runs: list[dict], variants: tuple[str, ...]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for variant in variants:
         mine = [r for r in runs if r["variant"] == variant]
-        keys = mine[0]["metrics"].keys()
-        stats = {}
-        for key in keys:
-            values = np.array([r["metrics"][key] for r in mine if r["metrics"][key] is not None])
-            stats[key] = {
-                "mean": float(values.mean()) if len(values) else None,
-                "std": float(values.std(ddof=1)) if len(values) > 1 else None,
-                "n": len(values),
-            }
-        stats["train_seconds"] = {"mean": float(np.mean([r["train_seconds"] for r in mine]))}
+        stats = {key: _stat([r["metrics"][key] for r in mine]) for key in mine[0]["metrics"]}
+        for group in mine[0].get("groups", {}):
+            stats[f"group:{group}"] = _stat([r["groups"][group]["auc"] for r in mine])
+        for cost in ("train_seconds", "epochs", "score_ms_per_1k_rows"):
+            stats[cost] = _stat([r.get(cost) for r in mine])
         out[variant] = stats
     return out
+
+
+def _stat(values: list[float | None]) -> dict[str, float | int | None]:
+    """Mean, std (ddof 1) and count of the defined values."""
+    array = np.array([v for v in values if v is not None], dtype=float)
+    return {
+        "mean": float(array.mean()) if len(array) else None,
+        "std": float(array.std(ddof=1)) if len(array) > 1 else None,
+        "n": len(array),
+    }
 
 
 def _cell(stat: dict) -> str:
@@ -141,10 +171,12 @@ def markdown_report(summary: dict[str, Any]) -> str:
         "# Ranking ablation",
         "",
         f"Test split, mean ± std over seeds {summary['seeds']} (std over seeds, ddof 1); "
-        f"{summary['train_config']['epochs']} epochs each, batch "
+        f"at most {summary['train_config']['epochs']} epochs each (early stopping on valid "
+        f"click AUC, patience {summary['train_config']['patience']}), batch "
         f"{summary['train_config']['batch_size']}, lr {summary['train_config']['lr']}; "
         f"whole ablation {summary['elapsed_seconds']} s. Variants are cumulative: "
-        "id_only -> +multimodal -> +dsn -> +min -> +cdr -> full (+timeliness).",
+        "id_only -> +multimodal -> +dsn -> +min -> +cdr -> +timeliness -> full (+user ID); "
+        "full-X is the full model without block X.",
         f"Rows: train {stats['train']['rows']}, test {stats['test']['rows']}.",
         "",
     ]
@@ -159,16 +191,67 @@ def markdown_report(summary: dict[str, Any]) -> str:
             )
             lines.append(f"| {v} | {cells} |")
         lines.append("")
-    seconds = " | ".join(f"{summary['summary'][v]['train_seconds']['mean']:.1f}" for v in variants)
-    lines += [
-        "## Training time per run (s)",
-        "",
-        "| " + " | ".join(variants) + " |",
-        "|" + " ---: |" * len(variants),
-        f"| {seconds} |",
-        "",
+    groups = [
+        k.removeprefix("group:") for k in summary["summary"][variants[0]] if k.startswith("group:")
     ]
+    if groups:
+        lines += [
+            "## click AUC by user group (the world's hidden modality preferences)",
+            "",
+            "| variant | " + " | ".join(groups) + " |",
+            "| --- |" + " ---: |" * len(groups),
+        ]
+        lines += [
+            f"| {v} | "
+            + " | ".join(_cell(summary["summary"][v][f"group:{g}"]) for g in groups)
+            + " |"
+            for v in variants
+        ]
+        oracle = summary.get("oracle")
+        if oracle:
+            cells = " | ".join(_num(oracle["groups"][g]["auc"]) for g in groups)
+            lines.append(f"| oracle | {cells} |")
+        lines.append("")
+    lines += _oracle_lines(summary.get("oracle"))
+    lines += [
+        "## Cost per run",
+        "",
+        "| variant | epochs (early stopping) | training s | scoring ms per 1,000 rows |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for v in variants:
+        cost = summary["summary"][v]
+        lines.append(
+            f"| {v} | {_cell(cost['epochs'])} | {_cell(cost['train_seconds'])} | "
+            f"{_cell(cost['score_ms_per_1k_rows'])} |"
+        )
+    lines.append("")
     return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _oracle_lines(oracle: dict[str, Any] | None) -> list[str]:
+    """The ceiling section: the hidden utility's click metrics, and what knowing each user's
+    own preference is worth to it."""
+    if not oracle:
+        return []
+    m = oracle["metrics"]
+    lines = [
+        "## The ceiling: scoring the test rows with the world's hidden click utility",
+        "",
+        f"click AUC {_num(m['click_all_auc'])}, GAUC {_num(m['click_all_gauc'])}; warm AUC "
+        f"{_num(m['click_warm_auc'])}, cold AUC {_num(m['click_cold_auc'])} (without the "
+        "product-page link term, which the logs do not carry).",
+        "",
+        "| the oracle uses the population mean instead of each user's | click AUC | click GAUC |",
+        "| --- | ---: | ---: |",
+    ]
+    for name, values in oracle["without_user_preference"].items():
+        lines.append(f"| {name} | {_num(values['auc'])} | {_num(values['gauc'])} |")
+    return [*lines, ""]
 
 
 def _task_order(task: str) -> int:

@@ -9,6 +9,9 @@ negative) in its slice is None: undefined, not 0.5.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import torch
@@ -20,6 +23,9 @@ from models.ranking import RankingModel
 from models.ranking_inputs import RankingData
 
 SLICES = ("all", "warm", "cold")
+# The synthetic world's per-user modality preferences (truth/users_latent.parquet): how much a
+# user's clicks follow the cover's quality, the title's style and popularity.
+PREFERENCES = ("pref_visual", "pref_text", "pref_popularity")
 
 
 def predict(
@@ -83,6 +89,109 @@ def evaluate(probs: dict[str, np.ndarray], data: RankingData) -> dict[str, dict]
             }
         result[task] = per_slice
     return result
+
+
+def truth_groups(truth_dir: Path, data: RankingData) -> dict[str, np.ndarray]:
+    """Row masks by the world's hidden user preferences, for slicing metrics: for each of
+    PREFERENCES, "<pref> top third" (the users in its top tercile) and "<pref> rest"; {} when
+    the data has no truth (imported data)."""
+    path = truth_dir / "users_latent.parquet"
+    if not path.exists():
+        return {}
+    latent = pd.read_parquet(path, columns=["user_id", *PREFERENCES]).set_index("user_id")
+    rows = latent.reindex(data.user_id.numpy())
+    groups = {}
+    for pref in PREFERENCES:
+        top = (rows[pref] >= latent[pref].quantile(2 / 3)).to_numpy()
+        groups[f"{pref} top third"], groups[f"{pref} rest"] = (
+            top,
+            ~top & rows[pref].notna().to_numpy(),
+        )
+    return groups
+
+
+def oracle_scores(
+    truth_dir: Path, raw_dir: Path, data: RankingData, average: tuple[str, ...] = ()
+) -> np.ndarray | None:
+    """Each row's click logit under the world's hidden utility (datagen.behaviour.click_logit):
+    the ceiling a ranker could reach on these rows; None for data without truth. The
+    product-page link term is left out (the logs do not say which product page a detail
+    impression was on); the row's day comes from the item's age at the row and its
+    publication time. `average`: user columns replaced by the population's mean
+    ("preferred_style_idx": nobody's style known), so the oracle shows what knowing each
+    user's own preference is worth."""
+    if not (truth_dir / "users_latent.parquet").exists():
+        return None
+    from datagen.behaviour import click_logit, popularity_on_day
+    from datagen.catalog import SECONDS_PER_DAY
+
+    items = pd.read_parquet(truth_dir / "items_latent.parquet")
+    users = pd.read_parquet(truth_dir / "users_latent.parquet")
+    for column in average:
+        users[column] = -1 if column == "preferred_style_idx" else users[column].mean()
+    published = pd.read_parquet(raw_dir / "items.parquet", columns=["item_id", "publish_ts"])
+    item_rows = pd.Index(items.item_id).get_indexer(data.item_id.numpy())
+    user_rows = pd.Index(users.user_id).get_indexer(data.user_id.numpy())
+    if (item_rows < 0).any() or (user_rows < 0).any():
+        raise ValueError("the ranking rows name users or items the world's truth does not hold")
+    publish_s = (
+        published.set_index("item_id").publish_ts.reindex(items.item_id.iloc[item_rows])
+        .astype("datetime64[s, UTC]").astype("int64").to_numpy()
+    )  # fmt: skip
+    event_s = publish_s + data.age_hours.numpy().astype(np.float64) * 3600
+    day_start = event_s - event_s % SECONDS_PER_DAY
+    popularity = popularity_on_day(items.iloc[item_rows], publish_s, day_start)
+    logit, _ = click_logit(
+        items, users, user_rows, item_rows, popularity, data.position.numpy(),
+        np.zeros(len(item_rows), dtype=bool),
+    )  # fmt: skip
+    return logit
+
+
+def oracle_summary(
+    truth_dir: Path, raw_dir: Path, data: RankingData, groups: dict[str, np.ndarray]
+) -> dict[str, Any] | None:
+    """The oracle's click metrics on `data` (as `headline` names them), per user group, and
+    its click AUC / GAUC when it no longer knows each user's own preference (PREFERENCES one
+    at a time, then the title style as well as its weight, then all three); None without
+    truth."""
+    scores = oracle_scores(truth_dir, raw_dir, data)
+    if scores is None:
+        return None
+    labels = (data.labels["click"].numpy() >= 0.5).astype(np.int8)
+    without = {}
+    for average in (
+        *((pref,) for pref in PREFERENCES),
+        ("pref_text", "preferred_style_idx"),
+        PREFERENCES,
+    ):
+        blind = oracle_scores(truth_dir, raw_dir, data, average)
+        without[" + ".join(average)] = {
+            "auc": auc(labels, blind),
+            "gauc": gauc(labels, blind, data.user_id.numpy()),
+        }
+    return {
+        "metrics": headline(evaluate({"click": scores}, data)),
+        "groups": group_metrics(scores, data, groups),
+        "without_user_preference": without,
+    }
+
+
+def group_metrics(
+    scores: np.ndarray, data: RankingData, groups: dict[str, np.ndarray], task: str = "click"
+) -> dict[str, dict[str, float | None]]:
+    """{group: {auc, gauc}} of one task's scores on each group's rows."""
+    defined = data.label_masks[task].numpy()
+    labels = (data.labels[task].numpy() >= 0.5).astype(np.int8)
+    users = data.user_id.numpy()
+    out = {}
+    for name, mask in groups.items():
+        keep = defined & mask
+        out[name] = {
+            "auc": auc(labels[keep], scores[keep]),
+            "gauc": gauc(labels[keep], scores[keep], users[keep]),
+        }
+    return out
 
 
 def headline(metrics: dict[str, dict]) -> dict[str, float | None]:

@@ -20,6 +20,7 @@ metrics; the same figures go to `artifacts/ranking/metrics.json`.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
@@ -51,21 +52,22 @@ from models.ranking_inputs import (
     referenced_items,
     require_content,
 )
-from models.store import KNOWN_ITEMS, save_model
-from training.rank_eval import evaluate, headline, predict
+from models.store import KNOWN_ITEMS, KNOWN_USERS, save_model
+from training.rank_eval import auc, evaluate, headline, predict
 from training_sets.build import read_split
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-SWITCHES = ("use_multimodal", "use_dsn", "use_min", "use_cdr", "use_timeliness")
+SWITCHES = ("use_multimodal", "use_dsn", "use_min", "use_cdr", "use_timeliness", "use_user_id")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings; the model's own settings live in `RankingConfig`."""
 
-    epochs: int = 2
+    epochs: int = 12  # at most; training stops earlier when valid click AUC stops rising
+    patience: int = 2  # epochs without a better valid click AUC before stopping
     batch_size: int = 512
     lr: float = 2e-3
     disc_lr: float = 1e-3  # DSN discriminators' Adam learning rate
@@ -75,7 +77,7 @@ class TrainConfig:
     model_name: str = "ranking"  # BentoML model store name
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_seq_len"):
+        for name in ("epochs", "patience", "batch_size", "max_seq_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "disc_lr"):
@@ -102,7 +104,7 @@ class RankingSplits:
 @dataclass
 class FitResult:
     model: RankingModel
-    history: list[dict[str, float]]  # per epoch: mean losses and the valid click AUC
+    history: list[dict[str, float]]  # per epoch: mean losses, valid click AUC, learning rate
     train_seconds: float
     samples_per_s: float
 
@@ -123,11 +125,14 @@ def load_splits(settings: Settings, max_seq_len: int = 20, store=None) -> Rankin
     # Cold = no interaction history the model could learn an ID from: the set's flag (first
     # seen on a test day) or, wider, an item absent from the train split (an item first seen
     # on a valid day is not flagged by the set but has no trained ID either).
-    trained = data["train"].item_id.unique()
+    # Likewise a user absent from the train split has no trained user embedding.
+    trained, trained_users = data["train"].item_id.unique(), data["train"].user_id.unique()
     for split in ("valid", "test"):
         unseen = ~torch.isin(data[split].item_id, trained)
         data[split].is_cold = data[split].is_cold | unseen
         data[split].stats["rows_cold"] = int(data[split].is_cold.sum())
+        data[split].user_known = torch.isin(data[split].user_id, trained_users)
+        data[split].stats["rows_user_unseen"] = int((~data[split].user_known).sum())
     return RankingSplits(**data, content=content, profile=profile)
 
 
@@ -159,7 +164,7 @@ def model_config(
         raise ValueError(f"unknown switches {sorted(unknown)}; known: {SWITCHES}")
     profile = splits.profile
     base = RankingConfig(
-        **{"use_cdr": profile.has_skus, **switches},
+        **{"use_cdr": profile.has_skus, "use_user_id": True, **switches},
         tasks=profile.ranking_tasks,
         n_categories=len(profile.categories),
         content_modalities=profile.content_modalities,
@@ -176,7 +181,9 @@ def model_config(
 def fit(
     config: RankingConfig, splits: RankingSplits, train_config: TrainConfig, label: str = "rank"
 ) -> FitResult:
-    """Train a fresh model for `train_config.epochs` epochs over shuffled mini-batches."""
+    """Train a fresh model over shuffled mini-batches until the valid click AUC has not risen
+    for `patience` epochs (or `epochs` have run), halving the learning rate after each epoch
+    without a rise (torch's ReduceLROnPlateau); the best epoch's weights are kept."""
     require_content(config, splits.content)
     torch.manual_seed(train_config.seed)  # ID dropout draws from the global generator
     shuffle = torch.Generator().manual_seed(train_config.seed)
@@ -185,34 +192,61 @@ def fit(
     ranker_params, disc_params = ranking_parameter_groups(model)
     optimizer = torch.optim.Adam(ranker_params, lr=train_config.lr)
     disc_optimizer = torch.optim.Adam(disc_params, lr=train_config.disc_lr) if disc_params else None
+    schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=0.5, patience=0
+    )
     content = splits.content if config.use_multimodal else None
     train = splits.train
     bs = train_config.batch_size
-    n_batches = -(-len(train) // bs)
-    plan = [
-        (epoch, start) for epoch in range(train_config.epochs) for start in range(0, len(train), bs)
-    ]
     history: list[dict[str, float]] = []
-    sums: dict[str, float] = {}
-    model.train()
+    best_auc, best_state, trained_rows = -1.0, None, 0
     started = time.perf_counter()
-    for epoch, start in progress(plan, label):
-        if start == 0:
-            order = torch.randperm(len(train), generator=shuffle)
-            sums = {}
-        batch = train.batch(order[start : start + bs], content, config.use_min)
-        losses = train_step(
-            loss_fn, batch.user, batch.items, batch.labels, optimizer, disc_optimizer,
-            batch.label_masks,
+    for epoch in range(1, train_config.epochs + 1):
+        model.train()
+        order = torch.randperm(len(train), generator=shuffle)
+        sums: dict[str, float] = {}
+        starts = range(0, len(train), bs)
+        for start in progress(starts, f"{label} epoch {epoch}"):
+            batch = train.batch(order[start : start + bs], content, config.use_min)
+            losses = train_step(
+                loss_fn, batch.user, batch.items, batch.labels, optimizer, disc_optimizer,
+                batch.label_masks,
+            )  # fmt: skip
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value
+        trained_rows += len(train)
+        valid_auc = valid_click_auc(model, splits)
+        record = {name: value / len(starts) for name, value in sums.items()}
+        history.append(
+            {"epoch": epoch, **record, "valid_click_auc": valid_auc,
+             "lr": optimizer.param_groups[0]["lr"]}
         )  # fmt: skip
-        for name, value in losses.items():
-            sums[name] = sums.get(name, 0.0) + value
-        if start + bs >= len(train):  # the epoch's last batch
-            record = {name: value / n_batches for name, value in sums.items()}
-            history.append({"epoch": epoch + 1, **record})
-            log.info("%s epoch %d: loss %.4f", label, epoch + 1, record["loss"])
+        log.info(
+            "%s epoch %d: loss %.4f, valid click AUC %.4f", label, epoch, record["loss"], valid_auc
+        )
+        schedule.step(valid_auc)
+        if valid_auc > best_auc:
+            best_auc, best_state = valid_auc, copy.deepcopy(model.state_dict())
+        elif epoch - _best_epoch(history) >= train_config.patience:
+            break
     seconds = time.perf_counter() - started
-    return FitResult(model, history, seconds, train_config.epochs * len(train) / seconds)
+    model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(model, history, seconds, trained_rows / seconds)
+
+
+def _best_epoch(history: list[dict[str, float]]) -> int:
+    return int(max(history, key=lambda record: record["valid_click_auc"])["epoch"])
+
+
+def valid_click_auc(model: RankingModel, splits: RankingSplits) -> float:
+    """Click AUC on the valid split: what early stopping and the LR schedule follow."""
+    scores = predict(model, splits.valid, splits.content)["click"]
+    mask = splits.valid.label_masks["click"].numpy()
+    value = auc((splits.valid.labels["click"].numpy()[mask] >= 0.5), scores[mask])
+    if value is None:
+        raise ValueError("the valid split has only one click class: early stopping needs both")
+    return value
 
 
 def evaluate_splits(
@@ -276,10 +310,12 @@ def train_ranking(
     result = fit(config, splits, train_config)
     metrics = evaluate_splits(result.model, splits)
     metadata = export_metadata(config, splits, train_config, result, metrics)
-    known = splits.train.item_id.unique().numpy()  # the train split's items: warm at serving
-    tag = save_model(
-        settings, train_config.model_name, result.model, config, metadata, {KNOWN_ITEMS: known}
-    )
+    # the train split's items are warm at serving, its users keep their user-ID embedding
+    known = {
+        KNOWN_ITEMS: splits.train.item_id.unique().numpy(),
+        KNOWN_USERS: splits.train.user_id.unique().numpy(),
+    }
+    tag = save_model(settings, train_config.model_name, result.model, config, metadata, known)
     report = {"tag": tag, **metadata, "metrics_detail": metrics}
     write_json(report, settings.artifacts_dir / "ranking" / "metrics.json")
     return report
