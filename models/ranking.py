@@ -104,6 +104,8 @@ class UserInputs(TensorBatch):
         seq_visual_emb: (B, L, visual_dim) float visual embeddings of them; use_min.
         user_id: (B,) int64 the user's key, -1 = a user the model was not trained on (its
             embedding is zero); needed by use_user_id.
+        seq_category: (B, L) int64 category index of each clicked item, -1 = unknown or
+            padding; needed by use_history_category.
     """
 
     seq_item_ids: Tensor
@@ -114,6 +116,7 @@ class UserInputs(TensorBatch):
     seq_text_emb: Tensor | None = None
     seq_visual_emb: Tensor | None = None
     user_id: Tensor | None = None
+    seq_category: Tensor | None = None
 
 
 @dataclass
@@ -217,6 +220,10 @@ class RankingConfig:
     # vectors: what one user's impressions (clicked or not) say about their taste. Off by
     # default so models stored before it load as they were; training turns it on.
     use_user_id: bool = False
+    # The user's click share per category over the click history, and the share at the
+    # candidate's category: category interest in the content domain (CDR's is the product
+    # domain's). Off by default for the same reason.
+    use_history_category: bool = False
     # Training-only probability of zeroing a candidate's ID embedding (the cold path).
     id_dropout: float = 0.1
     # Training-only probability of zeroing a user's embedding (the path of users unseen in
@@ -455,6 +462,8 @@ class RankingModel(nn.Module):
                 in_dim += c.n_categories + 1
             if c.use_timeliness:
                 in_dim += 1 + c.n_ctr_windows
+            if c.use_history_category:
+                in_dim += c.n_categories + 1
             self.user_id_embedding = None
             if c.use_user_id:
                 self.user_id_embedding = HashEmbedding(c.n_user_buckets, d)
@@ -491,6 +500,16 @@ class RankingModel(nn.Module):
         check_index_range("user.source", user.source, c.n_sources)
         if c.use_user_id:
             check_tensor("user.user_id", user.user_id, (b,), kind="int")
+        if c.use_history_category:
+            seq_category = check_tensor(
+                "user.seq_category", user.seq_category, (b, length), kind="int"
+            )
+            if seq_category.numel() and (
+                int(seq_category.min()) < -1 or int(seq_category.max()) >= c.n_categories
+            ):
+                raise ValueError(
+                    f"user.seq_category must hold indices in [0, {c.n_categories}) or -1"
+                )
 
         widths = {"text": c.text_dim, "visual": c.visual_dim}
         for m in c.content_modalities if c.use_multimodal else ():
@@ -506,6 +525,7 @@ class RankingModel(nn.Module):
                 (b, c.n_categories),
                 kind="float",
             )
+        if c.use_cdr or c.use_history_category:
             check_tensor("candidates.category", items.category, (n,), kind="int")
             category = items.category
             if category.numel() and (
@@ -540,7 +560,7 @@ class RankingModel(nn.Module):
         c = self.config
         id_emb = self._candidate_id_embedding(items)  # (N, d)
         enc = ItemEncoding(id_emb=id_emb, material_emb=self.material_embedding(items.material))
-        if c.use_cdr:
+        if c.use_cdr or c.use_history_category:
             enc.category = items.category
         if c.use_multimodal:
             projections = {"text": self.text_proj, "visual": self.visual_proj}
@@ -598,6 +618,9 @@ class RankingModel(nn.Module):
             layout.append(("category_affinity", 1, "pair"))
         if c.use_timeliness:
             layout += [("age", 1, "pair"), ("ctr", c.n_ctr_windows, "item")]
+        if c.use_history_category:
+            layout += [("history_categories", c.n_categories, "user")]
+            layout += [("history_category_share", 1, "pair")]
         if c.use_user_id:
             layout.append(("user_id", d, "user"))
             layout += [(f"user_x_{m}", d, "pair") for m in ("item_id", *modalities)]
@@ -689,11 +712,12 @@ class RankingModel(nn.Module):
                 user_vec, id_interest, real, histories, user.seq_mask
             )
         if c.use_cdr:
-            affinity = user.category_affinity.expand(n, -1)  # (N, n_categories), a view
             blocks["affinity"] = user.category_affinity
-            known = enc.category >= 0  # -1: outside the data's category list
-            picked = affinity.gather(1, enc.category.clamp(min=0).unsqueeze(1))  # (N, 1)
-            blocks["category_affinity"] = picked * known.unsqueeze(1).to(picked.dtype)
+            blocks["category_affinity"] = _at_category(user.category_affinity, enc.category)
+        if c.use_history_category:
+            shares = category_shares(user.seq_category, user.seq_mask, c.n_categories)
+            blocks["history_categories"] = shares
+            blocks["history_category_share"] = _at_category(shares, enc.category)
         if c.use_timeliness:
             blocks["age"] = torch.log1p(age_hours.clamp(min=0)).unsqueeze(1)  # (N, 1)
         if c.use_user_id:
@@ -720,6 +744,22 @@ class RankingModel(nn.Module):
             first = first + inputs @ split.weights[kind]
         out.update(self.mmoe.forward_first_layer(first))
         return out
+
+
+def category_shares(seq_category: Tensor, seq_mask: Tensor, n_categories: int) -> Tensor:
+    """(B, n_categories): each user's share of clicks per category over the history's items
+    of known category (all zero without any)."""
+    valid = (seq_category >= 0) & seq_mask  # (B, L)
+    one_hot = F.one_hot(seq_category.clamp(min=0), n_categories).float() * valid.unsqueeze(-1)
+    return one_hot.sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
+
+
+def _at_category(per_category: Tensor, category: Tensor) -> Tensor:
+    """(N, 1): each candidate's value of a (B, n_categories) user vector (B = 1 broadcasts)
+    at its category; 0 for -1 (outside the data's category list)."""
+    values = per_category.expand(category.shape[0], -1)  # a view
+    picked = values.gather(1, category.clamp(min=0).unsqueeze(1))
+    return picked * (category >= 0).unsqueeze(1).to(picked.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -920,6 +960,7 @@ __all__ = [
     "RankingModel",
     "SplitFirstLayers",
     "UserInputs",
+    "category_shares",
     "ranking_parameter_groups",
     "score_candidates",
     "score_encoded",

@@ -19,6 +19,9 @@ Choices, stated once:
   stats mean "no impression in 7 days": CTRs take the smoothing prior the pipeline uses for
   new items (feature_pipelines.item_stats.PRIOR_CTR), so a new item looks the same here as
   in the online store's next snapshot.
+- History categories: each clicked item's category index as of the end of the data (Feast's
+  item_attributes view, `load_item_categories`; serving: the snapshot's), -1 when unknown;
+  the model turns them into the user's click share per category (`use_history_category`).
 - Cold start: `is_cold` (the set's flag: first seen on a test day; rank_train widens it to
   items absent from the train split) zeroes the candidate's ID
   embedding in the model, so cold items are ranked by their modality projections and DSN
@@ -38,6 +41,7 @@ import torch
 from torch import Tensor
 
 from feature_pipelines.item_stats import PRIOR_CTR
+from mmrec.arrays import find_sorted
 from mmrec.vocab import (
     CATEGORIES,
     MATERIALS,
@@ -94,6 +98,40 @@ def load_item_content(
     return item_content_from_frame(frame, modalities)
 
 
+@dataclass(frozen=True)
+class ItemCategories:
+    """Category index (into the data's list, -1 = outside it) per item id, ids sorted."""
+
+    item_ids: np.ndarray
+    category: np.ndarray
+
+    def of(self, item_ids: np.ndarray) -> np.ndarray:
+        """Category indices of `item_ids` (any shape), -1 for ids not in the table."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        pos, hit = find_sorted(self.item_ids, ids.ravel())
+        out = np.full(ids.size, -1, dtype=np.int64)
+        out[hit] = self.category[pos[hit]]
+        return out.reshape(ids.shape)
+
+
+def load_item_categories(store, item_ids: np.ndarray, at: datetime) -> ItemCategories:
+    """Each item's `category_index` through Feast's point-in-time join at `at` (an item's
+    attributes are stamped at its publish time, so `at` = the end of the data covers every
+    item the sets mention)."""
+    ids = np.unique(np.asarray(item_ids, dtype=np.int64))
+    entity = pd.DataFrame(
+        {"item_id": ids, "event_timestamp": pd.Timestamp(at).tz_convert("UTC").as_unit("us")}
+    )
+    frame = store.get_historical_features(
+        entity_df=entity, features=["item_attributes:category_index"]
+    ).to_df()
+    frame = frame.sort_values("item_id")
+    return ItemCategories(
+        frame.item_id.to_numpy(np.int64),
+        frame.category_index.astype("float64").fillna(-1).to_numpy(np.int64),
+    )
+
+
 def require_content(config: RankingConfig, content: ItemContent | None) -> None:
     """Refuse multimodal configs when no content embeddings exist (the documented choice:
     no silent zero vectors standing in for a whole modality)."""
@@ -117,6 +155,7 @@ class RankingData:
     """Per-row tensors of one split; N rows, L = max sequence length.
 
     seq_item_ids (N, L) int64, seq_mask (N, L) bool, seq_rows (N, L) int64 (ItemContent rows),
+    seq_category (N, L) int64 (-1 = unknown or padding),
     position / source (N,) int64, category_affinity (N, 12) float32, item_id / material /
     category (N,) int64, item_rows (N,) int64, age_hours (N,) float32, ctr_windows (N, 4)
     float32, is_cold (N,) bool, labels {task: (N,) float32}, label_masks {task: (N,) bool},
@@ -127,6 +166,7 @@ class RankingData:
     seq_item_ids: Tensor
     seq_mask: Tensor
     seq_rows: Tensor
+    seq_category: Tensor
     position: Tensor
     source: Tensor
     category_affinity: Tensor
@@ -171,6 +211,7 @@ class RankingData:
             source=self.source[rows],
             category_affinity=self.category_affinity[rows],
             user_id=torch.where(self.user_known[rows], self.user_id[rows], -1),
+            seq_category=self.seq_category[rows],
         )
         items = CandidateInputs(
             item_id=self.item_id[rows],
@@ -239,6 +280,7 @@ def build_ranking_data(
     max_seq_len: int = 20,
     tasks: tuple[str, ...] = RANKING_TASKS,
     n_categories: int = len(CATEGORIES),
+    categories: ItemCategories | None = None,
 ) -> RankingData:
     """Tensors of one ranking split (a `read_split` frame); see the module docstring.
 
@@ -246,6 +288,7 @@ def build_ranking_data(
     candidates: the same code turns offline and online feature values into model inputs).
     `n_categories`: the width of the data's category vectors (the model config's). The
     candidate's category is its `category_index` feature (-1 outside the data's list).
+    `categories`: the history items' categories (None: all unknown).
     """
     if max_seq_len < 1:
         raise ValueError(f"max_seq_len must be >= 1, got {max_seq_len}")
@@ -289,6 +332,11 @@ def build_ranking_data(
         seq_item_ids=torch.from_numpy(seq),
         seq_mask=torch.from_numpy(seq_mask),
         seq_rows=torch.from_numpy(seq_rows),
+        seq_category=torch.from_numpy(
+            np.where(seq_mask, categories.of(seq), -1)
+            if categories is not None
+            else np.full_like(seq, -1)
+        ),
         position=_index(frame.position, POSITIONS, "position"),
         source=_index(frame.source, SOURCES, "source"),
         category_affinity=torch.from_numpy(

@@ -48,6 +48,7 @@ from models.ranking import (
 from models.ranking_inputs import (
     CTR_FEATURES,
     SEQUENCE_FEATURE,
+    ItemCategories,
     RankingData,
     build_ranking_data,
     load_item_content,
@@ -88,7 +89,8 @@ class CatalogItems:
     share of the MMoE's first layers (RankingModel.item_first_layer, its windowed CTRs
     included: the pipeline's prior where null); rankable (C + 1,) bool: material and category known
     (the rows build_ranking_data keeps); content_ids: the ids of the content table whose
-    projected rows `history` {modality: (R + 1, d)} holds (row 0: no content).
+    projected rows `history` {modality: (R + 1, d)} holds (row 0: no content); categories:
+    every row's category index (the history's categories are looked up here).
     """
 
     encoding: ItemEncoding
@@ -96,6 +98,7 @@ class CatalogItems:
     rankable: np.ndarray
     content_ids: np.ndarray
     history: dict[str, Tensor]
+    categories: ItemCategories
 
     def content_rows(self, item_ids: np.ndarray) -> np.ndarray:
         return content_rows(self.content_ids, item_ids)
@@ -213,9 +216,12 @@ class OnlineRanker:
             rankable=rankable,
             content_ids=content.item_ids if content is not None else np.empty(0, np.int64),
             history=history,
+            categories=ItemCategories(self.reader.item_ids, category[:-1]),
         )
 
-    def _user(self, features: dict[str, list], scene: str) -> tuple[UserInputs, np.ndarray]:
+    def _user(
+        self, features: dict[str, list], scene: str, categories: ItemCategories
+    ) -> tuple[UserInputs, np.ndarray]:
         """The one user row (as build_ranking_data builds it) and its history's item ids."""
         seq = np.zeros(self.max_seq_len, dtype=np.int64)
         clicked = (features[SEQUENCE_FEATURE] or [None])[0]
@@ -237,6 +243,7 @@ class OnlineRanker:
                 [affinity if affinity is not None else [0.0] * width], dtype=torch.float32
             ),
             user_id=torch.from_numpy(np.where(self._knows_user(user_id), user_id, -1)),
+            seq_category=torch.from_numpy(np.where(mask, categories.of(seq), -1))[None],
         )
         return user, seq
 
@@ -253,7 +260,7 @@ class OnlineRanker:
         if not len(ids):
             raise ValueError("no candidate has item attributes online")
         rows = torch.from_numpy(positions)
-        user, seq = self._user(features, scene)
+        user, seq = self._user(features, scene, catalog.categories)
         histories = {
             m: projected[torch.from_numpy(catalog.content_rows(seq))][None]
             for m, projected in catalog.history.items()
@@ -280,9 +287,11 @@ class OnlineRanker:
         frame = pd.DataFrame({name: features[name] for name in FEATURE_COLUMNS})
         frame["position"], frame["source"] = scene, SOURCE
         frame["is_cold"] = ~np.isin(frame.item_id.to_numpy(np.int64), self.known_item_ids)
+        catalog: CatalogItems = self.reader.snapshot().derived[RANKER_ITEMS]
         data = build_ranking_data(
-            frame, content, self.max_seq_len, tasks=(), n_categories=self.config.n_categories
-        )
+            frame, content, self.max_seq_len, tasks=(), n_categories=self.config.n_categories,
+            categories=catalog.categories,
+        )  # fmt: skip
         data.user_known = torch.from_numpy(self._knows_user(data.user_id.numpy()))
         # one user: every row carries the same user side, so take it (and its history's
         # content, for MIN) from the first row only

@@ -16,6 +16,7 @@ from models.ranking import (
     RankingLoss,
     RankingModel,
     UserInputs,
+    category_shares,
     ranking_parameter_groups,
     score_candidates,
     score_encoded,
@@ -40,6 +41,8 @@ ALL_OFF = {
     "use_min": False,
     "use_cdr": False,
     "use_timeliness": False,
+    "use_history_category": False,
+    "use_user_id": False,
 }
 ID_ONLY = replace(TINY, **ALL_OFF)
 SWITCH_CASES = {
@@ -50,6 +53,8 @@ SWITCH_CASES = {
     "min+cdr": {"use_multimodal": True, "use_min": True, "use_cdr": True},
     "cdr": {"use_cdr": True},
     "timeliness": {"use_timeliness": True},
+    "history_category": {"use_history_category": True},
+    "user_id": {"use_multimodal": True, "use_user_id": True},
     "all": {k: True for k in ALL_OFF},
 }
 
@@ -68,6 +73,10 @@ def random_user(b: int, length: int = 5, config: RankingConfig = TINY, seed: int
         category_affinity=torch.rand(b, config.n_categories, generator=g),
         seq_text_emb=torch.randn(b, length, config.text_dim, generator=g),
         seq_visual_emb=torch.randn(b, length, config.visual_dim, generator=g),
+        user_id=torch.randint(-1, 50, (b,), generator=g),  # -1: a user unseen in training
+        seq_category=torch.where(
+            mask, torch.randint(-1, config.n_categories, (b, length), generator=g), -1
+        ),
     )
 
 
@@ -244,6 +253,14 @@ def test_cold_candidates_ignore_their_id_and_id_dropout_only_acts_in_training() 
     torch.manual_seed(0)
     draws = torch.stack([model(user, items)["logits_click"] for _ in range(8)])
     assert not torch.allclose(draws[:, 2:], draws[:1, 2:].expand(8, -1))
+
+
+def test_history_category_shares_count_known_clicks_only() -> None:
+    seq_category = torch.tensor([[0, 0, 2, -1, 1], [-1, -1, 3, 3, 3]])
+    mask = torch.tensor([[True, True, True, True, False], [False, False, False, False, False]])
+    shares = category_shares(seq_category, mask, 4)
+    torch.testing.assert_close(shares[0], torch.tensor([2 / 3, 0.0, 1 / 3, 0.0]))
+    assert shares[1].sum() == 0  # no history: no interest, not a uniform one
 
 
 def test_scoring_500_candidates_for_one_user_matches_per_row_scoring() -> None:

@@ -8,12 +8,14 @@ import itertools
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from cli.main import app
 from mmrec.settings import Settings
+from mmrec.world_manifest import data_profile
 from models.ranking import RankingConfig, RankingModel, score_candidates
 from models.ranking_inputs import require_content
 from models.store import load_model, save_model
@@ -158,6 +160,20 @@ def test_early_stopping_keeps_the_best_valid_epoch(small_splits: RankingSplits) 
     assert valid_click_auc(result.model, small_splits) == pytest.approx(aucs[best], abs=1e-9)
     lrs = [record["lr"] for record in result.history]
     assert all(b in (a, a / 2) for a, b in itertools.pairwise(lrs))  # halved on no rise
+
+
+def test_history_categories_are_the_clicked_items_categories(
+    tiny_world: Settings, splits: RankingSplits
+) -> None:
+    items = pd.read_parquet(tiny_world.raw_dir / "items.parquet", columns=["item_id", "category"])
+    order = {c: i for i, c in enumerate(data_profile(tiny_world).categories)}
+    index = dict(zip(items.item_id, items.category.map(order), strict=True))
+    data = splits.train
+    mask = data.seq_mask.numpy()
+    want = np.vectorize(lambda item: index.get(int(item), -1))(data.seq_item_ids.numpy())
+    got = data.seq_category.numpy()
+    assert mask.any() and (got[~mask] == -1).all()
+    np.testing.assert_array_equal(got[mask], want[mask])
 
 
 def test_users_unseen_in_training_are_served_with_a_zero_user_embedding(

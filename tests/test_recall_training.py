@@ -28,6 +28,8 @@ from training.recall_eval import (
     model_scorer,
     popularity_scorer,
     ranking_metrics,
+    seed_lines,
+    seed_summary,
     target_ranks,
 )
 from training.recall_train import (
@@ -165,6 +167,18 @@ def test_the_kept_epoch_is_the_best_on_valid_recall(planted: RecallSplits, plant
     recalls = [record["valid_recall@100"] for record in history]
     assert best == int(np.argmax(recalls)) + 1
     assert valid_recall(planted_fit.model, planted) == pytest.approx(recalls[best - 1])
+
+
+def test_the_seed_summary_averages_each_cell_over_the_runs() -> None:
+    def run(value: float) -> dict:
+        cells = {"recall@50": value, "recall@100": 2 * value}
+        return {"methods": {"m": {"all": {"all": cells, "cold": dict.fromkeys(cells)}}}}
+
+    summary = seed_summary([run(0.1), run(0.3)], range(2))
+    cell = summary["methods"]["m"]["all all recall@100"]
+    assert cell["mean"] == pytest.approx(0.4) and cell["std"] == pytest.approx(0.2828, abs=1e-4)
+    assert "all cold recall@50" not in summary["methods"]["m"]  # undefined in a run: left out
+    assert "| m | 0.400 ± 0.283 |" in "\n".join(seed_lines(summary))
 
 
 def test_logq_is_each_items_share_of_the_positives(planted: RecallSplits) -> None:

@@ -46,7 +46,13 @@ def _num(value: float | None) -> str:
 
 
 def _switches(
-    multimodal: bool, dsn: bool, min_: bool, cdr: bool | None, timeliness: bool, user_id: bool
+    multimodal: bool,
+    dsn: bool,
+    min_: bool,
+    cdr: bool | None,
+    timeliness: bool,
+    history_category: bool,
+    user_id: bool,
 ) -> dict[str, bool]:
     """The model switches; CDR unset = on exactly when the data has a product domain."""
     switches = {
@@ -55,6 +61,7 @@ def _switches(
         "use_min": min_,
         "use_cdr": cdr,
         "use_timeliness": timeliness,
+        "use_history_category": history_category,
         "use_user_id": user_id,
     }
     return {name: value for name, value in switches.items() if value is not None}
@@ -93,6 +100,9 @@ def rank(
         ),
     ] = None,
     timeliness: Annotated[bool, typer.Option(help="Item age and windowed CTRs.")] = True,
+    history_category: Annotated[
+        bool, typer.Option(help="The click history's category shares (content-domain interest).")
+    ] = True,
     user_id: Annotated[
         bool, typer.Option(help="A user-ID embedding crossed with the item's ID and modalities.")
     ] = True,
@@ -110,7 +120,9 @@ def rank(
     settings = cli_settings(workspace)
     torch.set_num_threads(settings.torch_threads)
     report = train_ranking(
-        settings, config, _switches(multimodal, dsn, min_, cdr, timeliness, user_id)
+        settings,
+        config,
+        _switches(multimodal, dsn, min_, cdr, timeliness, history_category, user_id),
     )
     test = report["metrics"]["test"]
     console.print(
@@ -138,9 +150,10 @@ def rank_ablation(
         str,
         typer.Option(
             help="Comma-separated variants: the cumulative id_only,+multimodal,+dsn,+min,+cdr,"
-            "+timeliness,full (default) and the leave-one-out full-dsn,full-min,full-user_id."
+            "+timeliness,+history_category,full (default) and the leave-one-out full-dsn,"
+            "full-min,full-history_category,full-user_id."
         ),
-    ] = "id_only,+multimodal,+dsn,+min,+cdr,+timeliness,full",
+    ] = "id_only,+multimodal,+dsn,+min,+cdr,+timeliness,+history_category,full",
     workspace: Workspace = None,
 ) -> None:
     """What each ranking block buys: variants trained on the same split, over seeds."""
@@ -184,6 +197,10 @@ def recall(
         bool, typer.Option(help="logQ (popularity) correction of the in-batch softmax.")
     ] = True,
     seed: Annotated[int, typer.Option(help="Init, shuffling and ID-dropout seed.")] = 0,
+    seeds: Annotated[
+        int,
+        typer.Option(help="Also train with the next seeds and report mean ± std over all."),
+    ] = 1,
     workspace: Workspace = None,
 ) -> None:
     """Train the two-tower recall model, evaluate it against baselines, save it to BentoML."""
@@ -197,7 +214,7 @@ def recall(
     )  # fmt: skip
     settings = cli_settings(workspace)
     torch.set_num_threads(settings.torch_threads)
-    report = train_recall(settings, config)
+    report = train_recall(settings, config, seeds=seeds)
     from training.recall_eval import markdown
 
     console.print(f"saved {report['tag']} ({report['item_tower']} item tower)")

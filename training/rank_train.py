@@ -48,6 +48,7 @@ from models.ranking_inputs import (
     ItemContent,
     RankingData,
     build_ranking_data,
+    load_item_categories,
     load_item_content,
     referenced_items,
     require_content,
@@ -59,7 +60,10 @@ from training_sets.build import read_split
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-SWITCHES = ("use_multimodal", "use_dsn", "use_min", "use_cdr", "use_timeliness", "use_user_id")
+SWITCHES = (
+    "use_multimodal", "use_dsn", "use_min", "use_cdr", "use_timeliness", "use_history_category",
+    "use_user_id",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -116,9 +120,10 @@ def load_splits(settings: Settings, max_seq_len: int = 20, store=None) -> Rankin
     store = store or open_store(settings)
     referenced = referenced_items(list(frames.values()), max_seq_len)
     content = load_item_content(store, referenced, world_end(settings), profile.content_modalities)
+    categories = load_item_categories(store, referenced, world_end(settings))
     data = {
         split: build_ranking_data(
-            frame, content, max_seq_len, profile.ranking_tasks, len(profile.categories)
+            frame, content, max_seq_len, profile.ranking_tasks, len(profile.categories), categories
         )
         for split, frame in frames.items()
     }
@@ -164,7 +169,12 @@ def model_config(
         raise ValueError(f"unknown switches {sorted(unknown)}; known: {SWITCHES}")
     profile = splits.profile
     base = RankingConfig(
-        **{"use_cdr": profile.has_skus, "use_user_id": True, **switches},
+        **{
+            "use_cdr": profile.has_skus,
+            "use_history_category": True,
+            "use_user_id": True,
+            **switches,
+        },
         tasks=profile.ranking_tasks,
         n_categories=len(profile.categories),
         content_modalities=profile.content_modalities,

@@ -190,6 +190,28 @@ def evaluate_methods(splits, models: dict[str, TwoTowerRecall]) -> dict[str, Any
     }
 
 
+def seed_summary(evaluations: list[dict[str, Any]], seeds) -> dict[str, Any]:
+    """Mean and std (ddof 1) over runs with different seeds of every method's recall@50 and
+    recall@100, per channel ("all" included) and segment: {method: {"<channel> <segment>
+    <metric>": {mean, std, values}}} and the seeds."""
+    summary: dict[str, Any] = {"seeds": list(seeds), "methods": {}}
+    for method, first in evaluations[0]["methods"].items():
+        cells = {}
+        for channel, segments in first.items():
+            for segment in segments:
+                for metric in ("recall@50", "recall@100"):
+                    values = [e["methods"][method][channel][segment][metric] for e in evaluations]
+                    if any(v is None for v in values):
+                        continue
+                    cells[f"{channel} {segment} {metric}"] = {
+                        "mean": float(np.mean(values)),
+                        "std": float(np.std(values, ddof=1)),
+                        "values": values,
+                    }
+        summary["methods"][method] = cells
+    return summary
+
+
 # ---------------------------------------------------------------------------------------------
 # Report
 
@@ -225,7 +247,33 @@ def markdown(evaluation: dict[str, Any], title: str) -> str:
                 " / ".join(_fmt(result[c][s]["recall@50"]) for s in SEGMENTS) for c in channels
             ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += seed_lines(evaluation.get("seed_summary"))
     return "\n".join(lines) + "\n"
+
+
+SEED_COLUMNS = (
+    "all all recall@100", "all warm recall@100", "all cold recall@100", "u2v all recall@50",
+    "v2v all recall@50", "s2v all recall@50",
+)  # fmt: skip
+
+
+def seed_lines(summary: dict[str, Any] | None) -> list[str]:
+    """The over-seeds table: mean ± std of the headline cells of every method."""
+    if not summary:
+        return []
+    any_method = next(iter(summary["methods"].values()))
+    columns = [c for c in SEED_COLUMNS if c in any_method]
+    lines = [
+        "",
+        f"Over seeds {summary['seeds']} (mean ± std; the baselines do not depend on the seed):",
+        "",
+        "| method | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for name, cells in summary["methods"].items():
+        values = [f"{cells[c]['mean']:.3f} ± {cells[c]['std']:.3f}" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(values) + " |")
+    return lines
 
 
 def plot(evaluation: dict[str, Any], path: Path, title: str) -> None:

@@ -304,17 +304,35 @@ def export_metadata(
     }
 
 
-def train_recall(settings: Settings, train_config: TrainConfig, store=None) -> dict[str, Any]:
+def train_recall(
+    settings: Settings, train_config: TrainConfig, store=None, seeds: int = 1
+) -> dict[str, Any]:
     """Load, fit the model and the ID-only baseline, evaluate against the baselines, export
-    the model, write the report; returns the report (with the model's tag)."""
-    from training.recall_eval import evaluate_methods, write_report
+    the model, write the report; returns the report (with the model's tag). With `seeds` > 1
+    both are trained again with the next seeds and the report adds mean +- std over all
+    (`seed_summary`); the first seed's model is the one exported."""
+    from training.recall_eval import evaluate_methods, seed_summary, write_report
 
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
     splits = load_splits(settings, train_config.max_seq_len, store)
-    config = model_config(splits.table, train_config)
-    result = fit(config, splits, train_config, "two-tower")
-    id_only = fit(model_config(splits.table, train_config, item_fields=("id",)), splits,
-                  train_config, "id-only")  # fmt: skip
-    evaluation = evaluate_methods(splits, {"two-tower": result.model, "id-only": id_only.model})
+    evaluations = []
+    for seed in range(train_config.seed, train_config.seed + seeds):
+        seeded = replace(train_config, seed=seed)
+        config = model_config(splits.table, seeded)
+        fitted = fit(config, splits, seeded, f"two-tower seed {seed}")
+        id_only = fit(model_config(splits.table, seeded, item_fields=("id",)), splits, seeded,
+                      f"id-only seed {seed}")  # fmt: skip
+        evaluations.append(
+            evaluate_methods(splits, {"two-tower": fitted.model, "id-only": id_only.model})
+        )
+        if seed == train_config.seed:
+            result, first_config = fitted, config
+    config, evaluation = first_config, evaluations[0]
+    if seeds > 1:
+        evaluation["seed_summary"] = seed_summary(
+            evaluations, range(train_config.seed, train_config.seed + seeds)
+        )
     headline = {
         name: value
         for name, value in evaluation["methods"]["two-tower"]["all"]["all"].items()
