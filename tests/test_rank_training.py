@@ -5,6 +5,7 @@ are computed as documented, bad input exits 2."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from mmrec.world_manifest import data_profile
 from models.ranking import RankingConfig, RankingModel, score_candidates
 from models.ranking_inputs import require_content
 from models.store import load_model, save_model
-from training.rank_ablation import VARIANT_NAMES, VARIANTS
+from training.rank_ablation import VARIANT_NAMES, VARIANTS, run_ablation
 from training.rank_eval import PREFERENCES, gauc, oracle_scores, oracle_summary, truth_groups
 from training.rank_train import (
     SWITCHES,
@@ -138,7 +139,7 @@ def test_exported_model_scores_500_candidates_like_the_trained_one(
     loaded, stored = load_model(settings, tag, RankingModel, RankingConfig)
     assert stored["feature_service"] == "ranking_v1"
     assert stored["encoder_version"] == small_splits.content.versions["encoder_version"]
-    assert stored["switches"] == {name: True for name in SWITCHES}
+    assert stored["switches"] == {name: name != "use_user_id" for name in SWITCHES}  # opt-in
 
     test = small_splits.test
     user = test.batch(slice(0, 1), small_splits.content).user  # one user, B = 1
@@ -213,6 +214,25 @@ def test_the_oracle_scores_rows_by_the_worlds_hidden_click_utility(
     assert oracle_summary(tmp_path, tmp_path, test, {}) is None  # imported data: no truth
 
 
+def test_the_ablation_reports_groups_the_oracle_and_costs(
+    tiny_world: Settings, small_splits: RankingSplits, tmp_path: Path
+) -> None:
+    settings = replace(tiny_world, workspace=tmp_path)  # its artifacts, the tiny world's truth
+    for name in ("truth", "raw"):
+        (tmp_path / "data").mkdir(exist_ok=True)
+        (tmp_path / "data" / name).symlink_to(getattr(tiny_world, f"{name}_dir"))
+    train_config = TrainConfig(epochs=1, batch_size=256)
+    summary = run_ablation(settings, train_config, (0,), ("full", "full-min"), small_splits)
+    assert summary["oracle"]["metrics"]["click_all_auc"] > 0.75
+    assert set(summary["runs"][0]["groups"]) == set(summary["oracle"]["groups"])
+    report = (settings.artifacts_dir / "ranking" / "report.md").read_text()
+    for heading in ("click AUC by user group", "The ceiling", "Cost per run"):
+        assert heading in report
+    assert (
+        "| full-min |" in report and (settings.artifacts_dir / "ranking" / "ablation.png").exists()
+    )
+
+
 def test_gauc_weights_users_by_impressions_and_skips_one_class_users() -> None:
     users = np.array([1, 1, 1, 2, 2, 3, 3])
     labels = np.array([1, 0, 0, 1, 0, 0, 0])
@@ -228,9 +248,10 @@ def test_ablation_variants_add_one_block_at_a_time() -> None:
     for earlier, later in itertools.pairwise(VARIANT_NAMES):
         assert all(VARIANTS[later][s] for s, v in VARIANTS[earlier].items() if v)
         RankingConfig(**VARIANTS[later])  # every variant is a valid config
-    for block in ("dsn", "min", "user_id"):  # leave one out: the full model less one block
+    for block in ("dsn", "min", "history_category"):  # leave one out: the full model less one
         off = [s for s, v in VARIANTS[f"full-{block}"].items() if not v]
         assert off == [f"use_{block}"]
+    assert VARIANTS["full+user_id"] == {**VARIANTS["full"], "use_user_id": True}
 
 
 @pytest.mark.parametrize(

@@ -104,8 +104,12 @@ def rank(
         bool, typer.Option(help="The click history's category shares (content-domain interest).")
     ] = True,
     user_id: Annotated[
-        bool, typer.Option(help="A user-ID embedding crossed with the item's ID and modalities.")
-    ] = True,
+        bool,
+        typer.Option(
+            help="A user-ID embedding crossed with the item's ID and modalities (off: it "
+            "overfits on the small world)."
+        ),
+    ] = False,
     workspace: Workspace = None,
 ) -> None:
     """Train the MMoE ranker on the ranking set, evaluate it, save it to the BentoML store."""
@@ -150,10 +154,10 @@ def rank_ablation(
         str,
         typer.Option(
             help="Comma-separated variants: the cumulative id_only,+multimodal,+dsn,+min,+cdr,"
-            "+timeliness,+history_category,full (default) and the leave-one-out full-dsn,"
-            "full-min,full-history_category,full-user_id."
+            "+timeliness,full (default), the leave-one-out full-dsn,full-min,"
+            "full-history_category and full+user_id."
         ),
-    ] = "id_only,+multimodal,+dsn,+min,+cdr,+timeliness,+history_category,full",
+    ] = "id_only,+multimodal,+dsn,+min,+cdr,+timeliness,full",
     workspace: Workspace = None,
 ) -> None:
     """What each ranking block buys: variants trained on the same split, over seeds."""
