@@ -344,5 +344,5 @@ def train_recall(
         settings, train_config.model_name, result.model, config, metadata, {KNOWN_ITEMS: known}
     )
     report = {"tag": tag, **metadata, "evaluation": evaluation}
-    write_report(report, settings.artifacts_dir / "recall", "Recall on the synthetic world")
+    write_report(report, settings.artifacts_dir / "recall", "Recall on the test split")
     return report
