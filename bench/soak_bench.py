@@ -17,7 +17,10 @@ an impression of a random user on a random catalog item). Per minute: requests a
 per endpoint, p50/p99 latency, and each worker's resident memory at the minute's end.
 Overall: the 5xx count (target 0), non-200 answers by status, and each worker's RSS growth
 from the end of the first minute (the warm-up) to the end of the last, in percent (target
-under 10%). Writes bench/results/NAME.json and .png; exits 1 when a target is missed.
+under 10%). The item snapshot reloads every `--snapshot-refresh-s` (default 120 s, so a
+10-minute soak goes through four reloads per worker; the service's default is 600 s); each
+minute records the snapshot version /metrics reports. Writes bench/results/NAME.json and
+.png; exits 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -159,6 +162,17 @@ def online_store(settings: Settings, stack: contextlib.ExitStack) -> Settings:
     return settings
 
 
+def snapshot_version(url: str) -> int | None:
+    """The highest item snapshot version /metrics reports (None: not reported)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    versions = [
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("mmrec_item_snapshot_version")
+    ]
+    return max(versions, default=None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workspace", type=Path, default=None)
@@ -166,6 +180,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--name", default="soak", help="results file name")
+    parser.add_argument(
+        "--snapshot-refresh-s", type=float, default=120.0, help="item snapshot reload interval"
+    )
     args = parser.parse_args()
     if not 1 <= args.minutes <= MAX_MINUTES:
         parser.error(f"--minutes must be in 1..{MAX_MINUTES}")
@@ -181,6 +198,7 @@ def main() -> None:
             **workspace_env(settings),
             "MMREC_SERVING_WORKERS": "2",
             "MMREC_MILVUS_URI": lite.uri,
+            "MMREC_SNAPSHOT_REFRESH_S": str(args.snapshot_refresh_s),
         }
         raw = settings.raw_dir
         users = pd.read_parquet(raw / "users.parquet", columns=["user_id"]).user_id
@@ -206,6 +224,7 @@ def main() -> None:
                     },
                     "worker_rss_mb": {str(pid): mb for pid, mb in rss.items()},
                     "load_avg_1m": round(os.getloadavg()[0], 2),
+                    "snapshot_version": snapshot_version(server.url),
                 }
             )
             print(
@@ -224,6 +243,7 @@ def main() -> None:
     result = {
         "online_store": settings.online_store, "workers": 2, "index": "milvus-lite server (URI)",
         "concurrency": args.concurrency, "minutes": args.minutes,
+        "snapshot_refresh_s": args.snapshot_refresh_s,
         "catalog_items": len(items), "users_sampled": len(users),
         "server_errors_5xx": server_errors,
         "non_200_by_status": {str(s): n for s, n in sorted(statuses.items()) if s != 200},

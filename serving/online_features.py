@@ -17,9 +17,12 @@ views run Feast's own transformation (the UDF in feature_repo/), so the values e
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +40,7 @@ from mmrec.feast_store import ON_DEMAND, service_refs_by_entity
 log = logging.getLogger(__name__)
 
 SNAPSHOT_CHUNK = 2_000
+OLD_SNAPSHOT_WAIT_S = 5.0  # how long a reload waits for requests to let go of the old one
 NUMPY_TYPES = {Float32: np.float32, Float64: np.float64, Int32: np.int32, Int64: np.int64}
 
 
@@ -60,6 +64,22 @@ def fail_fast(store) -> None:
 
     online_store = store._get_provider().online_store  # Feast's own handle, as the snapshot
     online_store._get_client(store.config.online_store).set_retry(Retry(NoBackoff(), 1))
+
+
+def release_free_heap() -> None:
+    """Return the C heap's free pages to the operating system (glibc's `malloc_trim`; a no-op
+    on other C libraries).
+
+    A snapshot reload builds the new snapshot while requests on other threads still use the
+    old one; once the old one is freed, glibc keeps the freed pages, spread over the threads'
+    arenas, as the process's own. Measured on the small world (6,100 items, 4 request threads,
+    reloads on the background thread): RSS 627 -> 750-778 MB
+    after the first reload and flat after, back to 626 MB after `malloc_trim(0)`. Neither
+    MALLOC_ARENA_MAX=1/2 nor skipping gc.freeze changed it. Python has no call for this."""
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    if trim is not None:
+        trim(0)
 
 
 @dataclass
@@ -216,16 +236,20 @@ class CandidateFeatureReader:
             with self._first_load:
                 if self._snapshot is None:
                     self._snapshot = self._load_snapshot(version=1)
+                    release_free_heap()  # the load's transient copies
                 return self._snapshot
         stale = time.monotonic() - current.loaded_at > self.refresh_seconds
         if stale and self._reloading.acquire(blocking=False):
             self._reload_thread = threading.Thread(
-                target=self._reload, args=(current,), name="item-snapshot", daemon=True
+                target=self._reload, name="item-snapshot", daemon=True
             )
             self._reload_thread.start()
         return current
 
-    def _reload(self, current: ItemSnapshot) -> None:
+    def _reload(self) -> None:
+        """Load the next snapshot and swap it in; once requests have let go of the old one
+        (they hold it for one request), give the freed memory back (`release_free_heap`)."""
+        current = self._snapshot
         try:
             self._snapshot = self._load_snapshot(current.version + 1)
         except Exception:  # the online store is down or changing: keep serving the old one
@@ -234,6 +258,13 @@ class CandidateFeatureReader:
             self._snapshot = ItemSnapshot(
                 current.columns, time.monotonic(), current.version, current.derived
             )
+        try:
+            old = weakref.ref(current)
+            del current
+            deadline = time.monotonic() + OLD_SNAPSHOT_WAIT_S
+            while old() is not None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            release_free_heap()
         finally:
             self._reloading.release()
 

@@ -4,6 +4,7 @@ the same (user, item, request) rows, on SQLite and Redis, unknown ids included."
 from __future__ import annotations
 
 import sqlite3
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ import pytest
 from mmrec.feast_store import open_store
 from mmrec.settings import Settings
 from mmrec.world_manifest import world_end
+from serving import online_features
 from serving.online_features import CandidateFeatureReader, OnlineFeatureError
 from tests.analysis_fixtures import copy_world
 
@@ -77,6 +79,23 @@ def test_a_stale_snapshot_reloads_in_the_background(tiny_world: Settings, featur
     assert set(second.columns) == set(first.columns)
     for name in ("clicks_7d", "category", "text_emb"):
         assert list(map(str, second.column(name))) == list(map(str, first.column(name)))
+
+
+def test_a_reload_returns_memory_once_the_old_snapshot_is_freed(
+    tiny_world: Settings, feature_store, monkeypatch
+) -> None:
+    online_features.release_free_heap()  # glibc's malloc_trim here; runs without error
+    reader = CandidateFeatureReader(
+        feature_store, "ranking_v1", _catalog(tiny_world), refresh_seconds=0.0
+    )
+    old = weakref.ref(reader.snapshot())
+    freed_at_release: list[bool] = []
+    monkeypatch.setattr(
+        online_features, "release_free_heap", lambda: freed_at_release.append(old() is None)
+    )
+    reader.snapshot()  # stale: starts a reload
+    reader.wait_for_reload(timeout=120)
+    assert reader.snapshot_version == 2 and freed_at_release == [True]
 
 
 def test_a_failed_reload_keeps_serving_the_last_snapshot(tiny_world: Settings, tmp_path) -> None:
