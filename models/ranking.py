@@ -224,6 +224,11 @@ class RankingConfig:
     # candidate's category: category interest in the content domain (CDR's is the product
     # domain's). Off by default for the same reason.
     use_history_category: bool = False
+    # CTR windows and history category shares enter as logs (`log_rate`), the shares smoothed
+    # by half a click per category: a rate's effect on a click's log-odds is about linear in
+    # its log, and 0.04 vs 0.08 is a small step for a raw input. Test click AUC on the small
+    # world 0.704 -> 0.722 (cold items 0.656 -> 0.683). Off by default for the same reason.
+    log_rates: bool = False
     # Training-only probability of zeroing a candidate's ID embedding (the cold path).
     id_dropout: float = 0.1
     # Training-only probability of zeroing a user's embedding (the path of users unseen in
@@ -643,7 +648,7 @@ class RankingModel(nn.Module):
             if self.dsn is not None:
                 blocks[f"{m}_residual"] = getattr(enc, m) - getattr(enc, f"{m}_fake")
         if self.config.use_timeliness:
-            blocks["ctr"] = ctr_windows
+            blocks["ctr"] = log_rate(ctr_windows) if self.config.log_rates else ctr_windows
         return blocks
 
     def split_first_layers(self) -> SplitFirstLayers:
@@ -715,7 +720,10 @@ class RankingModel(nn.Module):
             blocks["affinity"] = user.category_affinity
             blocks["category_affinity"] = _at_category(user.category_affinity, enc.category)
         if c.use_history_category:
-            shares = category_shares(user.seq_category, user.seq_mask, c.n_categories)
+            shares = category_shares(
+                user.seq_category, user.seq_mask, c.n_categories, smoothed=c.log_rates
+            )
+            shares = log_rate(shares) if c.log_rates else shares
             blocks["history_categories"] = shares
             blocks["history_category_share"] = _at_category(shares, enc.category)
         if c.use_timeliness:
@@ -746,12 +754,24 @@ class RankingModel(nn.Module):
         return out
 
 
-def category_shares(seq_category: Tensor, seq_mask: Tensor, n_categories: int) -> Tensor:
+def category_shares(
+    seq_category: Tensor, seq_mask: Tensor, n_categories: int, smoothed: bool = False
+) -> Tensor:
     """(B, n_categories): each user's share of clicks per category over the history's items
-    of known category (all zero without any)."""
+    of known category (all zero without any). `smoothed`: half a click added to every
+    category first, so no share is 0 and an empty history reads 1 / n_categories."""
     valid = (seq_category >= 0) & seq_mask  # (B, L)
     one_hot = F.one_hot(seq_category.clamp(min=0), n_categories).float() * valid.unsqueeze(-1)
-    return one_hot.sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
+    prior = 0.5 if smoothed else 0.0
+    total = valid.sum(1, keepdim=True) + prior * n_categories
+    return (one_hot.sum(1) + prior) / total.clamp(min=1)
+
+
+def log_rate(rate: Tensor) -> Tensor:
+    """A rate (a CTR, a share) as an MMoE input: its log, shifted by 2.5 so that typical
+    values sit near 0 (a CTR of 0.08 and a share of 1/12 are both about e^-2.5); a floor of
+    1e-3 keeps 0 finite."""
+    return torch.log(rate.clamp(min=0) + 1e-3) + 2.5
 
 
 def _at_category(per_category: Tensor, category: Tensor) -> Tensor:
@@ -961,6 +981,7 @@ __all__ = [
     "SplitFirstLayers",
     "UserInputs",
     "category_shares",
+    "log_rate",
     "ranking_parameter_groups",
     "score_candidates",
     "score_encoded",

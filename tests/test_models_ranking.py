@@ -17,6 +17,7 @@ from models.ranking import (
     RankingModel,
     UserInputs,
     category_shares,
+    log_rate,
     ranking_parameter_groups,
     score_candidates,
     score_encoded,
@@ -261,6 +262,25 @@ def test_history_category_shares_count_known_clicks_only() -> None:
     shares = category_shares(seq_category, mask, 4)
     torch.testing.assert_close(shares[0], torch.tensor([2 / 3, 0.0, 1 / 3, 0.0]))
     assert shares[1].sum() == 0  # no history: no interest, not a uniform one
+    smoothed = category_shares(seq_category, mask, 4, smoothed=True)
+    torch.testing.assert_close(smoothed[0], torch.tensor([2.5, 0.5, 1.5, 0.5]) / 5)
+    torch.testing.assert_close(smoothed[1], torch.full((4,), 0.25))  # no history: uniform
+
+
+def test_log_rates_feed_logs_of_ctrs_and_shares_to_the_first_layers() -> None:
+    rates = torch.tensor([0.0, 1 / 12, 0.08, 1.0])
+    torch.testing.assert_close(log_rate(rates), torch.log(rates + 1e-3) + 2.5)
+    assert log_rate(torch.tensor([-0.5])).isfinite().all()  # a bad negative rate reads as 0
+    user, candidates = random_user(1, length=8), random_candidates(6)
+    config = replace(TINY, use_history_category=True)
+    raw, logged = RankingModel(config), RankingModel(replace(config, log_rates=True))
+    logged.load_state_dict(raw.state_dict())  # same weights: only the inputs differ
+    for model in (raw, logged):
+        model.eval()
+    with torch.no_grad():
+        user6 = user.take(torch.zeros(6, dtype=torch.long))
+        a, b = raw(user6, candidates), logged(user6, candidates)
+    assert not torch.allclose(a["logits_click"], b["logits_click"])
 
 
 def test_scoring_500_candidates_for_one_user_matches_per_row_scoring() -> None:
