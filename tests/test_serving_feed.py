@@ -96,6 +96,16 @@ def test_metrics_count_stages_channels_and_events(server: str) -> None:
 
 
 @needs_chromium
+def cover_decodes(server: str, item_id: int) -> bool:
+    """Whether the item's cover, as /feed/media serves it, is an image PIL can decode."""
+    answer = httpx.get(f"{server}/feed/media/{item_id}", timeout=30)
+    try:
+        Image.open(io.BytesIO(answer.content)).load()
+    except Exception:
+        return False
+    return answer.status_code == 200
+
+
 def test_feed_page_in_chromium_shows_cards_and_a_click_moves_the_recent_list(
     server: str, tmp_path
 ) -> None:
@@ -107,10 +117,17 @@ def test_feed_page_in_chromium_shows_cards_and_a_click_moves_the_recent_list(
         stamp = wait_for_refresh(page, stamp)
         cards = page.locator("#feed .card")
         assert cards.count() == 8
-        widths = page.eval_on_selector_all(
-            "#feed .card img", "imgs => imgs.map(i => i.naturalWidth)"
+        # [item id, the cover's natural width, or -1 where the page shows the title instead]
+        shown = page.eval_on_selector_all(
+            "#feed .card",
+            "cards => cards.map(c => [c.dataset.itemId, c.querySelector('img') ?"
+            " c.querySelector('img').naturalWidth : (c.querySelector('.nocover') ? -1 : 0)])",
         )
-        assert len(widths) == 8 and all(w > 0 for w in widths), widths
+        assert len(shown) == 8 and all(width != 0 for _, width in shown), shown
+        # the title stands in only for the world's planted unreadable covers
+        for item_id, width in shown:
+            assert (width > 0) == cover_decodes(server, int(item_id)), (item_id, width)
+        assert sum(width > 0 for _, width in shown) >= 5, shown
         assert "candidates" in page.inner_text("#status")
         clicked = cards.nth(2).get_attribute("data-item-id")
         cards.nth(2).click()
