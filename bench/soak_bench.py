@@ -41,6 +41,7 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.serving_bench import RESULTS, percentiles, run_level, worker_rss_by_pid
 from index.server import LiteServer
@@ -166,9 +167,10 @@ def snapshot_version(url: str) -> int | None:
     """The highest item snapshot version /metrics reports (None: not reported)."""
     text = httpx.get(f"{url}/metrics", timeout=10).text
     versions = [
-        int(float(line.rsplit(" ", 1)[1]))
-        for line in text.splitlines()
-        if line.startswith("mmrec_item_snapshot_version")
+        int(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "mmrec_item_snapshot_version"
     ]
     return max(versions, default=None)
 

@@ -95,7 +95,6 @@ def test_metrics_count_stages_channels_and_events(server: str) -> None:
     assert moved("bentoml_service_request_total", endpoint="/recommend") == 3
 
 
-@needs_chromium
 def cover_decodes(server: str, item_id: int) -> bool:
     """Whether the item's cover, as /feed/media serves it, is an image PIL can decode."""
     answer = httpx.get(f"{server}/feed/media/{item_id}", timeout=30)
@@ -106,6 +105,7 @@ def cover_decodes(server: str, item_id: int) -> bool:
     return answer.status_code == 200
 
 
+@needs_chromium
 def test_feed_page_in_chromium_shows_cards_and_a_click_moves_the_recent_list(
     server: str, tmp_path
 ) -> None:
