@@ -188,6 +188,8 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.minutes <= MAX_MINUTES:
         parser.error(f"--minutes must be in 1..{MAX_MINUTES}")
+    if not args.snapshot_refresh_s > 0:
+        parser.error(f"--snapshot-refresh-s must be > 0 seconds, got {args.snapshot_refresh_s}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "matplotlib", "feast"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
