@@ -157,14 +157,48 @@ def make_items(
     return items, latent
 
 
-def make_users(scale: Scale, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+@dataclass(frozen=True)
+class ModalityTaste:
+    """How users' modality preferences (visual, text, popularity) are drawn: from
+    Dirichlet(concentration), the visual and text ones then multiplied by `content_gain`."""
+
+    concentration: float
+    content_gain: float
+
+
+MODALITY_TASTES = {
+    # every user cares a bit about everything: on the small world the hidden utility's click
+    # AUC drops 0.833 -> 0.828 when it uses the population's mean pref_visual (or pref_text)
+    # instead of each user's
+    "mixed": ModalityTaste(concentration=1.0, content_gain=1.0),
+    # most users care mostly about one modality, and about pixels and titles twice as much:
+    # 0.897 -> 0.882 (pref_visual), 0.871 (pref_text). The test bed for per-user modality
+    # interest (GMF's MIN); README says so.
+    "strong": ModalityTaste(concentration=0.25, content_gain=2.0),
+}
+
+
+def get_modality_taste(name: str) -> ModalityTaste:
+    """The named taste, or a ValueError that lists the valid names."""
+    try:
+        return MODALITY_TASTES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown modality taste {name!r}; choose one of {', '.join(MODALITY_TASTES)}"
+        ) from None
+
+
+def make_users(
+    scale: Scale, rng: np.random.Generator, taste: ModalityTaste = MODALITY_TASTES["mixed"]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Users with peaked category interests, a correlated product-domain interest (so
     product behaviour predicts content interest: the cross-domain signal), and modality
     preferences: how much they respond to visual quality, text style and popularity."""
     n = scale.n_users
     interest = rng.dirichlet(np.full(N_CATEGORIES, 0.3), n)
     product_interest = 0.7 * interest + 0.3 * rng.dirichlet(np.full(N_CATEGORIES, 0.5), n)
-    modality_pref = rng.dirichlet(np.ones(3), n)  # visual, text, popularity
+    modality_pref = rng.dirichlet(np.full(3, taste.concentration), n)  # visual, text, popularity
+    modality_pref[:, :2] *= taste.content_gain
     user_id = np.arange(1, n + 1, dtype=np.int64)
     registered_s = int(WORLD_EPOCH.timestamp()) - rng.integers(1, 720, n) * SECONDS_PER_DAY
     users = pd.DataFrame(
@@ -194,9 +228,11 @@ def make_users(scale: Scale, rng: np.random.Generator) -> tuple[pd.DataFrame, pd
     return users, latent
 
 
-def make_catalog(scale: Scale, rng: np.random.Generator) -> Catalog:
-    """The static world for one scale and random stream."""
+def make_catalog(
+    scale: Scale, rng: np.random.Generator, taste: ModalityTaste = MODALITY_TASTES["mixed"]
+) -> Catalog:
+    """The static world for one scale, users' modality taste and random stream."""
     skus = make_skus(scale, rng)
     items, item_latent = make_items(scale, skus, rng)
-    users, user_latent = make_users(scale, rng)
+    users, user_latent = make_users(scale, rng, taste)
     return Catalog(skus, items, item_latent, users, user_latent)

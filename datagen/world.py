@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datagen.behaviour import simulate_day
-from datagen.catalog import Catalog, make_catalog, quality_label
+from datagen.catalog import Catalog, get_modality_taste, make_catalog, quality_label
 from datagen.media import render_media
 from datagen.scales import Scale, get_scale
 from mmrec.errors import UserError
@@ -44,30 +44,37 @@ def day_label(day: int) -> str:
 
 
 def generate_world(
-    settings: Settings, scale_name: str, seed: int, force: bool = False
+    settings: Settings,
+    scale_name: str,
+    seed: int,
+    force: bool = False,
+    modality_taste: str = "mixed",
 ) -> dict[str, Any]:
     """Generate (or regenerate identically) the world; returns the manifest.
 
-    Refuses to overwrite a world of another scale or seed unless `force`: a re-run with the
-    same arguments is safe and yields byte-identical data, so nothing is lost either way.
+    Refuses to overwrite a world of another scale, seed or modality taste unless `force`: a
+    re-run with the same arguments is safe and yields byte-identical data, so nothing is lost
+    either way.
     """
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     scale = get_scale(scale_name)
+    taste = get_modality_taste(modality_taste)
     manifest_path = settings.raw_dir / "manifest.json"
     if manifest_path.exists():
         old = read_json(manifest_path)
-        if (old.get("scale"), old.get("seed")) != (scale.name, seed):
+        was = (old.get("scale"), old.get("seed"), old.get("modality_taste", "mixed"))
+        if was != (scale.name, seed, modality_taste):
             if not force:
                 raise WorldExistsError(
-                    f"{settings.data_dir} holds a world with scale={old.get('scale')} "
-                    f"seed={old.get('seed')}; pass --force to replace it, or use another "
+                    f"{settings.data_dir} holds a world with scale={was[0]} seed={was[1]} "
+                    f"modality_taste={was[2]}; pass --force to replace it, or use another "
                     "workspace (MMREC_WORKSPACE)"
                 )
             log.warning("replacing the world in %s", settings.data_dir)
             shutil.rmtree(settings.data_dir)
 
-    catalog = make_catalog(scale, np.random.default_rng([seed, 0]))
+    catalog = make_catalog(scale, np.random.default_rng([seed, 0]), taste)
     defects = _inject_defects(catalog, np.random.default_rng([seed, 1]))
     _write_catalog(settings, catalog, np.random.default_rng([seed, 2]))
     _write_media(settings, catalog, scale, seed, defects)
@@ -83,6 +90,7 @@ def generate_world(
         "generator_version": GENERATOR_VERSION,
         "scale": scale.name,
         "seed": seed,
+        "modality_taste": modality_taste,
         "start": WORLD_EPOCH.isoformat(),
         "end": (WORLD_EPOCH + timedelta(days=scale.n_days)).isoformat(),
         "days": [day_label(d) for d in range(scale.n_days)],

@@ -52,6 +52,29 @@ def test_other_seed_is_refused_without_force(tmp_path: Path) -> None:
     assert generate_world(settings, "tiny", 4, force=True)["seed"] == 4
 
 
+def test_strong_modality_taste_keeps_the_catalog(tiny_world: Settings, tmp_path: Path) -> None:
+    strong = Settings(workspace=tmp_path)
+    manifest = generate_world(strong, "tiny", TINY_SEED, modality_taste="strong")
+    assert manifest["modality_taste"] == "strong"
+    for name in ("items.parquet", "skus.parquet"):  # the same catalog; other users
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tiny_world.raw_dir / name), pd.read_parquet(strong.raw_dir / name)
+        )
+
+    def dominant_share(settings: Settings) -> pd.Series:
+        prefs = pd.read_parquet(settings.truth_dir / "users_latent.parquet")[
+            ["pref_visual", "pref_text", "pref_popularity"]
+        ]
+        return prefs.max(axis=1) / prefs.sum(axis=1)
+
+    # Dirichlet(1) vs Dirichlet(0.25): one modality dominates for most users
+    assert dominant_share(tiny_world).median() < 0.7 < dominant_share(strong).median()
+    latent = pd.read_parquet(strong.truth_dir / "users_latent.parquet")
+    assert latent[["pref_visual", "pref_text"]].max().max() > 1.0  # content x 2
+    with pytest.raises(WorldExistsError, match="modality_taste=strong"):
+        generate_world(strong, "tiny", TINY_SEED)
+
+
 def test_catalog_contracts(tiny_world: Settings) -> None:
     items = pd.read_parquet(tiny_world.raw_dir / "items.parquet")
     assert items.item_id.is_unique
@@ -137,6 +160,7 @@ def test_hidden_structure_is_learnable(tiny_world: Settings) -> None:
     [
         (["generate", "--scale", "huge"], "unknown scale"),
         (["generate", "--scale", "tiny", "--seed", "-1"], "seed must be >= 0"),
+        (["generate", "--scale", "tiny", "--modality-taste", "weak"], "unknown modality taste"),
         (["features", "build"], "mmrec generate"),
         (["features", "materialize"], "mmrec generate"),
         (["features", "materialize", "--end", "yesterday"], "not an ISO time"),
