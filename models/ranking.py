@@ -229,6 +229,11 @@ class RankingConfig:
     # its log, and 0.04 vs 0.08 is a small step for a raw input. Test click AUC on the small
     # world 0.704 -> 0.722 (cold items 0.656 -> 0.683). Off by default for the same reason.
     log_rates: bool = False
+    # MIN also hands the ranker, per modality (ID and content), the interest-weighted match
+    # w_m * <candidate_m, pool_m> / sqrt(d) of the candidate with its attention pool over the
+    # user's history in that space: the user x item product an MLP over concatenated vectors
+    # learns slowly. Off by default for the same reason.
+    min_match: bool = False
     # Training-only probability of zeroing a candidate's ID embedding (the cold path).
     id_dropout: float = 0.1
     # Training-only probability of zeroing a user's embedding (the path of users unseen in
@@ -277,6 +282,8 @@ class RankingConfig:
         for name in ("use_dsn", "use_min"):
             if getattr(self, name) and not self.use_multimodal:
                 raise ValueError(f"RankingConfig.{name} needs use_multimodal=True")
+        if self.min_match and not self.use_min:
+            raise ValueError("RankingConfig.min_match needs use_min=True")
         for name in ("id_dropout", "user_id_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(
@@ -347,20 +354,23 @@ class ModalityInterest(nn.Module):
     def forward(
         self,
         user_vec: Tensor,
+        id_query: Tensor,
         id_pool: Tensor,
         queries: dict[str, Tensor],
         histories: dict[str, Tensor],
         mask: Tensor,
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """
         Args:
             user_vec: (B, user_dim), B = 1 or N.
+            id_query: (N, d) the candidate's ID embedding.
             id_pool: (N, d) the candidate's attention pool over the history in ID space.
             queries: {modality} -> (N, d) candidate projections.
             histories: {modality} -> (B, L, d) projected history.
             mask: (B, L) bool.
         Returns:
-            fused (N, d) and the interest weights (B, M) over ("id", *modalities), M <= 3.
+            fused (N, d), the interest weights (B, M) over ("id", *modalities), M <= 3, and
+            the weighted matches (N, M): w_m * <query_m, pool_m> / sqrt(d).
         """
         weights = torch.softmax(self.interest(user_vec), dim=-1)  # (B, M)
         pools = [id_pool] + [
@@ -368,7 +378,9 @@ class ModalityInterest(nn.Module):
         ]
         stacked = torch.stack(pools, dim=1)  # (N, M, d)
         fused = (weights.unsqueeze(-1) * stacked).sum(1)  # (B, M, 1) * (N, M, d) -> (N, d)
-        return fused, weights
+        targets = torch.stack([id_query] + [queries[m] for m in self.modalities], dim=1)
+        match = (targets * stacked).sum(-1) / stacked.shape[-1] ** 0.5  # (N, M)
+        return fused, weights, weights * match
 
 
 class MMoE(nn.Module):
@@ -447,32 +459,21 @@ class RankingModel(nn.Module):
             self.position_embedding = nn.Embedding(c.n_positions, c.context_dim)
             self.source_embedding = nn.Embedding(c.n_sources, c.context_dim)
             self.material_embedding = nn.Embedding(c.n_materials, c.context_dim)
-            # item_id, id interest; context: position, source, material
-            in_dim = 2 * d + 3 * c.context_dim
             self.text_proj = self.visual_proj = None
             self.dsn = self.min = None
             modalities = c.content_modalities
             if c.use_multimodal:
                 self.text_proj = projection(c.text_dim, d) if "text" in modalities else None
                 self.visual_proj = projection(c.visual_dim, d) if "visual" in modalities else None
-                in_dim += len(modalities) * d
             if c.use_dsn:
                 self.dsn = DSNResidual(d, c.attention_hidden, modalities)
-                in_dim += len(modalities) * d
             if c.use_min:
                 user_dim = (1 + len(modalities)) * d + (c.n_categories if c.use_cdr else 0)
                 self.min = ModalityInterest(user_dim, d, c.attention_hidden, modalities)
-                in_dim += d
-            if c.use_cdr:
-                in_dim += c.n_categories + 1
-            if c.use_timeliness:
-                in_dim += 1 + c.n_ctr_windows
-            if c.use_history_category:
-                in_dim += c.n_categories + 1
             self.user_id_embedding = None
             if c.use_user_id:
                 self.user_id_embedding = HashEmbedding(c.n_user_buckets, d)
-                in_dim += d * (2 + (len(modalities) if c.use_multimodal else 0))
+            in_dim = sum(width for _, width, _ in self.input_layout())
             self.mmoe = MMoE(in_dim, c.tasks, c.n_experts, c.expert_dims, c.tower_dims, c.dropout)
 
     def discriminator_parameters(self) -> Iterator[nn.Parameter]:
@@ -619,6 +620,8 @@ class RankingModel(nn.Module):
             layout += [(f"{m}_residual", d, "item") for m in modalities]
         if c.use_min:
             layout.append(("min_fused", d, "pair"))
+            if c.min_match:
+                layout.append(("min_match", 1 + len(modalities), "pair"))
         if c.use_cdr:
             layout.append(("category_affinity", 1, "pair"))
         if c.use_timeliness:
@@ -713,8 +716,8 @@ class RankingModel(nn.Module):
             if c.use_cdr:
                 user_parts.append(user.category_affinity)
             user_vec = torch.cat(user_parts, dim=1)  # (B, (1 + M) d [+ n_categories])
-            blocks["min_fused"], out["min_weights"] = self.min(
-                user_vec, id_interest, real, histories, user.seq_mask
+            blocks["min_fused"], out["min_weights"], blocks["min_match"] = self.min(
+                user_vec, enc.id_emb, id_interest, real, histories, user.seq_mask
             )
         if c.use_cdr:
             blocks["affinity"] = user.category_affinity

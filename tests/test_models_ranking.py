@@ -12,6 +12,7 @@ from mmrec.vocab import RANKING_TASKS
 from models.ranking import (
     MODALITIES,
     CandidateInputs,
+    ModalityInterest,
     RankingConfig,
     RankingLoss,
     RankingModel,
@@ -44,6 +45,7 @@ ALL_OFF = {
     "use_timeliness": False,
     "use_history_category": False,
     "use_user_id": False,
+    "min_match": False,
 }
 ID_ONLY = replace(TINY, **ALL_OFF)
 SWITCH_CASES = {
@@ -51,6 +53,7 @@ SWITCH_CASES = {
     "multimodal": {"use_multimodal": True},
     "dsn": {"use_multimodal": True, "use_dsn": True},
     "min": {"use_multimodal": True, "use_min": True},
+    "min_match": {"use_multimodal": True, "use_min": True, "min_match": True},
     "min+cdr": {"use_multimodal": True, "use_min": True, "use_cdr": True},
     "cdr": {"use_cdr": True},
     "timeliness": {"use_timeliness": True},
@@ -254,6 +257,27 @@ def test_cold_candidates_ignore_their_id_and_id_dropout_only_acts_in_training() 
     torch.manual_seed(0)
     draws = torch.stack([model(user, items)["logits_click"] for _ in range(8)])
     assert not torch.allclose(draws[:, 2:], draws[:1, 2:].expand(8, -1))
+
+
+def test_min_match_is_the_interest_weighted_dot_product_with_each_pool() -> None:
+    torch.manual_seed(0)
+    d, n = 8, 5
+    block = ModalityInterest(user_dim=3 * d, dim=d, hidden=16, modalities=("text", "visual"))
+    user_vec = torch.randn(1, 3 * d)
+    id_query, id_pool = torch.randn(n, d), torch.randn(n, d)
+    queries = {m: torch.randn(n, d) for m in ("text", "visual")}
+    histories = {m: torch.randn(1, 1, d) for m in ("text", "visual")}  # one clicked item
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    _, weights, match = block(user_vec, id_query, id_pool, queries, histories, mask)
+    # a one-item history's attention pool is that item's vector
+    dots = torch.stack(
+        [(id_query * id_pool).sum(1)]
+        + [queries[m] @ histories[m][0, 0] for m in ("text", "visual")],
+        dim=1,
+    )
+    torch.testing.assert_close(match, weights * dots / d**0.5)
+    with pytest.raises(ValueError, match="min_match needs use_min"):
+        RankingConfig(use_min=False, min_match=True)
 
 
 def test_history_category_shares_count_known_clicks_only() -> None:

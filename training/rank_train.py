@@ -173,6 +173,8 @@ def model_config(
             "use_cdr": profile.has_skus,
             "use_history_category": True,
             "log_rates": True,
+            # with MIN, its interest-weighted match scores (RankingConfig.min_match)
+            "min_match": switches.get("use_min", True),
             # measured not to pay on the small world (test click AUC 0.664 / 0.665 with user
             # dropout 0.1 / 0.5 vs 0.667 without: it overfits after one epoch); opt in
             "use_user_id": False,
