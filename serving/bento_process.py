@@ -26,6 +26,10 @@ BENTOML = str(Path(sys.executable).with_name("bentoml"))
 # distribution `[project] dependencies` pulls in, as installed where the bento is built.
 # `make pins` rewrites it; tests/test_serving_pins.py fails when it drifts from the venv.
 PINS_FILE = REPO_ROOT / "serving" / "requirements.lock.txt"
+# The same for the development venv (`.[dev,spark]`): `make venv` installs under it as pip
+# constraints, so a clean clone gets these versions, not whatever PyPI released since.
+DEV_PINS_FILE = REPO_ROOT / "requirements-dev.lock.txt"
+DEV_EXTRAS = ("dev", "spark")
 
 
 def workspace_env(settings: Settings) -> dict[str, str]:
@@ -51,14 +55,19 @@ def build_bento(env: dict[str, str] | None = None, timeout_s: float = 600) -> st
     return tags[-1].removeprefix("__tag__:")
 
 
-def pinned_requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
-    """`name==version` of every installed distribution the project's dependencies need,
-    following extras and environment markers; sorted by name. Raises BentoError naming a
-    dependency that is not installed."""
+def pinned_requirements(
+    extras: tuple[str, ...] = (), pyproject: Path = REPO_ROOT / "pyproject.toml"
+) -> list[str]:
+    """`name==version` of every installed distribution the project's dependencies (and those
+    of its optional `extras`) need, following extras and environment markers; sorted by name.
+    Raises BentoError naming a dependency that is not installed."""
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    roots = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    project = tomllib.loads(pyproject.read_text())["project"]
+    roots = project["dependencies"] + [
+        text for extra in extras for text in project["optional-dependencies"][extra]
+    ]
     pending = [(Requirement(text), "") for text in roots]
     pins: dict[str, str] = {}
     visited: set[tuple[str, str]] = set()

@@ -85,14 +85,19 @@ def screenshot(
 
 @app.command("pin")
 def pin() -> None:
-    """Write serving/requirements.lock.txt: the exact versions the bento ships (every package
-    the project's dependencies need, as installed in this venv)."""
-    from serving.bento_process import PINS_FILE, pinned_requirements
+    """Write serving/requirements.lock.txt, the exact versions the bento ships (every package
+    the project's dependencies need, as installed in this venv), and requirements-dev.lock.txt,
+    the same for the dev venv that `make venv` installs under."""
+    from serving.bento_process import DEV_EXTRAS, DEV_PINS_FILE, PINS_FILE, pinned_requirements
 
-    pins = pinned_requirements()
-    PINS_FILE.write_text(
-        "# The bento's Python packages, pinned: `make pins` (mmrec serve pin) writes this file.\n"
-        + "\n".join(pins)
-        + "\n"
-    )
-    console.print(f"{len(pins)} packages pinned in {PINS_FILE}")
+    for path, extras, what in (
+        (PINS_FILE, (), "The bento's Python packages"),
+        (DEV_PINS_FILE, DEV_EXTRAS, "The dev venv's packages (`make venv` installs under them)"),
+    ):
+        pins = pinned_requirements(extras)
+        path.write_text(
+            f"# {what}, pinned: `make pins` (mmrec serve pin) writes this file.\n"
+            + "\n".join(pins)
+            + "\n"
+        )
+        console.print(f"{len(pins)} packages pinned in {path}")

@@ -1,25 +1,47 @@
-"""The bento ships pinned packages (issue #20): serving/requirements.lock.txt, which
+"""Pinned packages (issue #20): serving/requirements.lock.txt, which
 `[tool.bentoml.build.python] requirements_txt` packs, holds exactly the versions installed
-here for every package the project's dependencies need."""
+here for every package the project's dependencies need; requirements-dev.lock.txt, which
+`make venv` installs under, does the same for the dev venv (`.[dev,spark]`)."""
 
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
+
+import pytest
 
 from mmrec.settings import REPO_ROOT
-from serving.bento_process import PINS_FILE, pinned_requirements
+from serving.bento_process import DEV_EXTRAS, DEV_PINS_FILE, PINS_FILE, pinned_requirements
 
 
-def test_the_pin_list_is_what_this_venv_has_installed() -> None:
-    pinned = [line for line in PINS_FILE.read_text().splitlines() if not line.startswith("#")]
-    installed = pinned_requirements()
+@pytest.mark.parametrize(
+    ("pins_file", "extras"), [(PINS_FILE, ()), (DEV_PINS_FILE, DEV_EXTRAS)], ids=["bento", "dev"]
+)
+def test_the_pin_list_is_what_this_venv_has_installed(
+    pins_file: Path, extras: tuple[str, ...]
+) -> None:
+    pinned = [line for line in pins_file.read_text().splitlines() if not line.startswith("#")]
+    installed = pinned_requirements(extras)
     assert pinned == installed, (
-        f"{PINS_FILE.name} differs from the venv (run `make pins`): "
+        f"{pins_file.name} differs from the venv (run `make pins`): "
         f"only pinned {sorted(set(pinned) - set(installed))[:5]}, "
         f"only installed {sorted(set(installed) - set(pinned))[:5]}"
     )
     names = {line.split("==")[0] for line in pinned}
     assert {"bentoml", "torch", "feast", "redis", "duckdb", "pymilvus"} <= names
+
+
+def test_the_dev_pins_hold_the_bento_pins_and_the_dev_tools() -> None:
+    bento = set(PINS_FILE.read_text().splitlines()[1:])
+    dev = set(DEV_PINS_FILE.read_text().splitlines()[1:])
+    assert bento < dev
+    assert {"pytest", "pyspark", "ruff"} <= {line.split("==")[0] for line in dev}
+
+
+def test_make_venv_installs_under_the_dev_pins() -> None:
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert f"PIN_CONSTRAINTS ?= -c {DEV_PINS_FILE.name}" in makefile
+    assert "$(PIN_CONSTRAINTS) -e '.[dev,spark]'" in makefile
 
 
 def test_the_bento_build_packs_the_pin_list() -> None:
