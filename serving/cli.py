@@ -95,9 +95,9 @@ def pin() -> None:
         (DEV_PINS_FILE, DEV_EXTRAS, "The dev venv's packages (`make venv` installs under them)"),
     ):
         pins = pinned_requirements(extras)
-        path.write_text(
-            f"# {what}, pinned: `make pins` (mmrec serve pin) writes this file.\n"
-            + "\n".join(pins)
-            + "\n"
-        )
+        text = f"# {what}, pinned: `make pins` (mmrec serve pin) writes this file.\n"
+        text += "\n".join(pins) + "\n"
+        # an unchanged file keeps its mtime: the venv stamp depends on the dev lock
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
         console.print(f"{len(pins)} packages pinned in {path}")

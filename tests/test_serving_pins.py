@@ -14,13 +14,18 @@ from mmrec.settings import REPO_ROOT
 from serving.bento_process import DEV_EXTRAS, DEV_PINS_FILE, PINS_FILE, pinned_requirements
 
 
+def _pins(path: Path) -> list[str]:
+    """The `name==version` lines of a lock file (its comment lines left out)."""
+    return [line for line in path.read_text().splitlines() if not line.startswith("#")]
+
+
 @pytest.mark.parametrize(
     ("pins_file", "extras"), [(PINS_FILE, ()), (DEV_PINS_FILE, DEV_EXTRAS)], ids=["bento", "dev"]
 )
 def test_the_pin_list_is_what_this_venv_has_installed(
     pins_file: Path, extras: tuple[str, ...]
 ) -> None:
-    pinned = [line for line in pins_file.read_text().splitlines() if not line.startswith("#")]
+    pinned = _pins(pins_file)
     installed = pinned_requirements(extras)
     assert pinned == installed, (
         f"{pins_file.name} differs from the venv (run `make pins`): "
@@ -32,8 +37,7 @@ def test_the_pin_list_is_what_this_venv_has_installed(
 
 
 def test_the_dev_pins_hold_the_bento_pins_and_the_dev_tools() -> None:
-    bento = set(PINS_FILE.read_text().splitlines()[1:])
-    dev = set(DEV_PINS_FILE.read_text().splitlines()[1:])
+    bento, dev = set(_pins(PINS_FILE)), set(_pins(DEV_PINS_FILE))
     assert bento < dev
     assert {"pytest", "pyspark", "ruff"} <= {line.split("==")[0] for line in dev}
 
@@ -41,7 +45,7 @@ def test_the_dev_pins_hold_the_bento_pins_and_the_dev_tools() -> None:
 def test_make_venv_installs_under_the_dev_pins() -> None:
     makefile = (REPO_ROOT / "Makefile").read_text()
     assert f"PIN_CONSTRAINTS ?= -c {DEV_PINS_FILE.name}" in makefile
-    assert "$(PIN_CONSTRAINTS) -e '.[dev,spark]'" in makefile
+    assert f"$(PIN_CONSTRAINTS) -e '.[{','.join(DEV_EXTRAS)}]'" in makefile
 
 
 def test_the_bento_build_packs_the_pin_list() -> None:
