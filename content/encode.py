@@ -18,8 +18,8 @@ are null: unknown).
    read together.
 2. Tag heads + fusion (seconds): trained on the encoded items' labels with a held-out split
    (tag_heads.py), or reloaded when the same items, labels and encoders were trained on before.
-3. Publish: `offline/item_embeddings/day=YYYY-MM-DD/part.parquet` and the same for
-   `item_tags`, one partition per publish day, each row stamped with the item's publish time
+3. Publish: `offline/item_embeddings/month=YYYY-MM/part.parquet` and the same for
+   `item_tags`, one partition per publish month, each row stamped with the item's publish time
    (so a point-in-time join sees the item's content from the moment it exists) and with the
    encoder name and version. Both sources are written to a staging folder and swapped in
    whole, so a reader sees one version or the other, never a mix.
@@ -31,8 +31,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -48,7 +46,7 @@ import torch
 
 from content import image_encoder, inputs, tag_heads, text_encoder, video
 from mmrec.errors import UserError
-from mmrec.io import progress, write_json, write_parquet
+from mmrec.io import partition_names, progress, write_json, write_parquet, write_partitions
 from mmrec.settings import Settings
 from mmrec.vocab import TEXT_DIM, VISUAL_DIM
 from mmrec.world_manifest import DataProfile, data_profile
@@ -696,24 +694,7 @@ def publish(
             else pa.array(preds.quality_score, pa.float32()),
         }
     )
-    days = pd.DatetimeIndex(publish_ts).strftime("%Y-%m-%d").to_numpy()
-    return {
-        ITEM_EMBEDDINGS: _swap_in(settings.offline_dir, ITEM_EMBEDDINGS, embeddings, days),
-        ITEM_TAGS: _swap_in(settings.offline_dir, ITEM_TAGS, tags, days),
-    }
-
-
-def _swap_in(offline_dir: Path, source: str, table: pa.Table, days: np.ndarray) -> Path:
-    """Write `day=.../part.parquet` partitions to a staging folder, then swap it for the old one."""
-    final = offline_dir / source
-    staging = offline_dir / f".{source}.staging-{os.getpid()}"
-    old = offline_dir / f".{source}.old-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    for day in np.unique(days):
-        part = table.filter(pa.array(days == day))
-        write_parquet(part, staging / f"day={day}" / "part.parquet")
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
+    months = partition_names(pd.Series(publish_ts))
+    for source, table in ((ITEM_EMBEDDINGS, embeddings), (ITEM_TAGS, tags)):
+        write_partitions(table, months, settings.offline_dir / source, whole=True)
+    return {source: settings.offline_dir / source for source in (ITEM_EMBEDDINGS, ITEM_TAGS)}
