@@ -5,6 +5,7 @@ interest, item content) never expire; windowed statistics keep their window."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -85,8 +86,31 @@ def test_an_item_untouched_for_months_can_be_recalled_and_ranked(
     hits = pipeline.index.search(np.stack([vector]), limit=5)[0]
     assert item in [hit["id"] for hit in hits]  # in the index, found by its vector
     user = int(_events(settings).user_id.iloc[0])
+    content = pipeline.store.get_online_features(
+        features=["item_embeddings:text_emb", "item_tags:category_tags"],
+        entity_rows=[{"item_id": item}],
+    ).to_dict()
+    assert content["text_emb"][0] is not None and content["category_tags"][0]  # online
     features = pipeline.reader.read(user, [item], request={"request_ts": pipeline.now()})
-    assert features["material"][0] is not None and features["text_emb"][0] is not None
+    assert features["material"][0] is not None
     ranked = pipeline.ranker.rank(features, "home")
     assert list(ranked.item_ids) == [item]
     assert np.isfinite(ranked.task_probs["click"]).all()
+
+
+def test_the_default_split_holds_the_stated_share_of_a_long_log(
+    long_world: tuple[Settings, str],
+) -> None:
+    """`mmrec run`'s default split: the newest days holding >= 10% of the events test, the
+    days before them holding >= 10% valid, each the fewest days that do (not 2 and 1 days,
+    which hold almost nothing of a log with years of sparse days)."""
+    settings, _ = long_world
+    manifest = json.loads((settings.training_set_dir("ranking_v1") / "manifest.json").read_text())
+    per_day = _events(settings).event_timestamp.dt.strftime("%Y-%m-%d").value_counts()
+    total = per_day.sum()
+    for split in ("test", "valid"):
+        days = manifest["days"][split]
+        share = per_day[days].sum() / total
+        assert share >= 0.1, (split, share)
+        assert per_day[days[1:]].sum() / total < 0.1  # the fewest days that hold it
+    assert len(manifest["days"]["train"]) > len(manifest["days"]["test"])
