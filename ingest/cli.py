@@ -45,7 +45,7 @@ def import_command(
     if adapter is None and (events is None or items is None):
         raise fail("give --events and --items (or --adapter movielens-100k)")
     report = import_data(
-        cli_settings(workspace),
+        cli_settings(workspace, needs="create"),
         events,
         items,
         skus,
