@@ -69,6 +69,10 @@ def import_command(
         f"{report.events_added} new, {report.already_present} already imported",
     )
     table.add_row("days", str(report.days), f"{report.first_day} .. {report.last_day}")
+    for entity, ids in report.ids.items():
+        if ids["kind"] is not None:
+            kind = "strings, mapped to keys" if ids["kind"] == "string" else "integers (the keys)"
+            table.add_row(f"{entity} ids: new keys", str(ids["new_keys"]), kind)
     for reason, dropped in report.dropped.items():
         table.add_row(f"dropped: {reason}", str(dropped.count), "\n".join(dropped.examples))
     for what, counted in (
