@@ -519,7 +519,9 @@ def test_a_failed_import_leaves_the_workspace_unchanged(
     run(settings, files)
     before = hashes(settings.data_dir)
     later = write_csv(event_rows(days=("2025-03-05",), gap=False), tmp_path / "b" / "ev.csv")
-    bad_skus = write_csv(pd.DataFrame({"sku_id": ["s\x071"], "category": ["x"]}), tmp_path / "s.csv")
+    bad_skus = write_csv(
+        pd.DataFrame({"sku_id": ["s\x071"], "category": ["x"]}), tmp_path / "s.csv"
+    )
     with pytest.raises(DataContractError, match="column 'sku_id'"):
         run(settings, {"events": later, "items": files["items"], "skus": bad_skus})
     assert hashes(settings.data_dir) == before
