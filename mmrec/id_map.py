@@ -204,7 +204,8 @@ class EntityIds:
         if not self.strings:
             return int(parsed)
         text = str(parsed)
-        if text not in self._keys:
+        key = self._keys.get(text)
+        if key is None:
             found = self.id_map.keys(self.entity, [text])
             if not found and assign:
                 self.id_map.add(self.entity, [text])
@@ -212,7 +213,8 @@ class EntityIds:
             if not found:
                 return None
             self._remember(found)
-        return self._keys[text]
+            key = found[text]
+        return key
 
     def external(self, key: int) -> int | str:
         """The data's own id of `key` (the key itself for integer ids)."""
@@ -223,10 +225,18 @@ class EntityIds:
         workspace) raises KeyError."""
         if not self.strings:
             return [int(k) for k in keys]
-        missing = [int(k) for k in dict.fromkeys(keys) if int(k) not in self._ids]
+        # read into a local dict: another thread may clear the cache meanwhile
+        found = {int(k): self._ids.get(int(k)) for k in keys}
+        missing = [k for k, own in found.items() if own is None]
         if missing:
-            self._remember({i: k for k, i in self.id_map.ids(self.entity, missing).items()})
-        return [self._ids[int(k)] for k in keys]
+            fetched = self.id_map.ids(self.entity, missing)
+            self._remember({own: k for k, own in fetched.items()})
+            found.update(fetched)
+            if len(fetched) < len(missing):
+                raise KeyError(
+                    f"{self.entity} keys not in the id map: {sorted(set(missing) - set(fetched))[:5]}"
+                )
+        return [found[int(k)] for k in keys]
 
     def preload(self) -> None:
         """Read the entity's whole map now (a catalog: every answer names its items)."""

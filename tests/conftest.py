@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,7 +15,8 @@ from typer.testing import CliRunner
 from cli.main import app
 from index.server import LiteServer
 from mmrec.loopback import RedisServer, redis_installed
-from mmrec.settings import REPO_ROOT, Settings
+from mmrec.settings import Settings
+from mmrec.workspace import init_workspace
 
 TINY_SEED = 1
 
@@ -28,12 +28,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def make_workspace(root: Path) -> Settings:
-    """A workspace folder with a copy of the feature repo, as a user's clone would have."""
-    shutil.copytree(
-        REPO_ROOT / "feature_repo",
-        root / "feature_repo",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    """A workspace in `root` (new or empty), as `mmrec init` makes it."""
+    init_workspace(root)
     return Settings(workspace=root)
 
 
