@@ -52,9 +52,10 @@ def fail(message: str) -> typer.Exit:
 
 
 # What a command needs of its workspace, checked before any work starts: "data" (a feature
-# repo and raw data: every stage after the data is in), "create" (made when missing: the
-# commands that bring data in), "nothing" (a file or server named by an option will do).
-Needs = Literal["data", "create", "nothing"]
+# repo and raw data: every stage after the data is in), "repo" (a feature repo, data or not:
+# the analysis, which shows what there is), "create" (made when missing: the commands that
+# bring data in), "nothing" (a file or server named by an option will do).
+Needs = Literal["data", "repo", "create", "nothing"]
 
 
 def cli_settings(
@@ -71,8 +72,8 @@ def cli_settings(
     settings = replace(settings, **{name: value for name, value in stores.items() if value})
     if needs == "create" and init_workspace(settings.workspace):
         console.print(f"made workspace {settings.workspace} (feature_repo/ and data/)")
-    elif needs == "data":
-        check_workspace(settings)
+    elif needs in ("data", "repo"):
+        check_workspace(settings, data=needs == "data")
     return settings
 
 

@@ -63,7 +63,6 @@ def test_a_folder_an_earlier_import_left_without_a_repo_is_completed(tmp_path: P
         ["train", "build-sets"],
         ["index", "build"],
         ["serve", "demo"],
-        ["sql", "SELECT 1"],
     ],
 )
 def test_every_stage_checks_the_workspace_before_any_work(
@@ -102,3 +101,12 @@ def test_data_import_makes_the_workspace_it_is_given(tmp_path: Path) -> None:
         "data", "import", "--events", str(events), "--items", str(items), "-w", str(junk)
     )
     assert code == 2 and "not an mmrec workspace" in output and tree(junk) == ["notes.txt"]
+
+
+def test_the_analysis_needs_a_workspace_not_data(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    code, output = mmrec("sql", "SELECT 42 AS answer", "-w", str(missing))
+    assert code == 2 and f"`mmrec init {missing}`" in output
+    assert mmrec("init", str(missing))[0] == 0
+    code, output = mmrec("sql", "SELECT 42 AS answer", "-w", str(missing))
+    assert code == 0 and "42" in output  # the views open over whatever there is
