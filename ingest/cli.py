@@ -70,9 +70,10 @@ def import_command(
     )
     table.add_row("days", str(report.days), f"{report.first_day} .. {report.last_day}")
     for entity, ids in report.ids.items():
-        if ids["kind"] is not None:
-            kind = "strings, mapped to keys" if ids["kind"] == "string" else "integers (the keys)"
-            table.add_row(f"{entity} ids: new keys", str(ids["new_keys"]), kind)
+        if ids["kind"] == "string":
+            table.add_row(f"{entity} ids: new keys", str(ids["new_keys"]), "strings, mapped")
+        elif ids["kind"] == "int":
+            table.add_row(f"{entity} ids", "", "integers: the keys")
     for reason, dropped in report.dropped.items():
         table.add_row(f"dropped: {reason}", str(dropped.count), "\n".join(dropped.examples))
     for what, counted in (

@@ -215,8 +215,7 @@ def _parse(column: pa.Field, duck_type: str, where: str) -> _Parse:
     kind, allowed = column.type, vocabulary(column)
     if entity(column) is not None:
         parse = _id_parse(x, duck_type, pa.types.is_list(kind))
-        integers = duck_type.removesuffix("[]") in _INTEGER_TYPES
-        ok = integers or duck_type.removesuffix("[]") == "VARCHAR"
+        ok = duck_type.removesuffix("[]") in _INTEGER_TYPES | {"VARCHAR", "UUID"}
     elif allowed:
         value = f"nullif(trim(CAST({x} AS VARCHAR)), '')"
         listed = ", ".join(sql_string(v) for v in allowed)
@@ -224,7 +223,7 @@ def _parse(column: pa.Field, duck_type: str, where: str) -> _Parse:
         parse, ok = _Parse(value, f"{value} NOT IN ({listed})", problem, fix), scalar
     elif kind == pa.int64():
         value = f"CAST({x} AS BIGINT)" if duck_type in _INTEGER_TYPES else whole_number_sql(x)
-        fix = "write whole numbers (ids are integers)"
+        fix = "write whole numbers"
         parse = _Parse(value, _unparsed(x, value), "is not a whole number", fix)
         ok = scalar and (numeric or duck_type == "VARCHAR")
     elif kind == pa.float64():
@@ -254,16 +253,14 @@ def _parse(column: pa.Field, duck_type: str, where: str) -> _Parse:
         raise TypeError(f"no parser for {kind}")
     parse = _bounded(column, parse)
     if not ok:
-        what = "ids (integers or strings)" if entity(column) else kind
+        ids = entity(column) is not None
         raise contract_error(
             where,
             column.name,
-            f"has type {duck_type}, which cannot hold {what}",
+            f"has type {duck_type}, which cannot hold {'ids (integers or strings)' if ids else kind}",
             [],
             0,
-            f"store {column.name} as "
-            + ("integers or text" if entity(column) else str(kind))
-            + f" (see {CONTRACT_DOC})",
+            f"store {column.name} as {'integers or text' if ids else kind} (see {CONTRACT_DOC})",
         )
     if column.nullable:
         return parse

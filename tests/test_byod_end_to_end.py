@@ -33,6 +33,7 @@ import pytest
 from mmrec.settings import Settings
 from mmrec.world_manifest import data_profile
 from serving.bento_process import BentoServer, workspace_env
+from serving.feed_browser import chromium_path, feed_page, wait_for_refresh
 from tests.conftest import run_cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -236,6 +237,20 @@ def test_ids_of_the_wrong_kind_get_400_naming_the_field(
 ) -> None:
     resp = httpx.post(f"{strings_server}{path}", json=body)
     assert resp.status_code == 400 and field in resp.text, resp.text
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="needs Chromium: apt-get install chromium")
+def test_the_feed_page_in_chromium_works_with_string_ids(strings_server: str) -> None:
+    items = set(fixture_column(STRINGS, "items", "item_id"))
+    with feed_page(f"{strings_server}/feed/") as page:
+        stamp = page.evaluate("() => document.body.dataset.loaded")
+        assert page.input_value("#user") in set(fixture_column(STRINGS, "events", "user_id"))
+        cards = page.locator("#feed .card")
+        shown = [cards.nth(k).get_attribute("data-item-id") for k in range(cards.count())]
+        assert shown and set(shown) <= items
+        cards.nth(1).click()
+        wait_for_refresh(page, stamp)
+        assert page.locator("#recent .card").first.get_attribute("data-item-id") == shown[1]
 
 
 def test_duckdb_and_features_show_use_the_string_ids(strings_world: OwnData) -> None:
