@@ -12,6 +12,8 @@ what the world generator writes under `Settings.raw_dir`, plus `manifest.json` a
   rows did not change are linked, not rewritten, and the same files imported again are a
   no-op (their sha256 are in the manifest).
 - Vectorised: events go through DuckDB and Arrow, a day partition at a time on the way out.
+- Ids: integers or strings per entity; the raw layout holds integer keys, string ids mapped
+  through the workspace's id map (`ingest/ids.py`, `mmrec/id_map.py`).
 """
 
 from __future__ import annotations
