@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from index.server import LiteServer
+from mmrec.io import write_json
 from mmrec.loopback import RedisServer, redis_installed
 from mmrec.settings import Settings
 from mmrec.workspace import init_workspace
@@ -31,6 +32,16 @@ def make_workspace(root: Path) -> Settings:
     """A workspace in `root` (new or empty), as `mmrec init` makes it."""
     init_workspace(root)
     return Settings(workspace=root)
+
+
+def data_workspace(root: Path) -> Settings:
+    """A workspace whose raw data is only a manifest (one day): past every stage's workspace
+    check, before any stage ran (for the stages' own 'run X first' messages)."""
+    settings = make_workspace(root)
+    manifest = {"source": "import", "days": ["2025-03-01"], "start": "2025-03-01T00:00:00+00:00",
+                "end": "2025-03-02T00:00:00+00:00"}  # fmt: skip
+    write_json(manifest, settings.raw_dir / "manifest.json")
+    return settings
 
 
 def run_cli(*args: str) -> str:
