@@ -47,7 +47,7 @@ screenshot: venv
 ML_WS := bench/workspace-movielens
 .PHONY: movielens
 movielens: venv
-	rm -rf $(ML_WS) && mkdir -p $(ML_WS) && cp -r feature_repo $(ML_WS)/ && rm -rf $(ML_WS)/feature_repo/__pycache__
+	rm -rf $(ML_WS)  # the import makes the workspace afresh (as `mmrec init` does)
 	$(BIN)/mmrec data import --adapter movielens-100k -w $(ML_WS)
 	# the last 23 days hold the newest 10% of the ratings, the 24 before them the next 10%
 	$(BIN)/mmrec run --valid-days 24 --test-days 23 -w $(ML_WS)

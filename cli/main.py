@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from analysis.cli import analyze_app, sql
+from cli.init import init
 from cli.run import run
 from content.cli import app as content_app
 from datagen.cli import generate
@@ -48,6 +49,7 @@ def main(
         warnings.filterwarnings("ignore", category=RuntimeWarning, module="feast")
 
 
+app.command("init")(init)
 app.command()(generate)
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")

@@ -80,8 +80,8 @@ def features_materialize(
 
 @app.command("show")
 def features_show(
-    user_id: Annotated[int, typer.Option(help="User to read.")],
-    item_id: Annotated[int, typer.Option(help="Item to read.")],
+    user_id: Annotated[str, typer.Option(help="User to read, by the data's own id.")],
+    item_id: Annotated[str, typer.Option(help="Item to read, by the data's own id.")],
     service: Annotated[
         str, typer.Option(help=f"Feature service: {RECALL_SERVICE} or {RANKING_SERVICE}.")
     ] = RANKING_SERVICE,
@@ -91,20 +91,33 @@ def features_show(
 ) -> None:
     """Read one (user, item) row of a feature service from the online store."""
     from mmrec.feast_store import open_store
+    from mmrec.id_map import UnknownIdError, WorkspaceIds
     from mmrec.world_manifest import world_end
 
     settings = cli_settings(workspace, online_store, offline_store)
+    ids = WorkspaceIds.load(settings)
+    keys, own = {}, {}  # the platform's keys, the data's ids (shown)
+    for name, entity, value in (("user_id", ids.user, user_id), ("item_id", ids.item, item_id)):
+        keys[name], own[name] = (
+            entity.key(value, f"--{name.replace('_', '-')}"),
+            entity.parse(value, name),
+        )
+        if keys[name] is None:
+            raise UnknownIdError(
+                f"--{name.replace('_', '-')}: {value!r} is not in this workspace's data"
+            )
     store = open_store(settings)
     try:
         feature_service = store.get_feature_service(service)
     except Exception as err:  # Feast raises its own FeatureServiceNotFoundException
         raise ValueError(f"unknown feature service {service!r}: {err}") from None
     row = {
-        "user_id": user_id,
-        "item_id": item_id,
+        "user_id": keys["user_id"],
+        "item_id": keys["item_id"],
         "request_ts": int(world_end(settings).timestamp()),
     }
     values = store.get_online_features(features=feature_service, entity_rows=[row]).to_dict()
+    values.update({name: [value] for name, value in own.items()})
     table = Table(title=f"online features: service={service} user={user_id} item={item_id}")
     table.add_column("feature")
     table.add_column("value", overflow="fold")

@@ -56,7 +56,7 @@ def serve(
     """Serve one milvus-lite file at http://HOST:PORT until Ctrl-C (many processes, one file)."""
     from index.server import LiteServer
 
-    path = db_file or Path(cli_settings(workspace).index_uri)
+    path = db_file or Path(cli_settings(workspace, needs="nothing").index_uri)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -82,7 +82,7 @@ def status(
     from index.collections import list_versions
     from index.connection import open_index
 
-    settings = cli_settings(workspace)
+    settings = cli_settings(workspace, needs="nothing")
     target = uri or settings.index_uri
     versions = list_versions(open_index(settings, target), alias)
     if not versions:

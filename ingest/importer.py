@@ -12,6 +12,8 @@ what the world generator writes under `Settings.raw_dir`, plus `manifest.json` a
   rows did not change are linked, not rewritten, and the same files imported again are a
   no-op (their sha256 are in the manifest).
 - Vectorised: events go through DuckDB and Arrow, a day partition at a time on the way out.
+- Ids: integers or strings per entity; the raw layout holds integer keys, string ids mapped
+  through the workspace's id map (`ingest/ids.py`, `mmrec/id_map.py`).
 """
 
 from __future__ import annotations
@@ -49,9 +51,11 @@ from ingest.contract import (
     contract_error,
     default,
 )
+from ingest.ids import ImportIds
 from ingest.movielens import write_movielens_contract
 from ingest.readers import ROWS_PER_FILE, InputFiles, Loaded, discover, example, load, sql_string
 from mmrec.errors import UserError
+from mmrec.id_map import IdMap, id_map_path, id_types
 from mmrec.io import progress, read_json, write_json, write_parquet
 from mmrec.settings import Settings
 from mmrec.vocab import MATERIALS
@@ -116,6 +120,8 @@ class ImportReport:
     images_missing: Counted
     images_unreadable: Counted
     ignored_columns: dict[str, list[str]]  # input table -> columns outside the contract
+    # entity -> its id kind ("int", "string"; null: none yet) and the keys this import added
+    ids: dict[str, dict[str, Any]] = field(default_factory=dict)
     elapsed_s: float = 0.0
     unchanged: bool = False  # the same files were imported before: nothing was written
 
@@ -178,10 +184,12 @@ def _import(
     sources = {table: discover(table, path) for table, path in paths.items() if path is not None}
     previous = _previous_manifest(settings, replace)
     inputs = {table: _fingerprint(files) for table, files in sources.items()}
+    carried = set()  # tables read back from the earlier import (their ids are keys)
     for table in ("skus", "users"):  # kept from the earlier import unless given again
         if table not in sources and previous and table in previous["inputs"]:
             sources[table] = discover(table, settings.raw_dir / f"{table}.parquet")
             inputs[table] = previous["inputs"][table]
+            carried.add(table)
     if adapter:
         inputs["adapter"] = adapter
     if previous and previous["inputs"] == inputs and (settings.raw_dir / REPORT).exists():
@@ -197,7 +205,7 @@ def _import(
     try:
         con = _connect(staging / "duckdb-tmp")
         try:
-            build = _Build(con, settings, sources, previous, out, now or datetime.now(UTC))
+            build = _Build(con, settings, sources, carried, previous, out, now or datetime.now(UTC))
             report, manifest = build.run(strict)
         finally:
             con.close()
@@ -324,12 +332,13 @@ class _Build:
         con: duckdb.DuckDBPyConnection,
         settings: Settings,
         sources: dict[str, InputFiles],
+        carried: set[str],
         previous: dict[str, Any] | None,
         out: Path,
         now: datetime,
     ) -> None:
         self.con, self.settings, self.sources, self.out = con, settings, sources, out
-        self.previous, self.now = previous, now
+        self.carried, self.previous, self.now = carried, previous, now
         self.names: dict[int, str] = {}  # event _fi -> file name (old raw files negative)
 
     def sql(self, query: str) -> list[tuple]:
@@ -343,11 +352,17 @@ class _Build:
             table: load(self.con, files, CONTRACT[table], f"in_{table}")
             for table, files in self.sources.items()
         }
+        ids = ImportIds(
+            self.con, loaded, self.carried, id_types(self.previous) if self.previous else None
+        )
+        kinds = ids.decide()
+        ids.to_integer_keys()
         for table, column in (("items", "item_id"), ("skus", "sku_id"), ("users", "user_id")):
             if table in loaded:
                 self._check_unique(loaded[table], column)
         self._check_media_paths(loaded["items"])
         self._check_event_ids(loaded["events"])
+        added = ids.to_string_keys(IdMap(id_map_path(self.settings)))
         self._dimensions("skus" in loaded)
         events = loaded["events"]
         self.names = {i: events.inputs.name(i) for i in range(len(events.inputs.files))}
@@ -372,8 +387,10 @@ class _Build:
             images_missing=media["missing"],
             images_unreadable=media["unreadable"],
             ignored_columns={t: v.ignored for t, v in loaded.items() if v.ignored},
+            ids={e: {"kind": k, "new_keys": added.get(e, 0)} for e, k in kinds.items()},
         )
         manifest = self._manifest(days, n_users, n_skus, by_type, media)
+        manifest["id_types"] = kinds
         return report, manifest
 
     # -- checks ---------------------------------------------------------------------------
@@ -543,8 +560,8 @@ class _Build:
         """Dropped rows by reason (with examples) and the final table's counts."""
         details = {
             FUTURE: "'at ' || strftime(event_timestamp, '%Y-%m-%dT%H:%M:%SZ')",
-            UNKNOWN_ITEM: "'item_id ' || CAST(item_id AS VARCHAR) || ' is not in the items file'",
-            UNKNOWN_SKU: "'sku_id ' || CAST(sku_id AS VARCHAR) || ' is not in the skus file'",
+            UNKNOWN_ITEM: "'item_id ' || item_label(item_id) || ' is not in the items file'",
+            UNKNOWN_SKU: "'sku_id ' || sku_label(sku_id) || ' is not in the skus file'",
             DUPLICATE: "'event_id ' || event_id || ' seen before'",
         }
         dropped = {reason: Counted() for reason in DROP_REASONS}

@@ -11,13 +11,14 @@ import functools
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 
 from mmrec.errors import UserError
 from mmrec.settings import Settings
+from mmrec.workspace import check_workspace, init_workspace
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -50,13 +51,30 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+# What a command needs of its workspace, checked before any work starts: "data" (a feature
+# repo and raw data: every stage after the data is in), "repo" (a feature repo, data or not:
+# the analysis, which shows what there is), "create" (made when missing: the commands that
+# bring data in), "nothing" (a file or server named by an option will do).
+Needs = Literal["data", "repo", "create", "nothing"]
+
+
 def cli_settings(
-    workspace: Path | None, online_store: str | None = None, offline_store: str | None = None
+    workspace: Path | None,
+    online_store: str | None = None,
+    offline_store: str | None = None,
+    *,
+    needs: Needs = "data",
 ) -> Settings:
-    """The settings of one command: the environment, overridden by the command's options."""
+    """The settings of one command: the environment, overridden by the command's options,
+    with the workspace checked (or made) as `needs` says (mmrec/workspace.py)."""
     settings = Settings.from_env(workspace)
     stores = {"online_store": online_store, "offline_store": offline_store}
-    return replace(settings, **{name: value for name, value in stores.items() if value})
+    settings = replace(settings, **{name: value for name, value in stores.items() if value})
+    if needs == "create" and init_workspace(settings.workspace):
+        console.print(f"made workspace {settings.workspace} (feature_repo/ and data/)")
+    elif needs in ("data", "repo"):
+        check_workspace(settings, data=needs == "data")
+    return settings
 
 
 def exits_on_user_error(command: Callable[..., Any]) -> Callable[..., Any]:

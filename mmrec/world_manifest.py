@@ -18,14 +18,20 @@ class NoWorldError(UserError):
     """The workspace holds no raw data yet."""
 
 
+def no_data_message(settings: Settings) -> str:
+    """What to run when the workspace holds no raw data yet."""
+    ws = settings.workspace
+    return (
+        f"no data in {settings.raw_dir}: run `mmrec data import --events EVENTS --items ITEMS "
+        f"-w {ws}` (your data) or `mmrec generate -w {ws}` (the synthetic world) first"
+    )
+
+
 def read_world_manifest(settings: Settings) -> dict[str, Any]:
     """The manifest's fields; NoWorldError naming the command to run when there is none."""
     path = settings.raw_dir / "manifest.json"
     if not path.exists():
-        raise NoWorldError(
-            f"no data in {settings.raw_dir}: run `mmrec data import` (your data) or "
-            "`mmrec generate` (the synthetic world) first"
-        )
+        raise NoWorldError(no_data_message(settings))
     return read_json(path)
 
 

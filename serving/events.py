@@ -1,6 +1,8 @@
 """POST /events: log every accepted event durably, then fold it into the users' online sequences.
 
 Per request (`EventIntake.accept`):
+0. turn the events' ids (the data's own: integers or strings) into the platform's keys
+   (serving/ids.py): an unknown item or SKU is a 400 naming the field, a new shopper gets a key;
 1. check the events against the raw-data contract and the catalog (ingest/event_log.py): an
    unknown item or SKU, or a time after the service clock, is a 400 naming the field;
 2. under the write locks of the request's users (`EventLog.writing`: flock per user shard,
@@ -37,6 +39,7 @@ import pandas as pd
 from feature_pipelines.user_sequences import SEQUENCES, SEQUENCES_OF, fold_sequences
 from ingest.event_log import Catalog, EventLog, contract_rows
 from mmrec.settings import Settings
+from serving.ids import ServedIds
 from serving.schemas import BehaviourEvent, EventsResponse
 
 log = logging.getLogger(__name__)
@@ -99,15 +102,20 @@ def push_events(store, events: list[BehaviourEvent]) -> int:
 class EventIntake:
     """What POST /events does (module docstring), for one service process."""
 
-    def __init__(self, settings: Settings, store, now: Callable[[], int]) -> None:
+    def __init__(
+        self, settings: Settings, store, now: Callable[[], int], ids: ServedIds | None = None
+    ) -> None:
         self.store = store
         self.now = now  # the service clock, unix seconds
         self.log = EventLog(settings)
         self.catalog = Catalog.load(settings)
+        self.ids = ids or ServedIds(settings)
 
     def accept(self, events: list[BehaviourEvent]) -> EventsResponse:
-        """Log and push `events`. Raises DataContractError (a 400) before writing anything,
-        EventLogUnavailable (a 503) when the log cannot be written."""
+        """Log and push `events` (ids as the data has them). Raises a UserError (a 400:
+        DataContractError, UnknownIdError) before writing anything, EventLogUnavailable (a
+        503) when the log cannot be written."""
+        events = self.ids.keyed_events(events)
         now = self.now()
         table = contract_rows(
             [e.model_dump() for e in events], self.catalog, now, datetime.now(UTC)

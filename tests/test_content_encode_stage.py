@@ -18,6 +18,7 @@ from content import encode as stage
 from content.cli import app as content_app
 from mmrec.settings import REPO_ROOT
 from mmrec.vocab import CATEGORIES, FUSED_DIM, TEXT_DIM, VISUAL_DIM
+from mmrec.workspace import init_workspace
 
 N_ITEMS = 40
 QUICK = quick_config()
@@ -195,6 +196,7 @@ def test_missing_world_is_a_clear_error(tmp_path):
 
 def test_cli_encode(tmp_path, monkeypatch):
     settings, _ = _workspace(tmp_path, n_items=12, seed=6)
+    init_workspace(settings.workspace)  # the CLI checks for a workspace (its data is there)
     monkeypatch.setattr(stage.Encoders, "load", classmethod(lambda cls, *a, **k: encoders()))
     args = [
         "encode",

@@ -328,8 +328,8 @@ def _set(column: str, row: int, value):
     [
         (lambda f: f.drop(columns="event_ts"), "event_ts", "required column missing"),
         (lambda f: f.drop(columns="item_id"), "item_id or sku_id", "required column missing"),
-        (_set("user_id", 6, "u7"), "user_id", "row 7: 'u7'"),
-        (_set("user_id", 6, 7.5), "user_id", "not a whole number"),
+        (_set("user_id", 6, "u\x077"), "user_id", "row 7: 'u\\x077'"),
+        (_set("user_id", 6, "u" * 129), "user_id", "128 characters"),
         (_set("event_type", 3, "view"), "event_type", "row 4: 'view'"),
         (_set("source", 3, "ads"), "source", "use one of search, rec"),
         (_set("position", 3, "footer"), "position", "footer"),
@@ -356,7 +356,7 @@ def test_bad_events_name_the_column_and_write_nothing(
     [
         ({"material": ["video"] * (N_ITEMS - 1) + ["podcast"]}, "material", "podcast"),
         ({"item_id": [1, *range(1, N_ITEMS)]}, "item_id", "duplicate ids"),
-        ({"sku_ids": ["1|x"] * N_ITEMS}, "sku_ids", "not whole numbers"),
+        ({"sku_ids": ["1|x\ty"] * N_ITEMS}, "sku_ids", "control characters"),
         ({"publish_ts": ["soon"] * N_ITEMS}, "publish_ts", "cannot be parsed"),
     ],
 )
@@ -519,7 +519,9 @@ def test_a_failed_import_leaves_the_workspace_unchanged(
     run(settings, files)
     before = hashes(settings.data_dir)
     later = write_csv(event_rows(days=("2025-03-05",), gap=False), tmp_path / "b" / "ev.csv")
-    bad_skus = write_csv(pd.DataFrame({"sku_id": ["s1"], "category": ["x"]}), tmp_path / "s.csv")
+    bad_skus = write_csv(
+        pd.DataFrame({"sku_id": ["s\x071"], "category": ["x"]}), tmp_path / "s.csv"
+    )
     with pytest.raises(DataContractError, match="column 'sku_id'"):
         run(settings, {"events": later, "items": files["items"], "skus": bad_skus})
     assert hashes(settings.data_dir) == before

@@ -20,6 +20,7 @@ from mmrec.world_manifest import data_profile
 from models.ranking import RankingConfig, RankingModel, score_candidates
 from models.ranking_inputs import require_content
 from models.store import load_model, save_model
+from tests.conftest import data_workspace
 from training.rank_ablation import VARIANT_NAMES, VARIANTS, run_ablation
 from training.rank_eval import PREFERENCES, gauc, oracle_scores, oracle_summary, truth_groups
 from training.rank_train import (
@@ -272,6 +273,7 @@ def test_rank_cli_bad_input_exits_2_with_a_message(
 
 
 def test_rank_cli_without_a_training_set_exits_2(tmp_path: Path) -> None:
+    data_workspace(tmp_path)
     result = CliRunner().invoke(app, ["train", "rank", "--workspace", str(tmp_path)])
     assert result.exit_code == 2
     assert "mmrec train build-sets" in result.output
