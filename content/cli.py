@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mmrec.cli_common import StageApp, Workspace, cli_settings, console
+from mmrec.errors import UserError
 
 app = StageApp(help="Content understanding: encoders, tags, fused item embeddings.")
 
@@ -66,7 +67,7 @@ def encode(
         show_progress=progress,
     )
     if threads is not None and threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {threads}")
+        raise UserError(f"--threads must be >= 1, got {threads}")
     report = run_encode(settings, config)
     m = report.tag_metrics
     console.print(

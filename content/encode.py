@@ -407,7 +407,7 @@ def run_encode(
     `profile`: what the data carries; default the manifest's (data_profile)."""
     config = config or EncodeConfig()
     if config.batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {config.batch_size}")
+        raise EncodeError(f"batch size must be >= 1, got {config.batch_size}")
     started = time.perf_counter()
     threads = config.threads or settings.torch_threads
     set_threads(threads)

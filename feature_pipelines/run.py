@@ -22,6 +22,7 @@ from feature_pipelines.item_stats import WINDOW as STATS_WINDOW
 from feature_pipelines.item_stats import build_item_stats
 from feature_pipelines.user_sequences import LOOKBACK as SEQ_LOOKBACK
 from feature_pipelines.user_sequences import build_user_sequences
+from mmrec.errors import UserError
 from mmrec.event_log import events_view, load_served, raw_event_files
 from mmrec.io import progress, write_parquet
 from mmrec.settings import Settings
@@ -40,7 +41,7 @@ def build_features(settings: Settings, days: list[str] | None = None) -> dict[st
     chosen = all_days if days is None else days
     unknown = sorted(set(chosen) - set(all_days))
     if unknown:
-        raise ValueError(f"days {unknown} are not in the world ({all_days[0]} .. {all_days[-1]})")
+        raise UserError(f"days {unknown} are not in the world ({all_days[0]} .. {all_days[-1]})")
     categories = data_profile(settings).categories
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")

@@ -21,6 +21,7 @@ import numpy as np
 from index.collections import BuildReport, build_content_index
 from index.connection import open_index
 from index.errors import VectorIndexError
+from mmrec.errors import UserError
 from mmrec.feast_store import open_store
 from mmrec.settings import Settings
 from mmrec.world_manifest import world_end
@@ -42,7 +43,7 @@ def load_recall_model(settings: Settings, ref: Any = DEFAULT_MODEL) -> LoadedMod
     """The recall model `ref` (a tag in the workspace's BentoML store, or a stored model)."""
     try:
         loaded = load_stored(settings, ref, TwoTowerRecall, RecallConfig, "mmrec train recall")
-    except FileNotFoundError as err:
+    except UserError as err:  # not in the store, or not a tag
         raise ModelMismatchError(str(err)) from None
     if loaded.known_item_ids is None:
         raise ModelMismatchError(

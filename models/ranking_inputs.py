@@ -42,6 +42,7 @@ from torch import Tensor
 
 from feature_pipelines.item_stats import PRIOR_CTR
 from mmrec.arrays import find_sorted
+from mmrec.errors import UserError
 from mmrec.vocab import (
     CATEGORIES,
     MATERIALS,
@@ -71,7 +72,7 @@ def content_projection(store) -> list[str] | None:
             wanted = ("text_emb", "visual_emb", *CONTENT_VERSION_FIELDS)
             missing = [n for n in wanted if n not in names]
             if missing:
-                raise ValueError(f"the {FEATURE_SERVICE} service's {CONTENT_VIEW} lacks {missing}")
+                raise UserError(f"the {FEATURE_SERVICE} service's {CONTENT_VIEW} lacks {missing}")
             return [f"{CONTENT_VIEW}:{n}" for n in wanted]
     return None
 
@@ -136,7 +137,7 @@ def require_content(config: RankingConfig, content: ItemContent | None) -> None:
     """Refuse multimodal configs when no content embeddings exist (the documented choice:
     no silent zero vectors standing in for a whole modality)."""
     if config.use_multimodal and content is None:
-        raise ValueError(
+        raise UserError(
             f"the {FEATURE_SERVICE} feature service has no {CONTENT_VIEW} view: run "
             "`mmrec content encode`, add the view to the service and `mmrec features apply`, "
             "then rebuild the sets; or train ID-only (--no-multimodal --no-dsn --no-min)"
@@ -298,11 +299,11 @@ def build_ranking_data(
     required += [f"label_{t}" for t in tasks]
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise ValueError(f"the ranking set lacks columns {missing}: rebuild it with build-sets")
+        raise UserError(f"the ranking set lacks columns {missing}: rebuild it with build-sets")
     unpublished = frame.material.isna() | frame.category.isna()
     frame = frame.loc[~unpublished].reset_index(drop=True)
     if frame.empty:
-        raise ValueError("the ranking split has no row with item attributes")
+        raise UserError("the ranking split has no row with item attributes: run the feature stages")
 
     seq = _sequences(frame[SEQUENCE_FEATURE], max_seq_len)
     seq_mask = seq >= 0

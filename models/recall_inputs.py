@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from mmrec.arrays import find_sorted
+from mmrec.errors import UserError
 from mmrec.feast_store import service_refs_by_entity
 from mmrec.vocab import CATEGORIES, FUSED_DIM, RECALL_SERVICE, TEXT_DIM, VISUAL_DIM
 from models.item_content import (
@@ -76,13 +77,13 @@ def read_rows(settings, split: str) -> pd.DataFrame:
         (settings.training_set_dir(FEATURE_SERVICE) / f"split={split}").glob("*.parquet")
     )
     if not files:
-        raise FileNotFoundError(
+        raise UserError(
             f"no recall {split} split in {settings.training_set_dir(FEATURE_SERVICE)}: "
             "run `mmrec train build-sets`"
         )
     missing = [c for c in ROW_COLUMNS if c not in pq.read_schema(files[0]).names]
     if missing:
-        raise ValueError(f"the recall set lacks columns {missing}: rebuild it with build-sets")
+        raise UserError(f"the recall set lacks columns {missing}: rebuild it with build-sets")
     return pd.concat(
         [pd.read_parquet(f, columns=list(ROW_COLUMNS)) for f in files], ignore_index=True
     )
@@ -181,9 +182,7 @@ def catalog_ids(settings) -> np.ndarray:
     """Every item id of the world's catalog (keys only; features come through Feast)."""
     path = Path(settings.raw_dir) / "items.parquet"
     if not path.exists():
-        raise FileNotFoundError(
-            f"no catalog at {path}: run `mmrec data import` or `mmrec generate` first"
-        )
+        raise UserError(f"no catalog at {path}: run `mmrec data import` or `mmrec generate` first")
     return np.unique(pd.read_parquet(path, columns=["item_id"]).item_id.to_numpy(np.int64))
 
 
@@ -210,7 +209,7 @@ def item_table_from_frame(
     unpublished = frame.material.isna()
     frame = frame.loc[~unpublished].sort_values("item_id").reset_index(drop=True)
     if frame.empty:
-        raise ValueError("no item has attributes in the feature store: run the feature stages")
+        raise UserError("no item has attributes in the feature store: run the feature stages")
     one_hot = _category_one_hot(frame.category_index, len(categories))
     content = {"text_emb", "visual_emb", "category_probs", "quality_score"} <= set(frame.columns)
     stats = {"items": len(frame), "items_unpublished": int(unpublished.sum())}

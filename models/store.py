@@ -142,14 +142,19 @@ def load_stored(
     settings: Settings, ref: Any, model_cls: type[torch.nn.Module], config_cls: type, train: str
 ) -> LoadedModel:
     """Model `ref` (a tag in the workspace's store, or a stored model) with the item ids its
-    ID table learned. A tag the store lacks is a FileNotFoundError that names `train`, the
-    command that makes it."""
+    ID table learned. A tag the store lacks is a UserError that names `train`, the command
+    that makes it."""
     import bentoml
 
+    if isinstance(ref, str):
+        try:
+            bentoml.Tag.from_taglike(ref)
+        except ValueError as err:  # BentoML's answer to a malformed tag
+            raise UserError(f"model {ref!r}: {err}") from None
     try:
         stored = stored_model(settings, ref)
     except bentoml.exceptions.NotFound:
-        raise FileNotFoundError(
+        raise UserError(
             f"no model {ref!r} in the BentoML store at {settings.model_store_dir}: run `{train}`"
         ) from None
     model, metadata = load_model(settings, stored, model_cls, config_cls)

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from mmrec.cli_common import StageApp, Workspace, cli_settings, console, fail
+from mmrec.errors import UserError
 
 app = StageApp(help="BentoML service: build the bento, serve it, send a request.")
 
@@ -41,12 +42,15 @@ def demo(
 ) -> None:
     """`bentoml build`, `bentoml serve` the bento, POST /recommend once, print the answer, stop."""
     import httpx
+    from pydantic import ValidationError
 
     from serving.schemas import RecommendRequest
 
-    body = RecommendRequest(
-        user_id=user_id, scene=scene, k=k, context_sku_id=context_sku_id
-    ).model_dump(exclude_none=True)
+    try:
+        request = RecommendRequest(user_id=user_id, scene=scene, k=k, context_sku_id=context_sku_id)
+    except ValidationError as err:
+        raise UserError(f"a request the service would refuse (400): {err}") from None
+    body = request.model_dump(exclude_none=True)
     with served(workspace) as url:
         console.print(f"POST {url}/recommend {json.dumps(body)}")
         response = httpx.post(f"{url}/recommend", json=body, timeout=60)

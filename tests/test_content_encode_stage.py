@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from content import encode as stage
 from content.cli import app as content_app
+from mmrec.errors import UserError
 from mmrec.settings import REPO_ROOT
 from mmrec.vocab import CATEGORIES, FUSED_DIM, TEXT_DIM, VISUAL_DIM
 
@@ -187,7 +188,7 @@ def test_a_model_error_skips_one_item_not_the_batch(tmp_path):
 
 
 def test_missing_world_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="generate a world"):
+    with pytest.raises(UserError, match="generate a world"):
         stage.run_encode(make_settings(tmp_path), QUICK, encoders())
 
 

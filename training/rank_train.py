@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmrec.errors import UserError
 from mmrec.feast_store import open_store
 from mmrec.io import progress, write_json
 from mmrec.settings import Settings
@@ -83,12 +84,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "patience", "batch_size", "max_seq_len"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "disc_lr"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+                raise UserError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_pos_weight < 1:
-            raise ValueError(f"max_pos_weight must be >= 1, got {self.max_pos_weight}")
+            raise UserError(f"max_pos_weight must be >= 1, got {self.max_pos_weight}")
 
 
 @dataclass
@@ -260,7 +261,10 @@ def valid_click_auc(model: RankingModel, splits: RankingSplits) -> float:
     mask = splits.valid.label_masks["click"].numpy()
     value = auc((splits.valid.labels["click"].numpy()[mask] >= 0.5), scores[mask])
     if value is None:
-        raise ValueError("the valid split has only one click class: early stopping needs both")
+        raise UserError(
+            "the valid split has only one click class: early stopping needs both (more valid "
+            "days: --valid-days)"
+        )
     return value
 
 
@@ -319,7 +323,10 @@ def train_ranking(
     store=None,
 ) -> dict[str, Any]:
     """Load, fit, evaluate, export; returns the metadata saved with the model plus its tag."""
-    RankingConfig(**(switches or {}))  # a bad switch combination fails before any data is read
+    try:  # a bad switch combination fails before any data is read
+        RankingConfig(**(switches or {}))
+    except ValueError as err:
+        raise UserError(f"{err} (the --multimodal/--dsn/--min switches)") from None
     splits = load_splits(settings, train_config.max_seq_len, store)
     config = model_config(splits, train_config, switches)
     result = fit(config, splits, train_config)

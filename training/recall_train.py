@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmrec.errors import UserError
 from mmrec.feast_store import open_store
 from mmrec.io import progress, read_json
 from mmrec.settings import Settings
@@ -81,13 +82,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "patience", "batch_size", "max_seq_len"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise UserError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.id_dropout < 1:
-            raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
+            raise UserError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
         if self.softmax_weight < 0:
-            raise ValueError(f"softmax_weight must be >= 0, got {self.softmax_weight}")
+            raise UserError(f"softmax_weight must be >= 0, got {self.softmax_weight}")
 
 
 @dataclass
@@ -314,7 +315,7 @@ def train_recall(
     from training.recall_eval import evaluate_methods, seed_summary, write_report
 
     if seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {seeds}")
+        raise UserError(f"seeds must be >= 1, got {seeds}")
     splits = load_splits(settings, train_config.max_seq_len, store)
     evaluations = []
     for seed in range(train_config.seed, train_config.seed + seeds):

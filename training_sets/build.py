@@ -19,6 +19,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from mmrec.errors import UserError
 from mmrec.event_log import events_view, load_served
 from mmrec.feast_store import historical_features, open_store, service_refs_by_entity
 from mmrec.io import progress, write_json, write_parquet
@@ -43,14 +44,14 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         if self.chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
+            raise UserError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
 
 
 def read_split(settings: Settings, name: str, split: str) -> pd.DataFrame:
     """One split of a built training set."""
     files = sorted((settings.training_set_dir(name) / f"split={split}").glob("*.parquet"))
     if not files:
-        raise FileNotFoundError(
+        raise UserError(
             f"no {name} {split} split in {settings.training_set_dir(name)}: run `mmrec train build-sets`"
         )
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mmrec.errors import UserError
+
 
 @dataclass(frozen=True)
 class DaySplit:
@@ -16,11 +18,11 @@ class DaySplit:
     @classmethod
     def from_days(cls, days: list[str], valid_days: int = 1, test_days: int = 2) -> DaySplit:
         if valid_days < 0 or test_days < 1:
-            raise ValueError(
+            raise UserError(
                 f"need test_days >= 1 and valid_days >= 0, got {test_days}, {valid_days}"
             )
         if len(days) < valid_days + test_days + 1:
-            raise ValueError(
+            raise UserError(
                 f"{len(days)} world days cannot hold 1 train + {valid_days} valid + {test_days} test days"
             )
         n_train = len(days) - valid_days - test_days
