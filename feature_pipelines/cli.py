@@ -15,6 +15,7 @@ from mmrec.cli_common import (
     cli_settings,
     console,
 )
+from mmrec.errors import UserError
 from mmrec.vocab import RANKING_SERVICE, RECALL_SERVICE
 
 app = StageApp(help="Offline pipelines and the Feast feature store.")
@@ -85,6 +86,8 @@ def features_show(
     offline_store: OfflineStore = None,
 ) -> None:
     """Read one (user, item) row of a feature service from the online store."""
+    from feast.errors import FeatureServiceNotFoundException
+
     from mmrec.feast_store import open_store
     from mmrec.world_manifest import world_end
 
@@ -92,8 +95,12 @@ def features_show(
     store = open_store(settings)
     try:
         feature_service = store.get_feature_service(service)
-    except Exception as err:  # Feast raises its own FeatureServiceNotFoundException
-        raise ValueError(f"unknown feature service {service!r}: {err}") from None
+    except FeatureServiceNotFoundException:
+        known = sorted(s.name for s in store.list_feature_services())
+        raise UserError(
+            f"unknown feature service {service!r}; the registry has {known} "
+            "(`mmrec features apply` registers the feature repo's)"
+        ) from None
     row = {
         "user_id": user_id,
         "item_id": item_id,

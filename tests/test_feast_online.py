@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from cli.main import app
 from mmrec.feast_store import FeatureStoreError, apply_repo, materialize, open_store
 from mmrec.settings import Settings, SettingsError
 from mmrec.world_manifest import world_end
@@ -87,6 +89,18 @@ def test_unknown_entities_read_as_nulls_not_errors(feature_store) -> None:
     assert online["item_click_seq"] == [None]
     assert online["ctr_7d"] == [None]
     assert online["cdr_item_category_affinity"] == [0.0]
+
+
+def test_features_show_names_an_unknown_service_and_the_known_ones(tiny_world: Settings) -> None:
+    """Feast's FeatureServiceNotFoundException is the user's typo (exit 2, the known names);
+    nothing else Feast raises is relabelled as one."""
+    args = ["features", "show", "--user-id", "3", "--item-id", "5", "--service", "rankng_v1"]
+    result = CliRunner().invoke(app, [*args, "-w", str(tiny_world.workspace)])
+    assert result.exit_code == 2, result.output
+    assert "unknown feature service 'rankng_v1'" in result.output
+    assert "ranking_v1" in result.output.replace("'rankng_v1'", "")
+    shown = CliRunner().invoke(app, [*args[:-1], "ranking_v1", "-w", str(tiny_world.workspace)])
+    assert shown.exit_code == 0, shown.output
 
 
 def test_malformed_feature_store_yaml_gives_a_clear_error(
