@@ -24,6 +24,7 @@ from index.errors import VectorIndexError
 from mmrec.errors import UserError
 from mmrec.feast_store import open_store
 from mmrec.settings import Settings
+from mmrec.vocab import LATEST_RECALL_MODEL
 from mmrec.world_manifest import world_end
 from models.item_content import ContentVersionError, check_content_versions
 from models.recall import RecallConfig, TwoTowerRecall, encode_items
@@ -32,7 +33,7 @@ from models.store import LoadedModel, load_stored
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "recall:latest"
+DEFAULT_MODEL = LATEST_RECALL_MODEL
 
 
 class ModelMismatchError(VectorIndexError):

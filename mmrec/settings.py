@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mmrec.errors import UserError
+from mmrec.vocab import LATEST_RANKING_MODEL, LATEST_RECALL_MODEL
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ONLINE_STORES = ("sqlite", "redis")
@@ -67,8 +68,8 @@ class Settings:
     bentoml_home: Path | None = None  # None: the workspace's own store
     milvus_uri: str | None = None  # None: the workspace's milvus-lite file
     milvus_token: str = field(default="", repr=False)
-    recall_model: str = "recall:latest"
-    rank_model: str = "ranking:latest"
+    recall_model: str = LATEST_RECALL_MODEL
+    rank_model: str = LATEST_RANKING_MODEL
     serving_clock: str = "world"
     serving_workers: int = 1
     candidates: int = 500
@@ -125,8 +126,8 @@ class Settings:
             bentoml_home=Path(home).resolve() if home else None,
             milvus_uri=env.get("MMREC_MILVUS_URI") or None,
             milvus_token=_secret(env, "MMREC_MILVUS_TOKEN"),
-            recall_model=env.get("MMREC_RECALL_MODEL", "recall:latest"),
-            rank_model=env.get("MMREC_RANK_MODEL", "ranking:latest"),
+            recall_model=env.get("MMREC_RECALL_MODEL", LATEST_RECALL_MODEL),
+            rank_model=env.get("MMREC_RANK_MODEL", LATEST_RANKING_MODEL),
             serving_clock=env.get("MMREC_SERVING_CLOCK", "world"),
             serving_workers=_number(env, "MMREC_SERVING_WORKERS", 1, int),
             candidates=_number(env, "MMREC_CANDIDATES", 500, int),

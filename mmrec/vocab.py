@@ -62,3 +62,10 @@ FUSED_DIM = 128
 # service it was trained with, and serving reads features by that recorded name.
 RECALL_SERVICE = "recall_v1"
 RANKING_SERVICE = "ranking_v1"
+
+# The BentoML model store names training saves under, and the tags indexing and serving load
+# unless told otherwise (MMREC_RECALL_MODEL / MMREC_RANK_MODEL, --model): the newest version.
+RECALL_MODEL_NAME = "recall"
+RANKING_MODEL_NAME = "ranking"
+LATEST_RECALL_MODEL = f"{RECALL_MODEL_NAME}:latest"
+LATEST_RANKING_MODEL = f"{RANKING_MODEL_NAME}:latest"

@@ -33,6 +33,7 @@ from mmrec.errors import UserError
 from mmrec.feast_store import open_store
 from mmrec.io import progress, write_json
 from mmrec.settings import Settings
+from mmrec.vocab import RANKING_MODEL_NAME
 from mmrec.world_manifest import DataProfile, data_profile, world_end
 from models.ranking import (
     RankingConfig,
@@ -79,7 +80,7 @@ class TrainConfig:
     max_seq_len: int = 20  # newest clicked items kept per user
     seed: int = 0
     max_pos_weight: float = 50.0  # cap on a sparse task's BCE pos_weight
-    model_name: str = "ranking"  # BentoML model store name
+    model_name: str = RANKING_MODEL_NAME  # BentoML model store name
 
     def __post_init__(self) -> None:
         for name in ("epochs", "patience", "batch_size", "max_seq_len"):

@@ -36,6 +36,7 @@ from mmrec.errors import UserError
 from mmrec.feast_store import open_store
 from mmrec.io import progress, read_json
 from mmrec.settings import Settings
+from mmrec.vocab import RECALL_MODEL_NAME
 from mmrec.world_manifest import data_profile, world_end
 from models.recall import CHANNELS, RecallBatch, RecallConfig, RecallLoss, TwoTowerRecall
 from models.recall_inputs import (
@@ -77,7 +78,7 @@ class TrainConfig:
     # 0.158 -> 0.257, U2V recall@50 0.064 -> 0.142)
     logq_correction: bool = True
     seed: int = 0
-    model_name: str = "recall"  # BentoML model store name
+    model_name: str = RECALL_MODEL_NAME  # BentoML model store name
 
     def __post_init__(self) -> None:
         for name in ("epochs", "patience", "batch_size", "max_seq_len"):
