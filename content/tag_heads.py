@@ -32,8 +32,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from content.fusion import MODALITIES, FusionProjector
-from mmrec.vocab import CATEGORIES, FUSED_DIM, QUALITY_LABELS, TEXT_DIM, VISUAL_DIM
+from content.fusion import FusionProjector
+from mmrec.vocab import (
+    CATEGORIES,
+    CONTENT_MODALITIES,
+    FUSED_DIM,
+    QUALITY_LABELS,
+    TEXT_DIM,
+    VISUAL_DIM,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +67,7 @@ class HeadConfig:
     test_share: float = 0.2  # held out for the reported metrics
     threshold: float = 0.5
     seed: int = 0
-    modalities: tuple[str, ...] = MODALITIES
+    modalities: tuple[str, ...] = CONTENT_MODALITIES
 
 
 @dataclass

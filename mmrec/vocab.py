@@ -52,6 +52,10 @@ S2V, V2V, U2V, TERM, FRESH, POPULAR = "s2v", "v2v", "u2v", "term", "fresh", "pop
 VECTOR_CHANNELS = (S2V, V2V, U2V)
 CHANNELS = (*VECTOR_CHANNELS, TERM, FRESH, POPULAR)
 
+# The content modalities an item can carry: its title's text and its cover's (or video
+# frames') pixels; a catalog without images has the first only (DataProfile).
+CONTENT_MODALITIES = ("text", "visual")
+
 # Content embedding widths: all-MiniLM-L6-v2 sentence embedding, EfficientNet-lite0 pooled
 # features, and the learned fused projection (content/fusion.py).
 TEXT_DIM = 384

@@ -62,6 +62,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from mmrec.vocab import (
+    CONTENT_MODALITIES,
     MATERIALS,
     N_CATEGORIES,
     POSITIONS,
@@ -83,7 +84,6 @@ from models.layers import (
 )
 
 MODALITIES = ("id", "text", "visual")  # MIN's interest distribution; visual = cover or video frames
-CONTENT_MODALITIES = ("text", "visual")  # modalities with a DSN generator
 
 # ---------------------------------------------------------------------------------------------
 # Inputs

@@ -42,11 +42,11 @@ from mmrec.arrays import find_sorted
 from mmrec.errors import UserError
 from mmrec.feast_store import service_refs_by_entity
 from mmrec.vocab import CATEGORIES, FUSED_DIM, RECALL_SERVICE, TEXT_DIM, VISUAL_DIM
+from models.feature_columns import padded_sequences, stack_embeddings
 from models.item_content import (
     CONTENT_VERSION_FIELDS,
     NO_VERSION,
     content_versions,
-    stack_embeddings,
 )
 from models.recall import ItemInputs, Query, SkuQuery, UserQuery
 
@@ -300,16 +300,6 @@ class ChannelData:
         )
 
 
-def _sequences(column: pd.Series, max_len: int) -> np.ndarray:
-    """(N, max_len) int64 item ids, newest first, -1 = padding (null list = no history)."""
-    out = np.full((len(column), max_len), -1, dtype=np.int64)
-    for i, seq in enumerate(column.to_numpy()):
-        if seq is not None and len(seq):
-            head = np.asarray(seq[:max_len], dtype=np.int64)
-            out[i, : len(head)] = head
-    return out
-
-
 def channel_data(
     rows: pd.DataFrame, channel: str, table: ItemTable, max_seq_len: int = 20
 ) -> tuple[ChannelData, dict[str, int]]:
@@ -327,7 +317,7 @@ def channel_data(
         stats["v2v_rows_seed_unpublished"] = int((seed_rows < 0).sum())
         frame = frame[seed_rows >= 0]
     frame = frame.reset_index(drop=True)
-    seq = _sequences(frame[SEQUENCE_FEATURE], max_seq_len)
+    seq = padded_sequences(frame[SEQUENCE_FEATURE], max_seq_len)
     seq_rows = np.where(seq >= 0, table.rows(seq, missing=-1), -1)
     seed_rows = np.full(len(frame), -1, dtype=np.int64)
     query: Query

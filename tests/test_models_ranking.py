@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from mmrec.vocab import RANKING_TASKS
 from models.ranking import (
-    MODALITIES,
     CandidateInputs,
     ModalityInterest,
     RankingConfig,
@@ -136,7 +135,7 @@ def test_forward_returns_logits_per_task_and_gmf_internals() -> None:
         assert out[f"logits_{task}"].shape == (6,)
     for m in ("text", "visual"):
         assert out[f"dsn_real_{m}"].shape == out[f"dsn_fake_{m}"].shape == (6, TINY.embed_dim)
-    assert out["min_weights"].shape == (6, len(MODALITIES))
+    assert out["min_weights"].shape == (6, 1 + len(TINY.content_modalities))  # ID + content
     torch.testing.assert_close(out["min_weights"].sum(1), torch.ones(6))
 
 
