@@ -35,10 +35,10 @@ moves only the discriminator). The two players' objectives touch disjoint parame
 and stepped with one optimizer, or with two (`ranking_parameter_groups`, `train_step`) when
 the discriminator needs its own learning rate.
 
-Sparse labels (share, comment, cart, favorite): both levers exist in the config and both are
-used by default. `pos_weight` (BCEWithLogits pos_weight) upweights a task's rare positives
-inside its own loss, so its tower does not collapse to "never"; `task_weights` sets each
-task's share of the total. pos_weight != 1 shifts that task's probabilities upward (they are
+Sparse labels (share, comment, cart, favorite): two levers in the config. `pos_weight`
+(BCEWithLogits pos_weight, set by training from the data's label rates) upweights a task's
+rare positives inside its own loss, so its tower does not collapse to "never"; `task_weights`
+sets each task's share of the total. pos_weight != 1 shifts that task's probabilities upward (they are
 no longer calibrated); ranking order within a task is what it is trained for. Label masks
 leave undefined labels out (e.g. watch for shop pages).
 
@@ -82,8 +82,6 @@ from models.layers import (
     masked_mean,
     projection,
 )
-
-MODALITIES = ("id", "text", "visual")  # MIN's interest distribution; visual = cover or video frames
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
@@ -179,12 +177,6 @@ class SplitFirstLayers:
 # Config
 
 
-def _default_pos_weight() -> dict[str, float]:
-    # Roughly inverse positive rates of the sparse tasks relative to click: shares, comments
-    # and carts are ~10x rarer than clicks on content, favourites ~5x.
-    return {"share": 10.0, "comment": 10.0, "cart": 10.0, "favorite": 5.0}
-
-
 @dataclass
 class RankingConfig:
     """Sizes, switches and loss settings of `RankingModel` and `RankingLoss`."""
@@ -240,8 +232,8 @@ class RankingConfig:
     # training, who are served with user_id -1).
     user_id_dropout: float = 0.1
     # BCE pos_weight per task (missing = 1.0); see the module docstring on sparse labels.
-    # None: the defaults of the configured tasks.
-    pos_weight: dict[str, float] | None = None
+    # Training sets them from the data's label rates (training/rank_train.py).
+    pos_weight: dict[str, float] = field(default_factory=dict)
     task_weights: dict[str, float] = field(default_factory=dict)  # missing = 1.0
     adversarial_weight: float = 0.1  # generator's adversarial loss in the total; small = stable
     seed: int = 0  # parameter initialisation seed (the global RNG is left untouched)
@@ -251,9 +243,6 @@ class RankingConfig:
             raise ValueError(
                 f"RankingConfig.tasks must be distinct and non-empty, got {self.tasks}"
             )
-        if self.pos_weight is None:
-            defaults = _default_pos_weight()
-            self.pos_weight = {t: defaults[t] for t in self.tasks if t in defaults}
         positive = {
             "n_item_buckets": self.n_item_buckets,
             "n_user_buckets": self.n_user_buckets,
@@ -975,7 +964,6 @@ def score_encoded(
 
 
 __all__ = [
-    "MODALITIES",
     "CandidateInputs",
     "ItemEncoding",
     "RankingConfig",

@@ -53,7 +53,6 @@ from models.recall import ItemInputs, Query, SkuQuery, UserQuery
 log = logging.getLogger(__name__)
 
 FEATURE_SERVICE = RECALL_SERVICE
-CONTENT_VIEWS = ("item_embeddings", "item_tags")
 VERSION_FIELDS = (*CONTENT_VERSION_FIELDS, "tag_model_version")
 SEQUENCE_FEATURE = "item_click_seq"  # newest first, as written by feature_pipelines
 # The hashed ID table maps -1 to its last bucket; the table is sized with headroom

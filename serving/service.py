@@ -21,7 +21,6 @@ from http import HTTPStatus
 from typing import Annotated
 
 import bentoml
-from bentoml.exceptions import BentoMLException
 from fastapi import Path
 from fastapi.responses import FileResponse, Response
 from starlette.responses import JSONResponse
@@ -42,12 +41,6 @@ log = logging.getLogger(__name__)
 # This module is the service's entry point: the one place it reads the environment. BentoML
 # needs the worker count and the model tags when the class is defined.
 SETTINGS = Settings.from_env()
-
-
-class RequestRejected(BentoMLException):
-    """A valid-looking request the service cannot act on (400, message says why)."""
-
-    error_code = HTTPStatus.BAD_REQUEST
 
 
 def _freeze_long_lived() -> None:
