@@ -86,18 +86,28 @@ def load_model(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a saved model in eval mode; returns (model, metadata). `ref`: see stored_model."""
     stored = stored_model(settings, ref)
-    fields = json.loads(Path(stored.path_of(CONFIG_FILE)).read_text())
+    config = config_from_stored(
+        config_cls, json.loads(Path(stored.path_of(CONFIG_FILE)).read_text())
+    )
+    model = model_cls(config)
+    model.load_state_dict(torch.load(stored.path_of(WEIGHTS_FILE), weights_only=True))
+    return model.eval(), dict(stored.info.metadata)
+
+
+def config_from_stored(config_cls: type, fields: dict[str, Any]) -> Any:
+    """A config dataclass from its stored JSON fields: through the class's `upgrade_stored`
+    when it has one (a config of an older format takes that format's defaults), with JSON's
+    lists turned back into the tuples of tuple-typed fields."""
+    upgrade = getattr(config_cls, "upgrade_stored", None)
+    if upgrade is not None:
+        fields = upgrade(fields)
     types = {f.name: f.type for f in dataclasses.fields(config_cls)}
-    # JSON turns tuples into lists: give tuple-typed fields their tuples back
-    config = config_cls(
+    return config_cls(
         **{
             k: tuple(v) if isinstance(v, list) and "tuple" in str(types.get(k)) else v
             for k, v in fields.items()
         }
     )
-    model = model_cls(config)
-    model.load_state_dict(torch.load(stored.path_of(WEIGHTS_FILE), weights_only=True))
-    return model.eval(), dict(stored.info.metadata)
 
 
 @dataclasses.dataclass(frozen=True)

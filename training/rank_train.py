@@ -164,24 +164,15 @@ def model_config(
     splits: RankingSplits, train_config: TrainConfig, switches: dict[str, bool] | None = None
 ) -> RankingConfig:
     """The RankingConfig for these data: the tasks, categories and content modalities the data
-    has, switches (defaults all on; CDR only with a product domain), pos weights, seed."""
+    has, switches (RankingConfig's defaults: all on but the user ID; CDR only with a product
+    domain), pos weights, seed."""
     switches = switches or {}
     unknown = set(switches) - set(SWITCHES)
     if unknown:
         raise ValueError(f"unknown switches {sorted(unknown)}; known: {SWITCHES}")
     profile = splits.profile
     base = RankingConfig(
-        **{
-            "use_cdr": profile.has_skus,
-            "use_history_category": True,
-            "log_rates": True,
-            # with MIN, its interest-weighted match scores (RankingConfig.min_match)
-            "min_match": switches.get("use_min", True),
-            # measured not to pay on the small world (test click AUC 0.664 / 0.665 with user
-            # dropout 0.1 / 0.5 vs 0.667 without: it overfits after one epoch); opt in
-            "use_user_id": False,
-            **switches,
-        },
+        **{"use_cdr": profile.has_skus, **switches},
         tasks=profile.ranking_tasks,
         n_categories=len(profile.categories),
         content_modalities=profile.content_modalities,
