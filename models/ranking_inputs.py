@@ -54,7 +54,8 @@ from mmrec.vocab import (
 )
 from models.feature_columns import padded_sequences, stack_embeddings
 from models.item_content import CONTENT_VERSION_FIELDS, ItemContent, item_content_from_frame
-from models.ranking import CandidateInputs, RankingConfig, UserInputs
+from models.ranking_config import RankingConfig
+from models.ranking_tensors import CandidateInputs, UserInputs
 
 log = logging.getLogger(__name__)
 

@@ -10,19 +10,16 @@ import torch.nn.functional as F
 
 from mmrec.vocab import RANKING_TASKS
 from models.ranking import (
-    CandidateInputs,
     ModalityInterest,
-    RankingConfig,
-    RankingLoss,
     RankingModel,
-    UserInputs,
     category_shares,
     log_rate,
-    ranking_parameter_groups,
     score_candidates,
-    score_encoded,
-    train_step,
 )
+from models.ranking_config import RankingConfig
+from models.ranking_loss import RankingLoss, ranking_parameter_groups, train_step
+from models.ranking_tensors import CandidateInputs, UserInputs
+from serving.ranker_split import item_first_layer, score_encoded, split_first_layers
 
 TINY = RankingConfig(
     n_item_buckets=2048,
@@ -329,10 +326,10 @@ def test_precomputed_item_side_scores_as_the_full_forward_pass(switches: dict) -
     candidates.is_cold = torch.rand(300) < 0.2
     want = score_candidates(model, user, candidates)
     model.eval()
-    split = model.split_first_layers()
+    split = split_first_layers(model)
     with torch.no_grad():
         catalog = model.encode_items(candidates)  # the catalog, encoded once
-        first = model.item_first_layer(catalog, candidates.ctr_windows, split)
+        first = item_first_layer(model, catalog, candidates.ctr_windows, split)
         rows = torch.randperm(300)[:120]  # one request's candidates
         got = score_encoded(
             model,
@@ -340,7 +337,6 @@ def test_precomputed_item_side_scores_as_the_full_forward_pass(switches: dict) -
             catalog.take(rows),
             model.project_history(user),
             candidates.age_hours[rows],
-            None,
             first[rows],
             split,
         )

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from cli.main import app
 from mmrec.settings import Settings
 from mmrec.world_manifest import data_profile
-from models.ranking import RankingConfig, RankingModel, score_candidates
+from models.ranking import RankingModel, score_candidates
+from models.ranking_config import RankingConfig
 from models.ranking_inputs import require_content
 from models.store import load_model, save_model
 from training.rank_ablation import VARIANT_NAMES, VARIANTS, run_ablation

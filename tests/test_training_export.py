@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mmrec.settings import Settings
-from models.ranking import RankingConfig, RankingModel
+from models.ranking import RankingModel
+from models.ranking_config import RankingConfig
 from models.store import (
     CONFIG_FILE,
     LoadedModel,

@@ -35,13 +35,8 @@ from mmrec.io import progress, write_json
 from mmrec.settings import Settings
 from mmrec.vocab import RANKING_MODEL_NAME
 from mmrec.world_manifest import DataProfile, data_profile, world_end
-from models.ranking import (
-    RankingConfig,
-    RankingLoss,
-    RankingModel,
-    ranking_parameter_groups,
-    train_step,
-)
+from models.ranking import RankingModel
+from models.ranking_config import RankingConfig
 from models.ranking_inputs import (
     CONTENT_VERSION_FIELDS,
     CTR_FEATURES,
@@ -55,6 +50,7 @@ from models.ranking_inputs import (
     referenced_items,
     require_content,
 )
+from models.ranking_loss import RankingLoss, ranking_parameter_groups, train_step
 from models.store import KNOWN_ITEMS, KNOWN_USERS, save_model
 from training.rank_eval import auc, evaluate, headline, predict
 from training_sets.build import read_split
