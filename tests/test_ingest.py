@@ -24,6 +24,7 @@ from ingest.cli import app
 from ingest.contract import CONTRACT, CONTRACT_DOC, RAW_SCHEMAS, DataContractError
 from ingest.importer import STAGING, WorkspaceHasDataError, import_data
 from ingest.movielens import CLICK_RATING, load_movielens
+from mmrec.errors import UserError
 from mmrec.io import read_json, write_json
 from mmrec.settings import REPO_ROOT, Settings
 from mmrec.vocab import MATERIALS
@@ -618,5 +619,5 @@ def test_the_movielens_adapter_reads_the_bundled_files() -> None:
 
 
 def test_missing_movielens_files_say_where_the_data_comes_from(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="recbole"):
+    with pytest.raises(UserError, match="recbole"):
         load_movielens(tmp_path)
