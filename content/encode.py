@@ -31,8 +31,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -48,7 +46,7 @@ import torch
 
 from content import image_encoder, inputs, tag_heads, text_encoder, video
 from mmrec.errors import UserError
-from mmrec.io import progress, write_json, write_parquet
+from mmrec.io import building_folder, progress, write_json, write_parquet
 from mmrec.settings import Settings
 from mmrec.vocab import TEXT_DIM, VISUAL_DIM
 from mmrec.world_manifest import DataProfile, data_profile
@@ -704,16 +702,11 @@ def publish(
 
 
 def _swap_in(offline_dir: Path, source: str, table: pa.Table, days: np.ndarray) -> Path:
-    """Write `day=.../part.parquet` partitions to a staging folder, then swap it for the old one."""
+    """Write `day=.../part.parquet` partitions beside the source's folder, then swap them in
+    whole (mmrec.io.building_folder)."""
     final = offline_dir / source
-    staging = offline_dir / f".{source}.staging-{os.getpid()}"
-    old = offline_dir / f".{source}.old-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    for day in np.unique(days):
-        part = table.filter(pa.array(days == day))
-        write_parquet(part, staging / f"day={day}" / "part.parquet")
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    with building_folder(final) as staging:
+        for day in np.unique(days):
+            part = table.filter(pa.array(days == day))
+            write_parquet(part, staging / f"day={day}" / "part.parquet")
     return final

@@ -1,9 +1,15 @@
-"""Small file helpers every stage shares: atomic Parquet/JSON writes and progress bars."""
+"""Small file helpers every stage shares: atomic Parquet/JSON writes, folders built aside and
+swapped in whole, and progress bars."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import functools
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -52,6 +58,109 @@ def write_json(payload: dict[str, Any], path: Path) -> Path:
 
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
+
+
+# ---- folders: built aside, swapped in whole ---------------------------------------------------
+
+
+def staging_folder(final: Path) -> Path:
+    """Where `building_folder` builds the next version of `final` (a hidden sibling)."""
+    return final.with_name(f".{final.name}.staging")
+
+
+def previous_folder(final: Path) -> Path:
+    """Where a two-rename swap parks the old version of `final` between its renames."""
+    return final.with_name(f".{final.name}.previous")
+
+
+def recover_folder(final: Path) -> None:
+    """Finish or undo a swap of `final` that a crash stopped, and drop its leftovers: a
+    `final` missing beside its parked previous version gets that version back; a staging
+    folder (half built, or the old version an exchange left behind) goes."""
+    previous = previous_folder(final)
+    if previous.exists() and not final.exists():
+        previous.rename(final)
+        _fsync_dir(final.parent)
+    shutil.rmtree(previous, ignore_errors=True)
+    shutil.rmtree(staging_folder(final), ignore_errors=True)
+
+
+@contextlib.contextmanager
+def building_folder(final: Path) -> Iterator[Path]:
+    """Build the next version of folder `final` in the yielded empty folder beside it. When
+    the block ends, the new version takes `final`'s place whole (`swap_in`); when it raises,
+    `final` stays as it was and the half-built folder goes. A crash anywhere leaves `final`
+    old or new, never a mix; the next `recover_folder` (called here first) clears up."""
+    recover_folder(final)
+    staging = staging_folder(final)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        swap_in(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def swap_in(staging: Path, final: Path) -> None:
+    """Put the finished folder `staging` in place of `final`, durably: its files and folders
+    are flushed to disk first, and a reader of `final` sees the old version or the new one,
+    never a mix. On Linux the two folders are exchanged in one atomic step, so `final` never
+    goes missing; elsewhere (or on a filesystem without the exchange) `final` is parked as
+    `previous_folder(final)` for the instant between two renames, which `recover_folder`
+    undoes after a crash there. Returns when the old version is deleted."""
+    _fsync_tree(staging)
+    if not final.exists():
+        staging.rename(final)
+    elif not _exchange(staging, final):
+        final.rename(previous_folder(final))
+        staging.rename(final)
+    _fsync_dir(final.parent)  # the renames are on disk before the old version goes
+    shutil.rmtree(staging, ignore_errors=True)  # after an exchange: the old version
+    shutil.rmtree(previous_folder(final), ignore_errors=True)
+
+
+@functools.cache
+def _renameat2() -> Any:
+    """glibc's renameat2, or None: Python's os.rename cannot swap two folders (it refuses a
+    non-empty target), and no library on this stack exposes the kernel's exchange."""
+    return getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths (Linux renameat2 RENAME_EXCHANGE); False where the
+    system or the filesystem cannot."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2  # <fcntl.h>, <linux/fs.h>
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file and folder under `folder` (and it) to disk."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        _fsync_dir(Path(root))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def progress(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
