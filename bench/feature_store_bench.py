@@ -57,7 +57,8 @@ def _ensure_world(settings: Settings, scale: str, seed: int) -> None:
     if not (settings.offline_dir / "item_embeddings").exists():
         # the ranking service reads the content views: encode the catalog once (slow at bench
         # scale; resumable if interrupted)
-        from content.encode import EncodeConfig, run_encode
+        from content.encode import run_encode
+        from content.encoding import EncodeConfig
 
         run_encode(settings, EncodeConfig())
     apply_repo(settings)

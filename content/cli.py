@@ -51,7 +51,8 @@ def encode(
     counted; the run goes on. What is encoded follows the manifest's data profile: without
     images, titles alone (no image encoder); without quality labels, no quality head.
     """
-    from content.encode import EncodeConfig, quality_summary, run_encode
+    from content.encode import quality_summary, run_encode
+    from content.encoding import EncodeConfig
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -11,7 +11,7 @@ import pytest
 from content_fixtures import encoders, write_world
 
 from content import tag_heads as th
-from content.encode import EncodeConfig, encode_batch
+from content.encoding import EncodeConfig, encode_batch
 from content.inputs import Prepared, prepare, read_items
 from mmrec.vocab import CATEGORIES, FUSED_DIM, QUALITY_LABELS
 
