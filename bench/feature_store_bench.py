@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -214,7 +213,7 @@ def materialize_and_read(settings: Settings, reps: int) -> dict:
     redis = RedisServer(settings.data_dir / "redis-bench").start()
     try:
         for backend in ("sqlite", "redis"):
-            cfg = replace(settings, online_store=backend, redis_url=redis.url)
+            cfg = settings.replace(online_store=backend, redis_url=redis.url)
             apply_repo(cfg)
             store = open_store(cfg)
             start = time.perf_counter()

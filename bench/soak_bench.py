@@ -157,7 +157,7 @@ def online_store(settings: Settings, stack: contextlib.ExitStack) -> Settings:
         return settings
     redis = RedisServer(RESULTS / "soak-redis").start()
     stack.callback(redis.stop)
-    settings = replace(settings, online_store="redis", redis_url=redis.url)
+    settings = settings.replace(online_store="redis", redis_url=redis.url)
     apply_repo(settings)
     materialize(open_store(settings), world_end(settings))
     return settings

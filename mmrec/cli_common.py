@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -57,7 +56,7 @@ def cli_settings(
     """The settings of one command: the environment, overridden by the command's options."""
     settings = Settings.from_env(workspace)
     stores = {"online_store": online_store, "offline_store": offline_store}
-    return replace(settings, **{name: value for name, value in stores.items() if value})
+    return settings.replace(**{name: value for name, value in stores.items() if value})
 
 
 class _Tracebacks:

@@ -153,7 +153,7 @@ def test_redis_with_a_password_and_a_key_ttl(tiny_world: Settings, tmp_path: Pat
         ttls = [client.ttl(key) for key in keys]
         assert keys and all(0 < ttl <= KEY_TTL_S for ttl in ttls), sorted(set(ttls))[:5]
 
-        no_password = open_store(replace(settings, redis_url=url))
+        no_password = open_store(settings.replace(redis_url=url))
         with pytest.raises(redis.exceptions.AuthenticationError):
             no_password.get_online_features(
                 features=["item_stats:ctr_7d"], entity_rows=[{"item_id": 1}]
