@@ -4,8 +4,8 @@ A model is saved as its state dict plus its config (a dataclass, as JSON) and me
 ties it to the data it was trained on: the feature service, the content encoder versions and
 the evaluation metrics. The store is `Settings.model_store_dir`: BENTOML_HOME when set, else
 `<workspace>/data/bentoml`, so a workspace carries its own models. It is opened explicitly
-(BentoML's `_model_store` argument) rather than through BENTOML_HOME, so nothing here has to
-change the process's environment.
+(mmrec/bentoml_internals.py) rather than through BENTOML_HOME, so nothing here has to change
+the process's environment.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmrec import bentoml_internals
 from mmrec.arrays import find_sorted
 from mmrec.errors import UserError
 from mmrec.settings import Settings
@@ -33,14 +34,9 @@ KNOWN_USERS = "known_user_ids"  # the users a ranker's user-ID table learned
 
 def model_store(settings: Settings):
     """The workspace's BentoML model store (created on first use)."""
-    # BentoML opens other stores only through BENTOML_HOME (read once per process) or this
-    # class, which its public functions take as `_model_store`.
-    from bentoml._internal.models import ModelStore
-
-    settings.model_store_dir.mkdir(parents=True, exist_ok=True)
     models = settings.model_store_dir / "models"
-    models.mkdir(exist_ok=True)
-    return ModelStore(models)
+    models.mkdir(parents=True, exist_ok=True)
+    return bentoml_internals.model_store(models)
 
 
 def save_model(
@@ -53,13 +49,12 @@ def save_model(
 ) -> str:
     """Save weights + config (+ named numpy `arrays`, e.g. the item ids the ID table knows)
     under a new version of `name`; returns the tag ("name:version")."""
-    import bentoml
 
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"config must be a dataclass, got {type(config).__name__}")
     json.dumps(metadata)  # metadata must be plain JSON: fail here, not inside BentoML
-    with bentoml.models.create(
-        name, metadata=metadata, labels={"stage": "trained"}, _model_store=model_store(settings)
+    with bentoml_internals.create_model(
+        model_store(settings), name, metadata=metadata, labels={"stage": "trained"}
     ) as stored:
         torch.save(model.state_dict(), stored.path_of(WEIGHTS_FILE))
         Path(stored.path_of(CONFIG_FILE)).write_text(
@@ -74,11 +69,10 @@ def stored_model(settings: Settings, ref: Any):
     """The stored BentoML model of `ref`: a tag ("name:latest" too) in the workspace's store,
     or a stored model itself (what a service's `bentoml.models.BentoModel` attribute resolves
     to inside a bento)."""
-    import bentoml
 
     if hasattr(ref, "path_of"):
         return ref
-    return bentoml.models.get(ref, _model_store=model_store(settings))
+    return bentoml_internals.get_model(model_store(settings), ref)
 
 
 def load_model(
