@@ -65,7 +65,7 @@ class Settings(BaseSettings):
         extra="forbid",
     )
 
-    workspace: Path = Field(REPO_ROOT, description="Folder with feature_repo/ and data/.")
+    workspace: Path = Field(REPO_ROOT, description="Folder with `feature_repo/` and `data/`.")
     online_store: str = Field(
         "sqlite", description=f"Feast online store: {' or '.join(ONLINE_STORES)}."
     )
@@ -83,21 +83,21 @@ class Settings(BaseSettings):
         "localhost:6379",
         repr=False,  # may carry a password
         description="The redis profile's Feast connection string, "
-        "host:port[,password=...,ssl=true]. Secret.",
+        "`host:port[,password=...,ssl=true]`.",
     )
     torch_threads: int = Field(2, ge=1, description="Threads per process for PyTorch work.")
     bentoml_home: Path | None = Field(
         None,
         validation_alias="BENTOML_HOME",
-        description="The BentoML model store (default: <workspace>/data/bentoml).",
+        description="The BentoML model store (unset: `<workspace>/data/bentoml`).",
     )
     milvus_uri: str | None = Field(
         None,
-        description="A milvus-lite .db file or http://host:port "
-        "(default: <workspace>/data/index/milvus.db).",
+        description="A milvus-lite `.db` file or `http://host:port` "
+        "(unset: `<workspace>/data/index/milvus.db`).",
     )
     milvus_token: str = Field(
-        "", repr=False, description='Milvus credentials, "user:password" or an API key. Secret.'
+        "", repr=False, description='Milvus credentials, "user:password" or an API key.'
     )
     recall_model: str = Field(
         LATEST_RECALL_MODEL, description="Recall model tag the service loads."
@@ -115,19 +115,21 @@ class Settings(BaseSettings):
     )
     channel_quotas: JsonObject = Field(
         default_factory=dict,
-        description='Candidates per recall channel, a JSON object such as {"u2v": 300}.',
+        description='Candidates per recall channel, a JSON object such as `{"u2v": 300}`.',
     )
     mix_quotas: JsonObject = Field(
         default_factory=dict,
         description="Material caps per scene for the mixed ranking, a JSON object such as "
-        '{"home": {"video": 0.9}}.',
+        '`{"home": {"video": 0.9}}`.',
     )
     api_token: str = Field(
         "",
         repr=False,
-        description='Bearer token POST /events needs ("": the service takes none). Secret.',
+        description="Bearer token `POST /events` needs (empty: the service takes none).",
     )
-    api_token_reads: bool = Field(False, description="1: reads need MMREC_API_TOKEN too.")
+    api_token_reads: bool = Field(
+        False, description="1: reads (`/recommend`, the feed) need the token too."
+    )
     max_body_bytes: int = Field(
         DEFAULT_MAX_BODY_BYTES, ge=1, description="Largest request body the service reads."
     )
