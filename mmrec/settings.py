@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -179,23 +179,15 @@ class Settings(BaseSettings):
     def _absolute(cls, path: Path | None) -> Path | None:
         return None if path is None else path.resolve()
 
-    @field_validator("online_store")
+    @field_validator("online_store", "offline_store")
     @classmethod
-    def _online_store(cls, value: str) -> str:
-        if value not in ONLINE_STORES:
+    def _store(cls, value: str, info: ValidationInfo) -> str:
+        kind = info.field_name.removesuffix("_store")  # online | offline
+        supported = ONLINE_STORES if kind == "online" else OFFLINE_STORES
+        if value not in supported:
             raise ValueError(
-                f"online store {value!r} is not supported; "
-                f"use one of {', '.join(ONLINE_STORES)} (MMREC_ONLINE_STORE)"
-            )
-        return value
-
-    @field_validator("offline_store")
-    @classmethod
-    def _offline_store(cls, value: str) -> str:
-        if value not in OFFLINE_STORES:
-            raise ValueError(
-                f"offline store {value!r} is not supported; "
-                f"use one of {', '.join(OFFLINE_STORES)} (MMREC_OFFLINE_STORE)"
+                f"{kind} store {value!r} is not supported; "
+                f"use one of {', '.join(supported)} ({env_var(info.field_name)})"
             )
         return value
 
@@ -210,7 +202,7 @@ class Settings(BaseSettings):
 
     @field_validator("channel_quotas", "mix_quotas", mode="before")
     @classmethod
-    def _json_object(cls, value: Any, info: Any) -> Any:
+    def _json_object(cls, value: Any, info: ValidationInfo) -> Any:
         """A JSON object from the variable's text (a dict given to the call passes)."""
         if not isinstance(value, str):
             return value

@@ -12,18 +12,11 @@ import pytest
 from cli import run
 from mmrec.io import write_json
 from mmrec.settings import Settings
-from tests.test_layering import import_graph
+from tests.test_layering import imported_packages
 
 
 def test_the_code_version_covers_every_package_the_stages_import() -> None:
-    graph = {name: {target for _, target in targets} for name, targets in import_graph().items()}
-    seen, todo = set(), ["cli.run"]
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo += graph.get(name, ())
-    assert set(run.STAGE_PACKAGES) == {name.split(".")[0] for name in seen}
+    assert set(run.STAGE_PACKAGES) == imported_packages("cli.run")
 
 
 @pytest.fixture
