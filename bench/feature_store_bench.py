@@ -131,14 +131,16 @@ def duckdb_asof(store, rows: pd.DataFrame) -> pd.DataFrame:
         view = store.get_feature_view(name)
         alias, key = f"v{n}", view.join_keys[0]
         ctes.append(f"{alias} AS (SELECT * FROM read_parquet('{view.batch_source.path}'))")
-        ttl_days = view.ttl.total_seconds() / 86400
+        ttl_days = view.ttl.total_seconds() / 86400  # 0: never expires (Feast's convention)
+        valid = (
+            f"{alias}.event_timestamp > r.event_timestamp - INTERVAL {ttl_days} DAY"
+            if ttl_days
+            else "true"
+        )
         for ref in refs:
             if ref.startswith(f"{name}:"):
                 feature = ref.split(":")[1]
-                selects.append(
-                    f"CASE WHEN {alias}.event_timestamp > r.event_timestamp - "
-                    f"INTERVAL {ttl_days} DAY THEN {alias}.{feature} END AS {feature}"
-                )
+                selects.append(f"CASE WHEN {valid} THEN {alias}.{feature} END AS {feature}")
         joins.append(
             f"ASOF LEFT JOIN {alias} ON r.{key} = {alias}.{key} "
             f"AND r.event_timestamp >= {alias}.event_timestamp"

@@ -35,15 +35,17 @@ from mmrec.cli_common import Workspace, cli_settings, console, exits_on_user_err
 from mmrec.io import read_json, write_json
 from mmrec.settings import Settings
 from mmrec.world_manifest import read_world_manifest
-from training.cli import TestDays, ValidDays, build_sets, rank, recall
+from training.cli import TestDays, TestShare, ValidDays, ValidShare, build_sets, rank, recall
 
 
 @dataclass(frozen=True)
 class RunOptions:
     """What `mmrec run` passes on to the stages (the rest are each stage's defaults)."""
 
-    valid_days: int = 1  # days before the test days held out for validation
-    test_days: int = 2  # last days of the data held out for testing
+    valid_days: int | None = None  # days before the test days held out (None: by share)
+    test_days: int | None = None  # last days of the data held out for testing (None: by share)
+    valid_share: float = 0.1  # share of the events before the test days held out
+    test_share: float = 0.1  # share of the newest events held out for testing
 
     def digest(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -57,7 +59,13 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("features materialize", lambda ws, o: features_materialize(workspace=ws)),
     (
         "train build-sets",
-        lambda ws, o: build_sets(valid_days=o.valid_days, test_days=o.test_days, workspace=ws),
+        lambda ws, o: build_sets(
+            valid_days=o.valid_days,
+            test_days=o.test_days,
+            valid_share=o.valid_share,
+            test_share=o.test_share,
+            workspace=ws,
+        ),
     ),
     ("train rank", lambda ws, o: rank(workspace=ws)),
     ("train recall", lambda ws, o: recall(workspace=ws)),
@@ -146,8 +154,10 @@ def run_stages(
 
 @exits_on_user_error
 def run(
-    valid_days: ValidDays = 1,
-    test_days: TestDays = 2,
+    valid_days: ValidDays = None,
+    test_days: TestDays = None,
+    valid_share: ValidShare = 0.1,
+    test_share: TestShare = 0.1,
     force: Annotated[
         bool, typer.Option(help="Run every stage, even those that ran on the same inputs.")
     ] = False,
@@ -156,7 +166,8 @@ def run(
     """Every stage after the data is in: features -> content -> Feast -> training sets ->
     rank -> recall -> index. Re-running skips what already ran on the same inputs."""
     settings = cli_settings(workspace)
-    outcome = run_stages(settings, RunOptions(valid_days, test_days), force)
+    options = RunOptions(valid_days, test_days, valid_share, test_share)
+    outcome = run_stages(settings, options, force)
     ran = [name for name, what in outcome.items() if what == "ran"]
     console.print(
         f"{len(ran)} stage(s) ran, {len(outcome) - len(ran)} skipped; "

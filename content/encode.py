@@ -15,7 +15,7 @@ are null: unknown).
 2. Tag heads + fusion (seconds): trained on the encoded items' labels with a held-out split
    (tag_heads.py), or reloaded when the same items, labels and encoders were trained on before.
 3. Publish (content/publish.py): the `item_embeddings` and `item_tags` offline sources, one
-   partition per publish day, each swapped in whole.
+   partition per publish month, each swapped in whole.
 """
 
 from __future__ import annotations

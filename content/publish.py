@@ -1,9 +1,9 @@
 """Publishing the content stage's offline sources for Feast: `item_embeddings` and
-`item_tags`, one `day=YYYY-MM-DD/part.parquet` partition per publish day, each row stamped with
-the item's publish time (so a point-in-time join sees the item's content from the moment it
-exists) and with the encoder name and version. Each source is built beside the old one and
-swapped in whole (mmrec.io.building_folder): a reader sees one version or the other, never a
-mix."""
+`item_tags`, one `month=YYYY-MM/part.parquet` partition per publish month (mmrec.io's layout of
+every offline source), each row stamped with the item's publish time (so a point-in-time join
+sees the item's content from the moment it exists) and with the encoder name and version. Each
+source is built beside the old one and swapped in whole (mmrec.io.write_partitions): a reader
+sees one version or the other, never a mix."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pyarrow as pa
 from content import tag_heads
 from content.encode_cache import Encoded, list_array
 from content.encoding import NO_ENCODER
-from mmrec.io import building_folder, write_parquet
+from mmrec.io import partition_names, write_partitions
 from mmrec.settings import Settings
 
 ITEM_EMBEDDINGS = "item_embeddings"
@@ -79,19 +79,7 @@ def publish(
             else pa.array(preds.quality_score, pa.float32()),
         }
     )
-    days = pd.DatetimeIndex(publish_ts).strftime("%Y-%m-%d").to_numpy()
-    return {
-        ITEM_EMBEDDINGS: _swap_in(settings.offline_dir, ITEM_EMBEDDINGS, embeddings, days),
-        ITEM_TAGS: _swap_in(settings.offline_dir, ITEM_TAGS, tags, days),
-    }
-
-
-def _swap_in(offline_dir: Path, source: str, table: pa.Table, days: np.ndarray) -> Path:
-    """Write `day=.../part.parquet` partitions beside the source's folder, then swap them in
-    whole (mmrec.io.building_folder)."""
-    final = offline_dir / source
-    with building_folder(final) as staging:
-        for day in np.unique(days):
-            part = table.filter(pa.array(days == day))
-            write_parquet(part, staging / f"day={day}" / "part.parquet")
-    return final
+    months = partition_names(pd.Series(publish_ts))
+    for source, table in ((ITEM_EMBEDDINGS, embeddings), (ITEM_TAGS, tags)):
+        write_partitions(table, months, settings.offline_dir / source, whole=True)
+    return {source: settings.offline_dir / source for source in (ITEM_EMBEDDINGS, ITEM_TAGS)}

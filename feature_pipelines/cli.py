@@ -25,11 +25,12 @@ app = StageApp(help="Offline pipelines and the Feast feature store.")
 def features_build(
     day: Annotated[
         list[str] | None,
-        typer.Option(help="World day(s) YYYY-MM-DD to (re)build; all when omitted."),
+        typer.Option(help="Day(s) YYYY-MM-DD whose months to rebuild; all when omitted."),
     ] = None,
     workspace: Workspace = None,
 ) -> None:
-    """Run the event-to-feature pipelines into the offline sources (idempotent per day)."""
+    """Run the event-to-feature pipelines into the offline sources (idempotent; a day's
+    month is rebuilt whole)."""
     from feature_pipelines.run import build_features
 
     written = build_features(cli_settings(workspace), day)
@@ -61,17 +62,21 @@ def features_materialize(
     online_store: OnlineStore = None,
     offline_store: OfflineStore = None,
 ) -> None:
-    """Load the latest feature values within each view's TTL into the online store."""
+    """Load the latest feature values within each view's TTL into the online store, after
+    folding events posted since the last build into the offline sources (so no value the
+    service pushed is set back)."""
+    from feature_pipelines.run import fold_event_log
     from mmrec.feast_store import materialize, open_store
     from mmrec.world_manifest import time_or_world_end
 
     settings = cli_settings(workspace, online_store, offline_store)
+    folded = fold_event_log(settings)
+    if folded:
+        console.print(f"offline sources brought up to date: {', '.join(folded)}")
     until = time_or_world_end(settings, end)
     windows = materialize(open_store(settings), until, view)
-    for name, ttl in windows.items():
-        console.print(
-            f"{name:>20}: materialized ({until - ttl:%Y-%m-%d %H:%M}, {until:%Y-%m-%d %H:%M}]"
-        )
+    for name, start in windows.items():
+        console.print(f"{name:>20}: materialized [{start:%Y-%m-%d %H:%M}, {until:%Y-%m-%d %H:%M})")
 
 
 @app.command("show")

@@ -11,10 +11,12 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -183,3 +185,53 @@ def _len(items: Iterable[Any]) -> int | None:
         return len(items)  # type: ignore[arg-type]
     except TypeError:
         return None
+
+
+# Offline sources are partitioned by calendar month: `<source>/month=YYYY-MM/part.parquet`. A
+# day a partition cost a file per source per day with events (17,878 files and 226 s of
+# `features build` for a 21-year log of 3,840 days); a month is small enough to rewrite whole
+# when one of its days is rebuilt, and Feast reads every partition through one glob.
+PARTITION_FILE = "part.parquet"
+
+
+def partition_name(when: datetime | date) -> str:
+    """The partition folder holding rows of `when`'s calendar month."""
+    return f"month={when:%Y-%m}"
+
+
+def partition_names(times: pd.Series) -> list[str]:
+    """`partition_name` of each time (dates or timestamps; naive ones are UTC)."""
+    months = pd.to_datetime(times, utc=True).dt.tz_localize(None).to_numpy("datetime64[M]")
+    unique, index = np.unique(months, return_inverse=True)  # format each month once
+    return np.array([partition_name(m.astype(datetime)) for m in unique])[index].tolist()
+
+
+def write_partitions(
+    table: pa.Table,
+    partitions: Sequence[str],
+    folder: Path,
+    *,
+    whole: bool,
+    also: Iterable[str] = (),
+) -> dict[str, int]:
+    """Write `table`'s rows to `folder/<partitions[i]>/part.parquet` (one file a partition,
+    rows in table order), and an empty file (with the table's schema: readers still see the
+    source's types) for each of `also` that no row falls in; returns rows per partition.
+
+    `whole`: `folder` becomes exactly these partitions (`building_folder`: built beside it,
+    then swapped in, so readers see the old folder or the new one and stale partitions go);
+    else only the named partitions' files are replaced (each atomically) and the others kept.
+    """
+    keys = np.asarray(partitions)
+    order = np.argsort(keys, kind="stable")  # one take, then a slice a partition
+    names, starts, counts = np.unique(keys[order], return_index=True, return_counts=True)
+    rows = table.take(pa.array(order))
+    with building_folder(folder) if whole else contextlib.nullcontext(folder) as target:
+        written = {}
+        for name, start, count in zip(names, starts, counts, strict=True):
+            write_parquet(rows.slice(start, count), target / name / PARTITION_FILE)
+            written[str(name)] = int(count)
+        for name in sorted(set(also) - set(written)):
+            write_parquet(table.slice(0, 0), target / name / PARTITION_FILE)
+            written[name] = 0
+    return written

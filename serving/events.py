@@ -11,13 +11,14 @@ Per request (`EventIntake.accept`):
 3. answer with every event's id (a client retries with them).
 
 The log is what the batch pipelines read beside the raw events (mmrec/event_log.py), so the
-next `mmrec features build` + `materialize` keeps these events in the sequences and the next
-training set holds them.
+next `mmrec features materialize` (which first folds new log days into the offline sources)
+keeps these events in the sequences and the next training set holds them.
 
-The fold is the batch pipeline's rule (feature_pipelines/user_sequences.py): newest SEQ_LENGTH
-events of each sequence's behaviour types, newest first. The push is `PushMode.ONLINE`, not
-`ONLINE_AND_OFFLINE`: Feast 0.67's offline write to this FileSource fails (it opens the
-source's path, a glob over day partitions, as one file: FileNotFoundError), and its
+The fold is the batch pipeline's rule, in one place (feature_pipelines/user_sequences.py):
+the newest SEQ_LENGTH events of each sequence's behaviour types, however old, newest first.
+The push is `PushMode.ONLINE`, not `ONLINE_AND_OFFLINE`: Feast 0.67's offline write to this
+FileSource fails (it opens the source's path, a glob over month partitions, as one file:
+FileNotFoundError), and its
 file/DuckDB append would re-read and rewrite the whole source per push, without fsync or any
 guard against two workers appending at once; it would also store derived sequence rows, which
 the next `features build` recomputes, not the events that training sets are labelled from.
@@ -33,7 +34,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from feature_pipelines.user_sequences import SEQ_LENGTH, SEQUENCES
+from feature_pipelines.user_sequences import SEQUENCES, SEQUENCES_OF, fold_sequences
 from ingest.event_log import Catalog, EventLog, contract_rows
 from mmrec.settings import Settings
 from serving.schemas import BehaviourEvent, EventsResponse
@@ -43,23 +44,24 @@ log = logging.getLogger(__name__)
 PUSH_SOURCE = "user_behavior_push"
 SEQUENCE_VIEW = "user_behavior_seq"
 ONLINE_STORE = "online_store"  # the degraded part named in responses
-# event type -> the sequences it extends
-_SEQUENCES_OF: dict[str, list[str]] = defaultdict(list)
-for _name, (_types, _) in SEQUENCES.items():
-    for _type in _types:
-        _SEQUENCES_OF[_type].append(_name)
 
 
 def updated_sequences(
     current: dict[str, list[int] | None], events: list[BehaviourEvent]
 ) -> dict[str, list[int]]:
-    """`current` sequences (newest first) with `events` (any order) folded in."""
-    out = {name: list(current.get(name) or []) for name in SEQUENCES}
-    for event in sorted(events, key=lambda e: e.event_ts or 0):
-        target = event.sku_id if event.event_type.startswith("sku_") else event.item_id
-        for name in _SEQUENCES_OF[event.event_type]:
-            out[name] = [int(target), *out[name]][:SEQ_LENGTH]
-    return out
+    """`current` sequences (newest first) with `events` (any order) folded in, by the batch
+    pipeline's rule (feature_pipelines.user_sequences.fold_sequences)."""
+    return fold_sequences(
+        current,
+        [
+            (
+                e.event_type,
+                e.sku_id if e.event_type.startswith("sku_") else e.item_id,
+                e.event_ts or 0,
+            )
+            for e in events
+        ],
+    )
 
 
 def push_events(store, events: list[BehaviourEvent]) -> int:
@@ -68,7 +70,7 @@ def push_events(store, events: list[BehaviourEvent]) -> int:
     it reads, folds and writes each row (a read-modify-write)."""
     by_user: dict[int, list[BehaviourEvent]] = defaultdict(list)
     for event in events:
-        if _SEQUENCES_OF[event.event_type]:  # impressions extend no sequence
+        if SEQUENCES_OF[event.event_type]:  # impressions extend no sequence
             by_user[event.user_id].append(event)
     if not by_user:
         return 0

@@ -204,7 +204,7 @@ def write_world(settings: Settings) -> None:
     }
     for source, columns in offline.items():
         write_parquet(
-            _table(columns), settings.offline_dir / source / "day=2026-10-06" / "part.parquet"
+            _table(columns), settings.offline_dir / source / "month=2026-10" / "part.parquet"
         )
     training = settings.data_dir / "training"
     write_parquet(RANKING_SET, training / "ranking_v1" / "split=train" / "part-00000.parquet")

@@ -97,9 +97,9 @@ def test_published_sources_have_the_contract_schema(encoded):
     schema = pq.read_schema(next((settings.offline_dir / ITEM_EMBEDDINGS).glob("*/*.parquet")))
     assert str(schema.field("text_emb").type) == "list<element: float>"
     assert str(schema.field("event_timestamp").type) == "timestamp[us, tz=UTC]"
-    # one partition per publish day, in the layout of the other offline sources
-    days = {p.parent.name for p in (settings.offline_dir / ITEM_TAGS).glob("*/part.parquet")}
-    assert days == {f"day={d:%Y-%m-%d}" for d in items.publish_ts.reindex(tags.item_id)}
+    # one partition per publish month, in the layout of the other offline sources
+    months = {p.parent.name for p in (settings.offline_dir / ITEM_TAGS).glob("*/part.parquet")}
+    assert months == {f"month={d:%Y-%m}" for d in items.publish_ts.reindex(tags.item_id)}
     assert (settings.artifacts_dir / "content" / "encode_report.json").exists()
     assert (settings.artifacts_dir / "content" / "tag_heads_metrics.json").exists()
 

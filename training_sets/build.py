@@ -11,7 +11,7 @@ mmrec/event_log.py); every feature comes from `get_historical_features` with the
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -24,9 +24,8 @@ from mmrec.feast_store import historical_features, open_store, service_refs_by_e
 from mmrec.io import building_folder, progress, write_json, write_parquet
 from mmrec.settings import Settings
 from mmrec.vocab import RANKING_SERVICE, RANKING_TASKS, RECALL_SERVICE
-from mmrec.world_manifest import world_days
 from training_sets.samples import NegativeSampler, ranking_samples, recall_positives
-from training_sets.splits import DaySplit
+from training_sets.splits import DaySplit, SplitSpec
 
 log = logging.getLogger(__name__)
 NO_SKU = 0  # sku ids start at 1: rows of channels without a seed SKU read nulls for it
@@ -35,8 +34,7 @@ NO_SKU = 0  # sku ids start at 1: rows of channels without a seed SKU read nulls
 @dataclass(frozen=True)
 class BuildConfig:
     chunk_rows: int = 200_000  # entity rows per Feast call (memory bound, see README)
-    valid_days: int = 1
-    test_days: int = 2
+    split: SplitSpec = field(default_factory=SplitSpec)  # newest 10% of events test, 10% valid
     negative_ratio: int = 4
     popularity_alpha: float = 0.0  # 0 = uniform negatives; 0.75 = popularity-corrected
     seed: int = 0
@@ -112,12 +110,11 @@ def _write_splits(frame: pd.DataFrame, folder: Path) -> dict[str, int]:
 
 def build_ranking_set(settings: Settings, config: BuildConfig, store=None) -> dict:
     store = store or open_store(settings)
-    split = DaySplit.from_days(world_days(settings), config.valid_days, config.test_days)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    samples = ranking_samples(
-        con, _events(con, settings), str(settings.raw_dir / "items.parquet"), split
-    )
+    events = _events(con, settings)
+    split, summary = data_split(con, events, config.split)
+    samples = ranking_samples(con, events, str(settings.raw_dir / "items.parquet"), split)
     frame = _retrieve(
         store,
         store.get_feature_service(RANKING_SERVICE),
@@ -132,6 +129,7 @@ def build_ranking_set(settings: Settings, config: BuildConfig, store=None) -> di
         "labels": [f"label_{t}" for t in RANKING_TASKS],
         "time_range": [str(frame.event_timestamp.min()), str(frame.event_timestamp.max())],
         "days": {"train": split.train, "valid": split.valid, "test": split.test},
+        "split": summary,
         "rows": counts,
         "label_rates": {t: float(frame[f"label_{t}"].mean()) for t in RANKING_TASKS},
         "cold_item_rows_in_test": int(frame.loc[frame.split == "test", "is_cold"].sum()),
@@ -142,11 +140,11 @@ def build_ranking_set(settings: Settings, config: BuildConfig, store=None) -> di
 
 def build_recall_set(settings: Settings, config: BuildConfig, store=None) -> dict:
     store = store or open_store(settings)
-    split = DaySplit.from_days(world_days(settings), config.valid_days, config.test_days)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     items_file = str(settings.raw_dir / "items.parquet")
     events = _events(con, settings)
+    split, summary = data_split(con, events, config.split)
     positives = recall_positives(con, events, items_file, split)
     catalog = con.execute(
         f"""SELECT i.item_id, epoch_us(i.publish_ts::TIMESTAMPTZ) AS publish_us, count(e.item_id) AS impressions
@@ -190,6 +188,7 @@ def build_recall_set(settings: Settings, config: BuildConfig, store=None) -> dic
         "labels": ["label"],
         "time_range": [str(frame.event_timestamp.min()), str(frame.event_timestamp.max())],
         "days": {"train": split.train, "valid": split.valid, "test": split.test},
+        "split": summary,
         "rows": counts,
         "positives_by_channel": {
             str(k): int(v) for k, v in positives.channel.value_counts().items()
@@ -201,6 +200,24 @@ def build_recall_set(settings: Settings, config: BuildConfig, store=None) -> dic
     }
     write_json(manifest, folder / "manifest.json")
     return manifest
+
+
+def day_event_counts(con: duckdb.DuckDBPyConnection, events: str) -> list[tuple[str, int]]:
+    """(ISO day, events) of every data day, in order."""
+    return con.execute(
+        f"SELECT strftime(CAST(event_timestamp AS DATE), '%Y-%m-%d') AS day, count(*) "
+        f"FROM {events} GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+
+
+def data_split(
+    con: duckdb.DuckDBPyConnection, events: str, spec: SplitSpec
+) -> tuple[DaySplit, str]:
+    """The split `spec` gives the data's days, and its summary (each part's days and share
+    of the events)."""
+    counts = day_event_counts(con, events)
+    split = spec.split(counts)
+    return split, split.summary(dict(counts))
 
 
 def _events(con: duckdb.DuckDBPyConnection, settings: Settings) -> str:
