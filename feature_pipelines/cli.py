@@ -70,10 +70,10 @@ def features_materialize(
     from mmrec.world_manifest import time_or_world_end
 
     settings = cli_settings(workspace, online_store, offline_store)
+    until = time_or_world_end(settings, end)  # a bad --end fails before any work
     folded = fold_event_log(settings)
     if folded:
         console.print(f"offline sources brought up to date: {', '.join(folded)}")
-    until = time_or_world_end(settings, end)
     windows = materialize(open_store(settings), until, view)
     for name, start in windows.items():
         console.print(f"{name:>20}: materialized [{start:%Y-%m-%d %H:%M}, {until:%Y-%m-%d %H:%M})")
