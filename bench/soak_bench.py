@@ -36,7 +36,6 @@ import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -73,7 +72,7 @@ def soak_workspace(source: Settings, target: Path) -> Settings:
             shutil.copytree(entry, target / "data" / entry.name)
         elif entry.name not in LEFT_OUT:
             (target / "data" / entry.name).symlink_to(entry.resolve())
-    return replace(source, workspace=target.resolve(), milvus_uri=None)
+    return source.replace(workspace=target.resolve(), milvus_uri=None)
 
 
 async def post_events(

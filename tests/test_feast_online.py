@@ -5,7 +5,6 @@ with a clear message."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +140,7 @@ def test_redis_with_a_password_and_a_key_ttl(tiny_world: Settings, tmp_path: Pat
     server = redis_server(tmp_path / "redis", options=("--requirepass", REDIS_PASSWORD))
     url = server.url
     try:
-        settings = replace(copy, online_store="redis", redis_url=f"{url},password={REDIS_PASSWORD}")
+        settings = copy.replace(online_store="redis", redis_url=f"{url},password={REDIS_PASSWORD}")
         apply_repo(settings)
         store = open_store(settings)
         materialize(store, world_end(settings), ["item_stats", "user_behavior_seq"])
