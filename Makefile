@@ -70,6 +70,12 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+## docs: the documentation site (mkdocs.yml) into site/, --strict: any warning fails; first the settings table of docs/configuration.md from mmrec/settings.py
+.PHONY: docs
+docs: venv
+	$(BIN)/python -m mmrec.settings_reference
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 ## bench-features: PIT join, materialize and online-read benchmarks at bench scale
 .PHONY: bench-features
 bench-features: venv

@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -57,7 +56,8 @@ def _ensure_world(settings: Settings, scale: str, seed: int) -> None:
     if not (settings.offline_dir / "item_embeddings").exists():
         # the ranking service reads the content views: encode the catalog once (slow at bench
         # scale; resumable if interrupted)
-        from content.encode import EncodeConfig, run_encode
+        from content.encode import run_encode
+        from content.encoding import EncodeConfig
 
         run_encode(settings, EncodeConfig())
     apply_repo(settings)
@@ -215,7 +215,7 @@ def materialize_and_read(settings: Settings, reps: int) -> dict:
     redis = RedisServer(settings.data_dir / "redis-bench").start()
     try:
         for backend in ("sqlite", "redis"):
-            cfg = replace(settings, online_store=backend, redis_url=redis.url)
+            cfg = settings.replace(online_store=backend, redis_url=redis.url)
             apply_repo(cfg)
             store = open_store(cfg)
             start = time.perf_counter()

@@ -21,6 +21,7 @@ from datagen.cli import generate
 from feature_pipelines.cli import app as features_app
 from index.cli import app as index_app
 from ingest.cli import app as data_app
+from mmrec.cli_common import show_user_error_tracebacks
 from serving.cli import app as serve_app
 from training.cli import app as train_app
 
@@ -34,8 +35,11 @@ app = typer.Typer(
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug logging; tracebacks of user errors too.")
+    ] = False,
 ) -> None:
+    show_user_error_tracebacks(verbose)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -15,6 +15,7 @@ from mmrec.cli_common import (
     cli_settings,
     console,
 )
+from mmrec.errors import UserError
 from mmrec.vocab import RANKING_SERVICE, RECALL_SERVICE
 
 app = StageApp(help="Offline pipelines and the Feast feature store.")
@@ -69,10 +70,10 @@ def features_materialize(
     from mmrec.world_manifest import time_or_world_end
 
     settings = cli_settings(workspace, online_store, offline_store)
+    until = time_or_world_end(settings, end)  # a bad --end fails before any work
     folded = fold_event_log(settings)
     if folded:
         console.print(f"offline sources brought up to date: {', '.join(folded)}")
-    until = time_or_world_end(settings, end)
     windows = materialize(open_store(settings), until, view)
     for name, start in windows.items():
         console.print(f"{name:>20}: materialized [{start:%Y-%m-%d %H:%M}, {until:%Y-%m-%d %H:%M})")
@@ -90,6 +91,8 @@ def features_show(
     offline_store: OfflineStore = None,
 ) -> None:
     """Read one (user, item) row of a feature service from the online store."""
+    from feast.errors import FeatureServiceNotFoundException
+
     from mmrec.feast_store import open_store
     from mmrec.id_map import UnknownIdError, WorkspaceIds
     from mmrec.world_manifest import world_end
@@ -109,8 +112,12 @@ def features_show(
     store = open_store(settings)
     try:
         feature_service = store.get_feature_service(service)
-    except Exception as err:  # Feast raises its own FeatureServiceNotFoundException
-        raise ValueError(f"unknown feature service {service!r}: {err}") from None
+    except FeatureServiceNotFoundException:
+        known = sorted(s.name for s in store.list_feature_services())
+        raise UserError(
+            f"unknown feature service {service!r}; the registry has {known} "
+            "(`mmrec features apply` registers the feature repo's)"
+        ) from None
     row = {
         "user_id": keys["user_id"],
         "item_id": keys["item_id"],

@@ -40,7 +40,7 @@ from mmrec.io import (
     write_partitions,
 )
 from mmrec.settings import Settings
-from mmrec.world_manifest import data_profile, world_days
+from mmrec.world_manifest import data_profile, read_world_manifest, world_days
 
 log = logging.getLogger(__name__)
 SKU_CATALOG_AGE = timedelta(days=365)  # SKU attributes are valid from a year before day 0
@@ -161,6 +161,7 @@ def fold_event_log(settings: Settings) -> list[str]:
 
 def build_inputs(settings: Settings) -> dict[str, object]:
     """What a build reads: the raw manifest's digest and, per served-log day, its segments'."""
+    read_world_manifest(settings)  # no data: a UserError naming the command that makes it
     raw = hashlib.sha256((settings.raw_dir / "manifest.json").read_bytes()).hexdigest()
     by_day: dict[str, list[str]] = {}
     for path in segments(settings):

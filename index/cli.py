@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from mmrec.cli_common import StageApp, Workspace, cli_settings, console, fail
+from mmrec.vocab import LATEST_RECALL_MODEL
 
 app = StageApp(help="Milvus content-vector index: build, serve, status.")
 
@@ -28,7 +29,7 @@ Uri = Annotated[
 def build(
     model: Annotated[
         str, typer.Option(help="Recall model in the BentoML store whose item tower encodes.")
-    ] = "recall:latest",
+    ] = LATEST_RECALL_MODEL,
     uri: Uri = None,
     workspace: Workspace = None,
 ) -> None:

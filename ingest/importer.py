@@ -5,8 +5,8 @@ drops the rows no stage can use (counted, with examples, never silently) and wri
 what the world generator writes under `Settings.raw_dir`, plus `manifest.json` and
 `import_report.json`.
 
-- All or nothing: everything is built in `data/.import-staging/` and swapped in by two
-  renames; on any error the workspace is unchanged.
+- All or nothing: the raw folder is built beside the old one and swapped in whole
+  (`mmrec.io.building_folder`); on any error the workspace is unchanged.
 - Appendable: the raw events of an earlier import are merged with the new ones (exact
   duplicates removed); the catalog is replaced by the new items file. Day partitions whose
   rows did not change are linked, not rewritten, and the same files imported again are a
@@ -56,16 +56,23 @@ from ingest.movielens import write_movielens_contract
 from ingest.readers import ROWS_PER_FILE, InputFiles, Loaded, discover, example, load, sql_string
 from mmrec.errors import UserError
 from mmrec.id_map import IdMap, id_map_path, id_types
-from mmrec.io import progress, read_json, write_json, write_parquet
+from mmrec.io import (
+    building_folder,
+    progress,
+    read_json,
+    recover_folder,
+    write_json,
+    write_parquet,
+)
 from mmrec.settings import Settings
 from mmrec.vocab import MATERIALS
 
 ADAPTERS: dict[str, Callable[[Path], tuple[Path, Path]]] = {
     "movielens-100k": write_movielens_contract
 }
-STAGING = ".import-staging"
+SPILL = ".import-spill"  # DuckDB's temporary files, beside the raw folder
 MANIFEST, REPORT = "manifest.json", "import_report.json"
-# DuckDB spills to the staging folder beyond this; a catalog with its images inline as bytes
+# DuckDB spills to SPILL beyond this; a catalog with its images inline as bytes
 # is held whole (104k items with covers and frames, 3.4 GB: 4 GB ran out of memory)
 DUCKDB_MEMORY = f"{psutil.virtual_memory().total // 2**31}GB"  # half the machine
 EVENT_BATCH_ROWS = 262_144
@@ -180,7 +187,7 @@ def _import(
     now: datetime | None,
 ) -> ImportReport:
     started = time.perf_counter()
-    _recover(settings)
+    recover_folder(settings.raw_dir)  # an import a crash stopped mid-swap
     sources = {table: discover(table, path) for table, path in paths.items() if path is not None}
     previous = _previous_manifest(settings, replace)
     inputs = {table: _fingerprint(files) for table, files in sources.items()}
@@ -199,23 +206,24 @@ def _import(
             _check_strict(report.dropped, strict)
             return report
 
-    staging = settings.data_dir / STAGING
-    out = staging / "raw"
-    out.mkdir(parents=True)
+    spill = settings.data_dir / SPILL
+    shutil.rmtree(spill, ignore_errors=True)
     try:
-        con = _connect(staging / "duckdb-tmp")
-        try:
-            build = _Build(con, settings, sources, carried, previous, out, now or datetime.now(UTC))
-            report, manifest = build.run(strict)
-        finally:
-            con.close()
-        manifest["inputs"] = inputs
-        report.elapsed_s = round(time.perf_counter() - started, 3)
-        write_json(manifest, out / MANIFEST)
-        write_json(report.to_json(), out / REPORT)
-        _swap(settings, staging)
+        with building_folder(settings.raw_dir) as out:
+            con = _connect(spill)
+            try:
+                build = _Build(
+                    con, settings, sources, carried, previous, out, now or datetime.now(UTC)
+                )
+                report, manifest = build.run(strict)
+            finally:
+                con.close()
+            manifest["inputs"] = inputs
+            report.elapsed_s = round(time.perf_counter() - started, 3)
+            write_json(manifest, out / MANIFEST)
+            write_json(report.to_json(), out / REPORT)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(spill, ignore_errors=True)
     return report
 
 
@@ -226,24 +234,6 @@ def _connect(temp_dir: Path) -> duckdb.DuckDBPyConnection:
     con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
     con.execute(f"SET temp_directory = {sql_string(str(temp_dir))}")
     return con
-
-
-def _recover(settings: Settings) -> None:
-    """Finish or undo an import that stopped mid-swap, and clear its staging folder."""
-    staging = settings.data_dir / STAGING
-    if not staging.exists():
-        return
-    old = staging / "previous-raw"
-    if not settings.raw_dir.exists() and old.exists():
-        old.rename(settings.raw_dir)
-    shutil.rmtree(staging)
-
-
-def _swap(settings: Settings, staging: Path) -> None:
-    """Put the staged raw folder in place of the old one (two renames on one filesystem)."""
-    if settings.raw_dir.exists():
-        settings.raw_dir.rename(staging / "previous-raw")
-    (staging / "raw").rename(settings.raw_dir)
 
 
 def _previous_manifest(settings: Settings, replace: bool) -> dict[str, Any] | None:

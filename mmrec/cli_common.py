@@ -1,6 +1,11 @@
 """What every stage's CLI shares: the common options, the settings built from them, and the
 one place where a user error becomes a red line on stderr and exit code 2.
 
+Only `UserError` is a user error. A library's ValueError or FileNotFoundError is a bug unless
+the code that handed it the user's input turned it into a UserError there (a datetime option,
+a user's file, a Feast name), so a bug keeps its traceback (rich, without local variables:
+they may hold a secret). `mmrec -v` prints the traceback of a user error too.
+
 Stage CLIs (`<stage>/cli.py`) build their apps with `StageApp`; the root (`cli/main.py`) mounts
 them and nothing imports it.
 """
@@ -9,7 +14,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,10 +26,6 @@ from mmrec.workspace import check_workspace, init_workspace
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
-
-# UserError is ours; ValueError and FileNotFoundError are how the libraries we call (datetime,
-# pandas, pyarrow, Feast) reject a bad value or a missing file that came from the user.
-USER_ERRORS: tuple[type[Exception], ...] = (UserError, ValueError, FileNotFoundError)
 
 Workspace = Annotated[
     Path | None,
@@ -69,7 +69,7 @@ def cli_settings(
     with the workspace checked (or made) as `needs` says (mmrec/workspace.py)."""
     settings = Settings.from_env(workspace)
     stores = {"online_store": online_store, "offline_store": offline_store}
-    settings = replace(settings, **{name: value for name, value in stores.items() if value})
+    settings = settings.replace(**{name: value for name, value in stores.items() if value})
     if needs == "create" and init_workspace(settings.workspace):
         console.print(f"made workspace {settings.workspace} (feature_repo/ and data/)")
     elif needs in ("data", "repo"):
@@ -77,14 +77,28 @@ def cli_settings(
     return settings
 
 
+class _Tracebacks:
+    """Whether a user error prints its traceback: the root command's `-v` turns it on."""
+
+    of_user_errors = False
+
+
+def show_user_error_tracebacks(on: bool) -> None:
+    """Print a user error's traceback before its line (the root's `-v`, cli/main.py)."""
+    _Tracebacks.of_user_errors = on
+
+
 def exits_on_user_error(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a command so a user error prints one line and exits 2 instead of a traceback."""
+    """Wrap a command so a `UserError` prints one line and exits 2 (with `-v`, after its
+    traceback); any other exception is a bug and propagates with its traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except USER_ERRORS as err:
+        except UserError as err:
+            if _Tracebacks.of_user_errors:
+                err_console.print_exception(show_locals=False)
             raise fail(str(err)) from None
 
     return wrapper

@@ -11,7 +11,7 @@ from mmrec.errors import UserError
 from mmrec.event_log import log_days
 from mmrec.io import read_json
 from mmrec.settings import Settings
-from mmrec.vocab import CATEGORIES, EVENT_TYPES, MATERIALS, RANKING_TASKS
+from mmrec.vocab import CATEGORIES, CONTENT_MODALITIES, EVENT_TYPES, MATERIALS, RANKING_TASKS
 
 
 class NoWorldError(UserError):
@@ -93,7 +93,7 @@ class DataProfile:
     @property
     def content_modalities(self) -> tuple[str, ...]:
         """The content modalities the catalog carries: text always, visual with covers."""
-        return ("text", "visual") if self.image else ("text",)
+        return CONTENT_MODALITIES if self.image else ("text",)
 
 
 def data_profile(settings: Settings) -> DataProfile:

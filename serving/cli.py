@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from mmrec.cli_common import StageApp, Workspace, cli_settings, console, fail
+from mmrec.errors import UserError
 
 app = StageApp(help="BentoML service: build the bento, serve it, send a request.")
 
@@ -45,6 +46,7 @@ def demo(
 ) -> None:
     """`bentoml build`, `bentoml serve` the bento, POST /recommend once, print the answer, stop."""
     import httpx
+    from pydantic import ValidationError
 
     from mmrec.id_map import WorkspaceIds
     from serving.schemas import RecommendRequest
@@ -54,9 +56,11 @@ def demo(
     ids = WorkspaceIds.load(cli_settings(workspace))
     user = ids.user.parse(user_id, "--user-id")
     sku = None if context_sku_id is None else ids.sku.parse(context_sku_id, "--context-sku-id")
-    body = RecommendRequest(user_id=user, scene=scene, k=k, context_sku_id=sku).model_dump(
-        exclude_none=True
-    )
+    try:
+        request = RecommendRequest(user_id=user, scene=scene, k=k, context_sku_id=sku)
+    except ValidationError as err:
+        raise UserError(f"a request the service would refuse (400): {err}") from None
+    body = request.model_dump(exclude_none=True)
     with served(workspace) as url:
         console.print(f"POST {url}/recommend {json.dumps(body)}")
         response = httpx.post(f"{url}/recommend", json=body, timeout=60)

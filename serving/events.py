@@ -78,7 +78,8 @@ def push_events(store, events: list[BehaviourEvent]) -> int:
     if not by_user:
         return 0
     from feast.data_source import PushMode
-    from feast.online_response import TIMESTAMP_POSTFIX
+
+    from mmrec.feast_internals import TIMESTAMP_POSTFIX
 
     users = sorted(by_user)
     current = store.get_online_features(

@@ -6,7 +6,6 @@ import os
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -136,7 +135,7 @@ def materialized_into_redis(settings: Settings, redis_url: str) -> Settings:
             app, [*args, "--workspace", ws, "--online-store", "redis"], env=runner_env
         )
         assert result.exit_code == 0, result.output
-    return replace(settings, online_store="redis", redis_url=redis_url)
+    return settings.replace(online_store="redis", redis_url=redis_url)
 
 
 @pytest.fixture(scope="session")
@@ -163,7 +162,7 @@ def trained_world(tiny_world: Settings, index_server: LiteServer) -> Settings:
         name: str(stored_model(tiny_world, f"{name}:latest").tag) for name in ("recall", "ranking")
     }
     run_cli("index", "build", "--model", tags["recall"], "--uri", index_server.uri, "-w", ws)
-    return replace(tiny_world, extra={**tiny_world.extra, **tags})
+    return tiny_world.replace(extra={**tiny_world.extra, **tags})
 
 
 @pytest.fixture(scope="session")

@@ -22,9 +22,10 @@ from typer.testing import CliRunner
 from bench.import_bench import FORMATS, bench
 from ingest.cli import app
 from ingest.contract import CONTRACT, CONTRACT_DOC, RAW_SCHEMAS, DataContractError
-from ingest.importer import STAGING, WorkspaceHasDataError, import_data
+from ingest.importer import WorkspaceHasDataError, import_data
 from ingest.movielens import CLICK_RATING, load_movielens
-from mmrec.io import read_json, write_json
+from mmrec.errors import UserError
+from mmrec.io import previous_folder, read_json, staging_folder, write_json
 from mmrec.settings import REPO_ROOT, Settings
 from mmrec.vocab import MATERIALS
 
@@ -444,7 +445,7 @@ def test_the_same_files_again_change_nothing(settings: Settings, files: dict[str
     before = hashes(settings.raw_dir)
     report = run(settings, files)
     assert report.unchanged and hashes(settings.raw_dir) == before
-    assert not (settings.data_dir / STAGING).exists()
+    assert not staging_folder(settings.raw_dir).exists()
 
 
 def test_the_same_events_under_another_name_keep_every_file(
@@ -528,15 +529,16 @@ def test_a_failed_import_leaves_the_workspace_unchanged(
 
 
 def test_an_interrupted_swap_is_undone(settings: Settings, files: dict[str, Path]) -> None:
-    """Stopped between its two renames: the next import restores the old raw folder first."""
+    """Stopped between the two renames of a swap without the atomic exchange, with a
+    half-built next version beside it: the next import restores the old raw folder first."""
     run(settings, files)
     before = hashes(settings.raw_dir)
-    staging = settings.data_dir / STAGING
-    staging.mkdir()
-    settings.raw_dir.rename(staging / "previous-raw")
+    settings.raw_dir.rename(previous_folder(settings.raw_dir))
+    (staging_folder(settings.raw_dir) / "events").mkdir(parents=True)
     report = run(settings, files)
     assert report.unchanged and hashes(settings.raw_dir) == before
-    assert not staging.exists()
+    assert not previous_folder(settings.raw_dir).exists()
+    assert not staging_folder(settings.raw_dir).exists()
 
 
 def test_a_generated_world_is_replaced_only_on_request(
@@ -620,5 +622,5 @@ def test_the_movielens_adapter_reads_the_bundled_files() -> None:
 
 
 def test_missing_movielens_files_say_where_the_data_comes_from(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="recbole"):
+    with pytest.raises(UserError, match="recbole"):
         load_movielens(tmp_path)

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from mmrec.cli_common import OfflineStore, StageApp, Workspace, cli_settings, console
+from mmrec.errors import UserError
 
 app = StageApp(help="Training sets and models.")
 
@@ -186,7 +187,7 @@ def rank_ablation(
     from training.rank_train import TrainConfig
 
     if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+        raise UserError(f"--seeds must be >= 1, got {seeds}")
     config = TrainConfig(
         epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, max_seq_len=max_seq_len
     )

@@ -11,7 +11,6 @@ mmrec/event_log.py); every feature comes from `get_historical_features` with the
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,9 +18,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from mmrec.errors import UserError
 from mmrec.event_log import events_view, load_served
 from mmrec.feast_store import historical_features, open_store, service_refs_by_entity
-from mmrec.io import progress, write_json, write_parquet
+from mmrec.io import building_folder, progress, write_json, write_parquet
 from mmrec.settings import Settings
 from mmrec.vocab import RANKING_SERVICE, RANKING_TASKS, RECALL_SERVICE
 from training_sets.samples import NegativeSampler, ranking_samples, recall_positives
@@ -41,14 +41,14 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         if self.chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
+            raise UserError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
 
 
 def read_split(settings: Settings, name: str, split: str) -> pd.DataFrame:
     """One split of a built training set."""
     files = sorted((settings.training_set_dir(name) / f"split={split}").glob("*.parquet"))
     if not files:
-        raise FileNotFoundError(
+        raise UserError(
             f"no {name} {split} split in {settings.training_set_dir(name)}: run `mmrec train build-sets`"
         )
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
@@ -93,20 +93,18 @@ ROW_ORDER = (
 
 
 def _write_splits(frame: pd.DataFrame, folder: Path) -> dict[str, int]:
-    """Replace `folder` with the frame split by its split column (re-running is safe)."""
-    tmp = folder.with_name(f".{folder.name}.building")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Replace `folder` with the frame split by its split column, swapped in whole (re-running
+    is safe; a reader sees the old splits or the new ones)."""
     counts = {}
-    for split_name, part in frame.groupby("split", sort=True):
-        write_parquet(
-            part.sort_values([c for c in ROW_ORDER if c in part], kind="stable").reset_index(
-                drop=True
-            ),
-            tmp / f"split={split_name}" / "part-00000.parquet",
-        )
-        counts[str(split_name)] = len(part)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with building_folder(folder) as staging:
+        for split_name, part in frame.groupby("split", sort=True):
+            write_parquet(
+                part.sort_values([c for c in ROW_ORDER if c in part], kind="stable").reset_index(
+                    drop=True
+                ),
+                staging / f"split={split_name}" / "part-00000.parquet",
+            )
+            counts[str(split_name)] = len(part)
     return counts
 
 
