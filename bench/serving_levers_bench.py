@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from index.build import v2v_queries
 from index.channels import Candidate, RecallFilter, multi_channel_recall, seed_item_vectors
 from index.collections import ContentIndex, build_content_index
 from index.schema import METADATA_COLUMNS, IndexSpec
@@ -192,7 +193,7 @@ def main() -> None:
     histories = [h for h in histories if h]
     seeds = [(h,) for h in histories]
     levers["v2v_seed_vectors"] = lever(
-        each(lambda h: recall._v2v_adapted(seed_item_vectors(recall.index, h[:5])), seeds),
+        each(lambda h: v2v_queries(recall.recall, seed_item_vectors(recall.index, h[:5])), seeds),
         each(lambda h: recall._v2v_vectors(Seeds(clicked_items=h)), seeds),
     )
     print("v2v seed vectors", levers["v2v_seed_vectors"])

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from index.build import load_recall_model
+from index.build import load_recall_model, neighbours_root
 from index.channels import RecallFilter
 from index.collections import ContentIndex
 from index.connection import open_index
@@ -69,7 +69,11 @@ class RecommendationPipeline:
             open_index(settings, milvus_uri), refresh_s=self.config.index_refresh_s
         )
         self.recall = RecallStage(
-            self.recall_model, self.index, self.config.quotas, self.config.seed_items
+            self.recall_model,
+            self.index,
+            self.config.quotas,
+            self.config.seed_items,
+            lists_root=neighbours_root(settings),
         )
         ranking_model = load_ranking_model(settings, self.config.rank_model)
         self.reader = CandidateFeatureReader(

@@ -8,7 +8,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from index.build import build_index
+from index.build import build_index, v2v_queries
 from index.server import LiteServer
 from mmrec.settings import Settings
 from mmrec.vocab import FRESH, MATERIALS, POPULAR, S2V, TERM, U2V, V2V
@@ -92,7 +92,7 @@ def test_v2v_seeds_are_the_newest_clicked_items_as_milvus_stores_them(pipeline) 
     for seeds in (clicked, [unknown, *clicked]):
         got = stage._v2v_vectors(Seeds(clicked_items=seeds))
         newest = seeds[: pipeline.config.seed_items]
-        want = stage._v2v_adapted(seed_item_vectors(stage.index, newest))
+        want = v2v_queries(stage.recall, seed_item_vectors(stage.index, newest))
         assert len(got) == len([i for i in newest if i != unknown]) > 0
         np.testing.assert_allclose(got, want, atol=1e-6)
 
