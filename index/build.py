@@ -31,7 +31,7 @@ from index.collections import BuildReport, ContentIndex, build_content_index
 from index.connection import open_index
 from index.errors import VectorIndexError, VersionInUseError
 from index.neighbours import TOP_N, NeighbourLists, prune, search_table
-from index.schema import CONTENT_ALIAS, collection_name
+from index.schema import CONTENT_ALIAS, check_metadata, collection_name
 from mmrec.feast_store import open_store
 from mmrec.settings import Settings
 from mmrec.vocab import MATERIALS, S2V, V2V
@@ -116,12 +116,12 @@ def compute_neighbours(
     item_ids, vectors = item_ids[order], vectors[order]
     codes = attributes["material"].map(MATERIALS.index).to_numpy(np.int64)[order]
     no_tags = np.full(len(item_ids), -1, np.int64)
+    queries = v2v_queries(recall, vectors)
     tables = {
         V2V: search_table(
-            index, item_ids, no_tags, v2v_queries(recall, vectors), TOP_N[V2V], item_ids, codes,
-            "V2V lists",
+            index, item_ids, no_tags, queries, TOP_N[V2V], item_ids, codes, "V2V lists"
         )
-    }  # fmt: skip
+    }
     sku_ids, categories = skus
     known = categories >= 0
     tables[S2V] = search_table(
@@ -129,7 +129,10 @@ def compute_neighbours(
         sku_queries(recall, sku_ids[known], categories[known]), TOP_N[S2V], item_ids, codes,
         "S2V lists",
     )  # fmt: skip
-    return NeighbourLists(index.record().build_id, tables)
+    catalog = check_metadata(attributes, len(attributes)).iloc[order].reset_index(drop=True)
+    # as the collection stores it (a FLOAT field): what a scan would read back
+    catalog["quality"] = catalog["quality"].astype(np.float32).astype(np.float64)
+    return NeighbourLists(index.record().build_id, tables, catalog, queries)
 
 
 def build_index(

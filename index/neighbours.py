@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 
 from index.channels import ids_and_scores
 from index.collections import ContentIndex
@@ -88,10 +90,15 @@ class NeighbourTable:
 
 @dataclass(frozen=True)
 class NeighbourLists:
-    """The lists of one index build (`VersionRecord.build_id`): {channel: NeighbourTable}."""
+    """The lists of one index build (`VersionRecord.build_id`): {channel: NeighbourTable};
+    beside them, what a serving process would otherwise read back from the collection at
+    start: `catalog` (the items' scalar fields, sorted by id) and `v2v_queries` (N, d), every
+    item's V2V query in that order."""
 
     build_id: str
     tables: Mapping[str, NeighbourTable]
+    catalog: pd.DataFrame | None = None
+    v2v_queries: np.ndarray | None = None
 
     def save(self, root: Path) -> Path:
         arrays = {
@@ -99,9 +106,13 @@ class NeighbourLists:
             for channel, table in self.tables.items()
             for name in ("keys", "tags", "ids", "scores", "materials")
         }
+        tables = {}
+        if self.catalog is not None and self.v2v_queries is not None:
+            arrays["v2v_queries"] = self.v2v_queries
+            tables["catalog"] = pa.Table.from_pandas(self.catalog, preserve_index=False)
         top_n = {channel: table.top_n for channel, table in self.tables.items()}
         manifest = {"build_id": self.build_id, "top_n": top_n}
-        return write_array_dir(root / self.build_id, arrays, manifest)
+        return write_array_dir(root / self.build_id, arrays, manifest, tables)
 
     @classmethod
     def load(cls, root: Path, build_id: str) -> NeighbourLists | None:
@@ -119,7 +130,10 @@ class NeighbourLists:
             )
             for channel in manifest["top_n"]
         }
-        return cls(manifest["build_id"], tables)
+        catalog = arrays.get("catalog")
+        if catalog is not None:
+            catalog = pd.DataFrame({c: catalog.column(c).to_pylist() for c in catalog.column_names})
+        return cls(manifest["build_id"], tables, catalog, arrays.get("v2v_queries"))
 
 
 def search_table(

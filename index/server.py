@@ -42,6 +42,10 @@ class LiteServer:
     def uri(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def environment(self) -> dict[str, str]:
+        """The variables that point a process (`mmrec index build`, the bento) at this server."""
+        return {"MMREC_MILVUS_URI": self.uri}
+
     def start(self, timeout_s: float = 30.0) -> LiteServer:
         """Launch the server and return once it answers a request; raise if it cannot."""
         if self._server is not None:

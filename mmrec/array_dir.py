@@ -1,4 +1,5 @@
-"""A folder of named numpy arrays, written once and memory-mapped by every reader.
+"""A folder of named numpy arrays (and Arrow tables), written once and memory-mapped by every
+reader.
 
 What every serving worker would otherwise compute and hold for itself (neighbour lists per
 index version, the item snapshot's derived tables) is written once as `.npy` files in a folder
@@ -20,23 +21,37 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+from pyarrow import ipc
 
 MANIFEST = "manifest.json"
 
 
-def write_array_dir(path: Path, arrays: dict[str, np.ndarray], manifest: dict[str, Any]) -> Path:
-    """Write `arrays` (name -> array, no object dtype) and `manifest` to folder `path`, replacing
-    any folder there (readers holding its files keep their maps: unlinked files live on)."""
+def write_array_dir(
+    path: Path,
+    arrays: dict[str, np.ndarray],
+    manifest: dict[str, Any],
+    tables: dict[str, pa.Table] | None = None,
+) -> Path:
+    """Write `arrays` (name -> array, no object dtype), `tables` (name -> Arrow table, for
+    columns of mixed or nullable Python values) and `manifest` to folder `path`, replacing any
+    folder there (readers holding its files keep their maps: unlinked files live on)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tables = tables or {}
     try:
         for name, array in arrays.items():
             with (tmp / f"{name}.npy").open("wb") as sink:
                 np.save(sink, np.ascontiguousarray(array), allow_pickle=False)
-                sink.flush()
-                os.fsync(sink.fileno())
+                _sync(sink)
+        for name, table in tables.items():
+            with (tmp / f"{name}.arrow").open("wb") as sink:
+                with ipc.new_file(sink, table.schema) as writer:
+                    writer.write_table(table)
+                _sync(sink)
+        listing = {"arrays": sorted(arrays), "tables": sorted(tables)}
         (tmp / MANIFEST).write_text(
-            json.dumps({**manifest, "arrays": sorted(arrays)}, indent=2, sort_keys=True) + "\n"
+            json.dumps({**manifest, **listing}, indent=2, sort_keys=True) + "\n"
         )
         if path.exists():
             shutil.rmtree(path)
@@ -54,13 +69,26 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def read_array_dir(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-    """(arrays memory-mapped read-only, manifest) of the folder, or None when absent."""
+def read_array_dir(
+    path: Path, mode: str = "r"
+) -> tuple[dict[str, np.ndarray | pa.Table], dict[str, Any]] | None:
+    """(arrays and tables memory-mapped, manifest) of the folder, or None when absent.
+
+    `mode`: numpy's mmap_mode, "r" (read-only) or "c" (copy-on write: writable views whose
+    pages stay shared until written, for torch.from_numpy, which wants writable arrays)."""
     manifest = read_manifest(path)
     if manifest is None:
         return None
-    arrays = {
-        name: np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+    arrays: dict[str, np.ndarray | pa.Table] = {
+        name: np.load(path / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
         for name in manifest["arrays"]
     }
+    for name in manifest.get("tables", []):
+        # zero-copy views of the map, which the table's buffers keep open
+        arrays[name] = ipc.open_file(pa.memory_map(str(path / f"{name}.arrow"))).read_all()
     return arrays, manifest
+
+
+def _sync(sink) -> None:
+    sink.flush()
+    os.fsync(sink.fileno())

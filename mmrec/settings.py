@@ -22,6 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ONLINE_STORES = ("sqlite", "redis")
 OFFLINE_STORES = ("duckdb", "spark")
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: 1,000 events with every field at its longest are 400 kB
+DEFAULT_SNAPSHOT_REFRESH_S = 600.0  # how old the serving item snapshot may get (the one default)
 
 
 class SettingsError(UserError):
@@ -72,7 +73,7 @@ class Settings:
     serving_clock: str = "world"
     serving_workers: int = 1
     candidates: int = 500
-    snapshot_refresh_s: float = 600.0
+    snapshot_refresh_s: float = DEFAULT_SNAPSHOT_REFRESH_S
     channel_quotas: dict[str, Any] = field(default_factory=dict)
     mix_quotas: dict[str, Any] = field(default_factory=dict)
     api_token: str = field(default="", repr=False)  # "": the service takes no token
@@ -130,7 +131,9 @@ class Settings:
             serving_clock=env.get("MMREC_SERVING_CLOCK", "world"),
             serving_workers=_number(env, "MMREC_SERVING_WORKERS", 1, int),
             candidates=_number(env, "MMREC_CANDIDATES", 500, int),
-            snapshot_refresh_s=_number(env, "MMREC_SNAPSHOT_REFRESH_S", 600.0, float),
+            snapshot_refresh_s=_number(
+                env, "MMREC_SNAPSHOT_REFRESH_S", DEFAULT_SNAPSHOT_REFRESH_S, float
+            ),
             channel_quotas=_json_object(env, "MMREC_CHANNEL_QUOTAS"),
             mix_quotas=_json_object(env, "MMREC_MIX_QUOTAS"),
             api_token=_secret(env, "MMREC_API_TOKEN"),

@@ -156,3 +156,22 @@ def test_the_online_store_failing_gives_a_flagged_cold_start_answer(
         RecommendRequest(user_id=1, scene="detail", k=10, context_sku_id=3)
     ).response
     assert ONLINE_STORE in out.degraded and out.cold_start and len(out.items) == 10
+
+
+@pytest.mark.parametrize("broken", ["read_user", "sku_lookup"])
+def test_a_bug_reading_features_raises_instead_of_answering_degraded(
+    pipeline, monkeypatch, broken: str
+) -> None:
+    """Only the online stores' own errors (serving.online_features.ONLINE_STORE_ERRORS) make
+    an answer degraded: a bug (here a TypeError) is not relabelled as the store failing."""
+
+    def bug(*args, **kwargs):
+        raise TypeError("a bug, not the online store")
+
+    if broken == "read_user":
+        monkeypatch.setattr(pipeline.reader, "read_user", bug)
+    else:
+        monkeypatch.setattr(pipeline, "_sku_categories", bug)
+    user_id, _ = active_user(pipeline)
+    with pytest.raises(TypeError, match="a bug"):
+        pipeline.recommend(RecommendRequest(user_id=user_id, scene="home", k=5, context_sku_id=3))
