@@ -186,7 +186,7 @@ def _add_missing_lists(client, recall: LoadedModel, root: Path, with_lists) -> B
     if NeighbourLists.load(root, record.build_id) is not None:
         raise VersionInUseError(
             f"{collection_name(recall.version)} is the active index and has its neighbour "
-            "lists: train a new recall model to rebuild"
+            "lists; build under a new version (train a new recall model) to rebuild"
         )
     started = time.perf_counter()
     with_lists(ContentIndex.pinned(client, record))

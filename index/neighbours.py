@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # request excludes (at most 50, the sequences' length) fits without a live search for every
 # unrestricted request; a material filter narrower than that needs the live search.
 TOP_N = {V2V: 200, S2V: 150}
-SEARCH_BATCH = 256  # query rows per batch search at build
+SEARCH_BATCH = 1024  # query rows per batch search at build
 NO_TAG = -1  # a V2V key has nothing besides its item id
 
 
