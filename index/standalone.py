@@ -22,19 +22,16 @@ from __future__ import annotations
 
 import logging
 import secrets
-import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from index.connection import connect
 from index.errors import IndexConnectionError
-from mmrec.loopback import LOOPBACK
+from mmrec.loopback import LOOPBACK, terminate
 
 logger = logging.getLogger(__name__)
 
@@ -171,14 +168,7 @@ class StandaloneServer:
         server, self._server = self._server, None
         if server is None:
             return
-        proc: subprocess.Popen | None = server.server_proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(server.server_proc, timeout_s)
         server.server_proc = None
         server.stop()  # closes its log files
         logger.info("Milvus server in %s stopped", self.data_dir)
@@ -190,12 +180,7 @@ class StandaloneServer:
     def __enter__(self) -> StandaloneServer:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 

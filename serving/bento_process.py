@@ -18,7 +18,7 @@ from types import TracebackType
 import httpx
 
 from mmrec.errors import UserError
-from mmrec.loopback import free_port
+from mmrec.loopback import free_port, terminate
 from mmrec.settings import REPO_ROOT, Settings
 
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
@@ -146,14 +146,7 @@ class BentoServer:
 
     def stop(self, timeout_s: float = 30) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, timeout_s)
 
     def __enter__(self) -> BentoServer:
         return self.start()
