@@ -89,11 +89,9 @@ def serve(
         server = StandaloneServer(data_dir or default_data_dir(settings.data_dir), port or None)
         where = server.data_dir
     server.start()
-    variables = server.environment()
-    exports = " ".join(f"{k}={v}" for k, v in variables.items())
-    console.print(
-        f"serving {where} at {server.uri}; Ctrl-C stops. Point clients at it:\nexport {exports}"
-    )
+    console.print(f"serving {where} at {server.uri}; Ctrl-C stops. Point clients at it:")
+    for name, value in server.environment().items():
+        console.print(f"export {name}={value}", soft_wrap=True)
     try:
         stop.wait()
     finally:
