@@ -104,8 +104,11 @@ def lists_for(pipeline, cases, index: ContentIndex, catalog: pd.DataFrame) -> Ne
 
 
 def candidates(stage, cases, lists: NeighbourLists | None, max_seq_len: int) -> tuple:
-    """Per case {channel: item ids} of the vector channels, and the searches' ms."""
-    stage.lists = lists
+    """Per case {channel: item ids} of the vector channels, and the searches' ms; `lists`
+    None: every row searched live."""
+    stage.use_lists = lists is not None
+    if lists is not None:
+        stage.lists = lists
     out, times = [], []
     for seeds, filters in cases:
         queries = stage.vector_queries(seeds, max_seq_len, filters)

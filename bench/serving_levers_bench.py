@@ -107,7 +107,12 @@ def list_coverage(stage, cases: list, max_seq_len: int) -> dict:
     for top_n in (100, 150, 200):
         tables = {
             channel: NeighbourTable(
-                t.keys, t.tags, t.ids[:, :top_n], t.scores[:, :top_n], t.materials[:, :top_n]
+                t.keys,
+                t.tags,
+                t.ids[:, :top_n],
+                t.scores[:, :top_n],
+                t.materials[:, :top_n],
+                t.queries,
             )
             for channel, t in stored.tables.items()
         }
@@ -263,12 +268,11 @@ def main() -> None:
         multi_channel_recall(recall.index, queries, filters=filters)
 
     if recall.lists is not None:
-        stored = recall.lists
         rows_live = []
-        recall.lists = None
+        recall.use_lists = False
         before = each(vector_recall, cases)
         live_before = list(rows_live)
-        recall.lists, rows_live = stored, []
+        recall.use_lists, rows_live = True, []
         levers["neighbour_lists"] = lever(before, each(vector_recall, cases))
         levers["neighbour_lists"]["rows_searched_p50"] = {
             "before": float(np.median(live_before)),

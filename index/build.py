@@ -132,7 +132,7 @@ def compute_neighbours(
     catalog = check_metadata(attributes, len(attributes)).iloc[order].reset_index(drop=True)
     # as the collection stores it (a FLOAT field): what a scan would read back
     catalog["quality"] = catalog["quality"].astype(np.float32).astype(np.float64)
-    return NeighbourLists(index.record().build_id, tables, catalog, queries)
+    return NeighbourLists(index.record().build_id, tables, catalog)
 
 
 def build_index(

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 TOP_N = {V2V: 200, S2V: 150}
 SEARCH_BATCH = 1024  # query rows per batch search at build
 NO_TAG = -1  # a V2V key has nothing besides its item id
+FIELDS = ("keys", "tags", "ids", "scores", "materials", "queries")
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,17 @@ class NeighbourTable:
     keys (K,) int64 sorted: item ids (V2V) or SKU ids (S2V); tags (K,) int64: what the query
     was made from besides the key (S2V: the SKU's category index), NO_TAG otherwise;
     ids (K, N) int64, -1 past the end of a short list; scores (K, N) float32 (Milvus's);
-    materials (K, N) int8: each hit's material code (index.schema)."""
+    materials (K, N) int8: each hit's material code (index.schema); queries (K, d) float32: the
+    query vectors searched (a row that must search live at request time searches this one,
+    so its hits are those the list was cut from, to the last bit: the SKU tower's output
+    differs in the last bits between a batch of 4,096 and one of 6)."""
 
     keys: np.ndarray
     tags: np.ndarray
     ids: np.ndarray
     scores: np.ndarray
     materials: np.ndarray
+    queries: np.ndarray
 
     @property
     def top_n(self) -> int:
@@ -92,23 +97,20 @@ class NeighbourTable:
 class NeighbourLists:
     """The lists of one index build (`VersionRecord.build_id`): {channel: NeighbourTable};
     beside them, what a serving process would otherwise read back from the collection at
-    start: `catalog` (the items' scalar fields, sorted by id) and `v2v_queries` (N, d), every
-    item's V2V query in that order."""
+    start: `catalog` (the items' scalar fields, sorted by id: the V2V table's keys)."""
 
     build_id: str
     tables: Mapping[str, NeighbourTable]
     catalog: pd.DataFrame | None = None
-    v2v_queries: np.ndarray | None = None
 
     def save(self, root: Path) -> Path:
         arrays = {
             f"{channel}.{name}": getattr(table, name)
             for channel, table in self.tables.items()
-            for name in ("keys", "tags", "ids", "scores", "materials")
+            for name in FIELDS
         }
         tables = {}
-        if self.catalog is not None and self.v2v_queries is not None:
-            arrays["v2v_queries"] = self.v2v_queries
+        if self.catalog is not None:
             tables["catalog"] = pa.Table.from_pandas(self.catalog, preserve_index=False)
         top_n = {channel: table.top_n for channel, table in self.tables.items()}
         manifest = {"build_id": self.build_id, "top_n": top_n}
@@ -133,7 +135,7 @@ class NeighbourLists:
         catalog = arrays.get("catalog")
         if catalog is not None:
             catalog = pd.DataFrame({c: catalog.column(c).to_pylist() for c in catalog.column_names})
-        return cls(manifest["build_id"], tables, catalog, arrays.get("v2v_queries"))
+        return cls(manifest["build_id"], tables, catalog)
 
 
 def search_table(
@@ -162,7 +164,7 @@ def search_table(
                 ids[i, : len(found)], scores[i, : len(found)] = zip(*found, strict=True)
     rows = np.clip(np.searchsorted(catalog_ids, ids), 0, max(len(catalog_ids) - 1, 0))
     materials = np.where(ids >= 0, catalog_materials[rows], -1).astype(np.int8)
-    return NeighbourTable(keys, tags.astype(np.int64), ids, scores, materials)
+    return NeighbourTable(keys, tags.astype(np.int64), ids, scores, materials, queries)
 
 
 def material_codes(materials: Iterable[str]) -> np.ndarray:

@@ -26,6 +26,7 @@ import socket
 import time
 from pathlib import Path
 
+import grpc
 from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
@@ -157,8 +158,8 @@ class StandaloneServer:
                     client = connect(self.uri, token=token, timeout=5.0)
                     client.list_collections()
                     return client, token
-                except (IndexConnectionError, MilvusException) as err:
-                    failure = err
+                except (IndexConnectionError, MilvusException, grpc.RpcError) as err:
+                    failure = err  # a refused token: UNAUTHENTICATED, or "Fail connecting"
             if time.monotonic() > deadline:
                 raise IndexConnectionError(f"the proxy at {self.uri} did not answer: {failure}")
             time.sleep(1.0)

@@ -102,11 +102,12 @@ class RecallStage:
                 "%s has no neighbour lists: V2V and S2V search live (`mmrec index build` adds "
                 "them)", index.collection,
             )  # fmt: skip
+        self.use_lists = True  # False: every V2V / S2V row searches live (the reference path)
         if self.lists is not None and self.lists.catalog is not None:
             # the build's own copy of the collection's scalars and V2V queries: read, not
             # scanned back from Milvus (11.8-16.9 s at 104k items)
             self.catalog = self.lists.catalog
-            self._v2v_queries = self.lists.v2v_queries
+            self._v2v_queries = self.lists.tables[V2V].queries
         else:
             catalog = index.scan(
                 [*(c for c in TAG_COLUMNS if c != "item_id"), "category", "vector"]
@@ -177,9 +178,16 @@ class RecallStage:
         )
 
     def _sku_vectors(self, seeds: Seeds) -> np.ndarray:
+        """S2V queries of the seed SKUs: the ones the index build searched for their lists,
+        else (a SKU or category the build did not see) the SKU tower's now."""
         skus, categories = self._sku_pairs(seeds)
         if not len(skus):
             return np.empty((0, self.index.dim), dtype=np.float32)
+        lists = self._listed()
+        if lists is not None and S2V in lists.tables:
+            rows = lists.tables[S2V].rows(skus, categories)
+            if (rows >= 0).all():
+                return lists.tables[S2V].queries[rows]
         return sku_queries(self.recall, skus, categories)
 
     def _v2v_vectors(self, seeds: Seeds) -> np.ndarray:
@@ -222,7 +230,7 @@ class RecallStage:
         filters: RecallFilter | None,
     ) -> list[list[tuple[int, float]] | None]:
         """Each key's hits from its list under `filters`, None where it must search live."""
-        if lists is None or channel not in lists.tables or filters is None:
+        if lists is None or channel not in lists.tables or filters is None or not self.use_lists:
             return [None] * len(keys)
         table = lists.tables[channel]
         excluded = np.fromiter(filters.exclude_ids, np.int64, len(filters.exclude_ids))

@@ -3,7 +3,9 @@
 `mmrec index build` stores every item's V2V and every SKU's S2V top-N beside the build
 (index/neighbours.py); a request reads its seeds' lists under its filters and searches live
 only U2V and the rows whose filtered list runs short. On the same index build (exact FLAT in
-milvus-lite) and the same requests, the candidates equal the live search's item for item.
+milvus-lite) and the same requests, the candidates equal the live search's item for item: the
+live path searches the same query vectors (those the build searched for the lists) with the
+request's filters in Milvus.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def test_candidates_from_the_lists_equal_the_live_search_item_for_item(
         fast = stage.recall_candidates(seeds, filters, pipeline.config.candidates)
         rows_fast = sum(searched_rows)
         with monkeypatch.context() as patch:
-            patch.setattr(stage, "lists", None)
+            patch.setattr(stage, "use_lists", False)
             searched_rows.clear()
             live = stage.recall_candidates(seeds, filters, pipeline.config.candidates)
             rows_live = sum(searched_rows)
@@ -109,7 +111,7 @@ def test_candidates_from_the_lists_equal_the_live_search_item_for_item(
 def test_whole_answers_with_lists_equal_the_answers_without(pipeline, monkeypatch) -> None:
     requests = _requests(pipeline)
     fast = [pipeline.recommend(r).response for r in requests]
-    monkeypatch.setattr(pipeline.recall, "lists", None)
+    monkeypatch.setattr(pipeline.recall, "use_lists", False)
     for request, have in zip(requests, fast, strict=True):
         want = pipeline.recommend(request).response
         assert [(i.item_id, i.channel, i.found_by) for i in have.items] == [

@@ -168,10 +168,10 @@ def test_a_bug_reading_features_raises_instead_of_answering_degraded(
     def bug(*args, **kwargs):
         raise TypeError("a bug, not the online store")
 
+    user_id, _ = active_user(pipeline)
     if broken == "read_user":
         monkeypatch.setattr(pipeline.reader, "read_user", bug)
     else:
         monkeypatch.setattr(pipeline, "_sku_categories", bug)
-    user_id, _ = active_user(pipeline)
     with pytest.raises(TypeError, match="a bug"):
         pipeline.recommend(RecommendRequest(user_id=user_id, scene="home", k=5, context_sku_id=3))
