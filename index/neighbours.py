@@ -124,12 +124,7 @@ class NeighbourLists:
             return None
         arrays, manifest = found
         tables = {
-            channel: NeighbourTable(
-                *(
-                    arrays[f"{channel}.{name}"]
-                    for name in ("keys", "tags", "ids", "scores", "materials")
-                )
-            )
+            channel: NeighbourTable(*(arrays[f"{channel}.{name}"] for name in FIELDS))
             for channel in manifest["top_n"]
         }
         catalog = arrays.get("catalog")
