@@ -42,12 +42,14 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalo
 
 
 @pytest.fixture(scope="module")
-def server_world(serving_world: Settings, milvus_server: StandaloneServer) -> Settings:
+def server_world(
+    serving_world: Settings, serving_config, milvus_server: StandaloneServer
+) -> Settings:
     """The module's world with its index built on the server (URI + token, as a remote one)."""
     settings = replace(
         serving_world, milvus_uri=milvus_server.uri, milvus_token=milvus_server.token
     )
-    build_index(settings, settings.extra["recall"], show_progress=False)
+    build_index(settings, serving_config.recall_model, show_progress=False)
     return settings
 
 
