@@ -58,9 +58,12 @@ def measure(workspace: Path, workers: int, requests: int) -> dict:
     return row
 
 
-def growth_per_100k(small: dict, large: dict, key: str) -> float:
-    """(large - small) of the per-worker median of `key`, per 100k catalog items."""
+def growth_per_100k(small: dict, large: dict, key: str) -> float | None:
+    """(large - small) of the per-worker median of `key` (or of `key` itself, a number), per
+    100k catalog items; None when both have the same catalog."""
     items = large["catalog_items"] - small["catalog_items"]
+    if items == 0:
+        return None
     delta = float(np.median(large[key])) - float(np.median(small[key]))
     return round(delta / items * 100_000, 1)
 
@@ -81,14 +84,8 @@ def main() -> None:
         "sizes": sizes,
         "growth_per_100k_items": {
             key: growth_per_100k(small, large, key)
-            for key in ("rss_mb_per_worker", "pss_mb_per_worker", "uss_mb_per_worker")
+            for key in ("rss_mb_per_worker", "pss_mb_per_worker", "uss_mb_per_worker", "startup_s")
         },
-        "startup_s_growth_per_100k_items": round(
-            (large["startup_s"] - small["startup_s"])
-            / (large["catalog_items"] - small["catalog_items"])
-            * 100_000,
-            1,
-        ),
     }
     (RESULTS / "serving-memory.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result["growth_per_100k_items"]), f"wrote {RESULTS / 'serving-memory.json'}")
