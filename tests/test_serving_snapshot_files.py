@@ -96,3 +96,28 @@ def test_another_model_gets_its_own_version(tiny_world: Settings, feature_store,
         for model in ("ranking:a", "ranking:b")
     }
     assert len(keys) == 2 and None not in keys
+
+
+def test_a_new_version_that_cannot_be_read_keeps_the_previous_snapshot(
+    tiny_world: Settings, feature_store, tmp_path, monkeypatch
+) -> None:
+    """Something was materialized (a new version) but the online store fails while the
+    reload reads it: the reader keeps serving the version it has, and writes no files."""
+    import redis.exceptions
+
+    ids = catalog_ids(tiny_world)
+    files = SnapshotFiles(tmp_path / "snapshots", depends_on="test-model")
+    reader = _reader(feature_store, ids, files, [])
+    first = reader.snapshot()
+    monkeypatch.setattr(files, "key", lambda *args: "a-newer-version")
+
+    def down(version):
+        raise redis.exceptions.ConnectionError("the online store is down")
+
+    monkeypatch.setattr(reader, "_read_online", down)
+    reader.refresh_seconds = 0.0
+    reader.snapshot()  # stale: a reload that fails
+    reader.wait_for_reload(timeout=120)
+    kept = reader.snapshot()
+    assert kept.key == first.key and kept.columns is first.columns
+    assert not (tmp_path / "snapshots" / "a-newer-version").exists()
