@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from index.build import load_recall_model
+from index.build import load_recall_model, neighbours_root
 from index.channels import RecallFilter
 from index.collections import ContentIndex
 from index.connection import open_index
@@ -28,10 +28,11 @@ from mmrec.settings import Settings
 from mmrec.world_manifest import world_end
 from serving.config import ServingConfig
 from serving.mixing import item_values, mix
-from serving.online_features import CandidateFeatureReader, fail_fast
+from serving.online_features import ONLINE_STORE_ERRORS, CandidateFeatureReader, fail_fast
 from serving.ranker import OnlineRanker, RankedCandidates, load_ranking_model
 from serving.recall import RecallStage, Seeds
 from serving.schemas import RecommendedItem, RecommendRequest, RecommendResponse
+from serving.snapshot_files import SnapshotFiles, snapshots_root
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,11 @@ class RecommendationPipeline:
             open_index(settings, milvus_uri), refresh_s=self.config.index_refresh_s
         )
         self.recall = RecallStage(
-            self.recall_model, self.index, self.config.quotas, self.config.seed_items
+            self.recall_model,
+            self.index,
+            self.config.quotas,
+            self.config.seed_items,
+            lists_root=neighbours_root(settings),
         )
         ranking_model = load_ranking_model(settings, self.config.rank_model)
         self.reader = CandidateFeatureReader(
@@ -77,6 +82,8 @@ class RecommendationPipeline:
             ranking_model.feature_service,
             self.recall.catalog.item_id.to_numpy(np.int64),
             self.config.snapshot_refresh_s,
+            # one snapshot version for every worker: the ranker's item side depends on its model
+            files=SnapshotFiles(snapshots_root(settings), depends_on=str(ranking_model.tag)),
         )
         # the popular fallback follows each snapshot's clicks (ranked on the reload's thread)
         self.reader.on_load(
@@ -102,7 +109,7 @@ class RecommendationPipeline:
         """The user's online features and whether the online store answered."""
         try:
             return self.reader.read_user(user_id), True
-        except Exception as err:  # any backend error (sqlite, redis): serve without history
+        except ONLINE_STORE_ERRORS as err:  # serve without history
             log.warning("online store failed for user %d: %s", user_id, err)
             names = [ref.split(":", 1)[1] for ref in self.reader.layout.user_refs]
             return {"user_id": [user_id], **{n: [None] for n in names}}, False
@@ -124,7 +131,7 @@ class RecommendationPipeline:
         ok = True
         try:
             categories = self._sku_categories(skus)
-        except Exception as err:  # the online store failed: S2V has no seeds this time
+        except ONLINE_STORE_ERRORS as err:  # S2V has no seeds this time
             log.warning("sku lookup failed: %s", err)
             categories, skus, ok = [], [], False
         tags = self.recall.interest_tags(
