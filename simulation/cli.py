@@ -58,7 +58,7 @@ def simulate(
     from simulation.arms import parse_arms
     from simulation.loop import SimulationConfig
     from simulation.loop import simulate as simulate_days
-    from simulation.report import summarize_run, write_report
+    from simulation.report import summarize_run, verdict_text, write_report
     from simulation.truth import HiddenWorld
 
     settings = cli_settings(workspace)
@@ -106,12 +106,8 @@ def simulate(
     }  # fmt: skip
     paths = write_report(report, out, name)
     for run in runs:
-        for baseline, verdict in run["separation"].items():
-            word = "above" if verdict["full_above"] else "overlapping"
-            console.print(
-                f"seed {run['seed']}: CTR full {verdict['full'].text()} vs {baseline} "
-                f"{verdict[baseline].text()}: {word}"
-            )
+        for verdict in run["separation"]:
+            console.print(f"seed {run['seed']}, all days: {verdict_text(verdict)}")
     console.print(f"report: {paths[1]} (+ .json, {len(paths) - 2} plots in {out})")
 
 

@@ -53,6 +53,7 @@ from serving.policies import RANKED
 from simulation.arms import ARMS, BENTO_MODELS, CANDIDATES, CATALOG, Arm, assign_arms
 from simulation.latency import summarize_histograms
 from simulation.parity import compare, embedded_settings, rebuild
+from simulation.report import EVENTS
 from simulation.truth import HiddenWorld
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,6 @@ log = logging.getLogger(__name__)
 MMREC = str(Path(sys.executable).with_name("mmrec"))
 SCENES = ("home", "inner")  # feeds without a product page (detail needs a context SKU)
 EVENTS_PER_POST = 1000  # the API's limit per request (serving/schemas.py)
-EVENTS = "events"  # the client timings' label of POST /events
 # What a copy leaves out: the original's Feast registry and online store (the copy applies and
 # materializes its own), earlier simulations, and of the BentoML home all but the models.
 SKIPPED_IN_DATA = ("feast", "simulation")

@@ -178,7 +178,8 @@ def test_a_run_summary_has_each_day_all_days_and_the_verdicts() -> None:
     }
     summary = summarize_run(run, resamples=200)
     assert list(summary["summary"]) == ["1", "2", ALL_DAYS]
-    assert summary["separation"]["random"]["full_above"] is True
+    verdicts = {(v["metric"], v["baseline"]): v["full_above"] for v in summary["separation"]}
+    assert verdicts == {("ctr", "random"): True, ("expected_ctr", "random"): True}
     report = {
         "command": "mmrec simulate",
         "world": "test",
@@ -187,6 +188,4 @@ def test_a_run_summary_has_each_day_all_days_and_the_verdicts() -> None:
         "runs": [summary],
     }  # fmt: skip
     text = markdown(report)
-    assert re.search(
-        r"- full 0\.\d+ \[.*\] vs random .*: above, the intervals do not overlap", text
-    )
+    assert re.search(r"- ctr: full 0\.\d+ \[.*\] vs random .*: above, no overlap", text)
