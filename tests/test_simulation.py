@@ -65,19 +65,17 @@ def test_bad_options_exit_2_naming_them(tiny_world: Settings, option, message) -
 
 
 @pytest.fixture(scope="module")
-def sim_world(tiny_world: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """The tiny world with models of its own (one epoch each, the no-GMF ranker too) and its
-    index in its own milvus-lite file, as `mmrec run` leaves a workspace."""
+def sim_world(trained_world: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The trained tiny world (its training sets and models) in a workspace of its own, with
+    the no-GMF ranker (one epoch) and its index in its own milvus-lite file, as `mmrec run`
+    leaves a workspace."""
     root = tmp_path_factory.mktemp("simulate") / "ws"
-    shutil.copytree(
-        tiny_world.workspace, root, ignore=shutil.ignore_patterns("feast", "bentoml", "index")
-    )
+    skipped = shutil.ignore_patterns("feast", "index", "bentos", "prometheus_multiproc_dir")
+    shutil.copytree(trained_world.workspace, root, ignore=skipped)
     ws = str(root)
     for args in (
         ["features", "apply"],
         ["features", "materialize"],
-        ["train", "build-sets"],
-        ["train", "rank", "--epochs", "1"],
         [
             "train",
             "rank",
@@ -88,7 +86,6 @@ def sim_world(tiny_world: Settings, tmp_path_factory: pytest.TempPathFactory) ->
             "--model-name",
             "ranking-no-gmf",
         ],
-        ["train", "recall", "--epochs", "1"],
         ["index", "build"],
     ):
         run_cli(*args, "-w", ws)
