@@ -175,7 +175,7 @@ class RecommendationPipeline:
             )
         else:  # an experiment's baseline arm (serving/policies.py): nothing to recall or rank
             recalled = RecallResult([], ())
-            seed = (request.user_id, request_ts)
+            seed = (request.user_id % 2**64, request_ts)  # an unknown user's key may be < 0
             items = baseline_items(self.recall, request.policy, filters, request.k, seed)
         degraded += recalled.failed
         lap("recall")

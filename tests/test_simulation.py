@@ -197,7 +197,7 @@ def test_the_parity_check_finds_a_changed_value(simulated: dict, tmp_path: Path)
     report = compare(loop, rebuilt)
     assert not report.equal and report.n_differences >= 2
     text = " ".join(report.differences)
-    assert f"item_click_seq of user_id {user}" in text and partition.parent.name in text
+    assert f"of user_id {user}: loop" in text and partition.parent.name in text
 
 
 @pytest.mark.slow
