@@ -43,14 +43,13 @@ demo: venv
 screenshot: venv
 	$(BIN)/mmrec serve screenshot --out docs/feed.png --user-id 3
 
-## movielens: MovieLens-100k through the platform (data import + run, 80/10/10 split by days); figures to bench/reported/
+## movielens: MovieLens-100k through the platform (data import + run; the default split: newest 10% of events test, 10% valid); figures to bench/reported/
 ML_WS := bench/workspace-movielens
 .PHONY: movielens
 movielens: venv
-	rm -rf $(ML_WS) && mkdir -p $(ML_WS) && cp -r feature_repo $(ML_WS)/ && rm -rf $(ML_WS)/feature_repo/__pycache__
+	rm -rf $(ML_WS)  # the import makes the workspace afresh (as `mmrec init` does)
 	$(BIN)/mmrec data import --adapter movielens-100k -w $(ML_WS)
-	# the last 23 days hold the newest 10% of the ratings, the 24 before them the next 10%
-	$(BIN)/mmrec run --valid-days 24 --test-days 23 -w $(ML_WS)
+	$(BIN)/mmrec run -w $(ML_WS)
 	mkdir -p bench/reported
 	cp $(ML_WS)/data/artifacts/recall/metrics.json bench/reported/movielens-recall.json
 	cp $(ML_WS)/data/artifacts/ranking/metrics.json bench/reported/movielens-ranking.json
@@ -70,6 +69,12 @@ pins: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## docs: the documentation site (mkdocs.yml) into site/, --strict: any warning fails; first the settings table of docs/configuration.md from mmrec/settings.py
+.PHONY: docs
+docs: venv
+	$(BIN)/python -m mmrec.settings_reference
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 ## bench-features: PIT join, materialize and online-read benchmarks at bench scale
 .PHONY: bench-features

@@ -62,7 +62,7 @@ def sql(
     from analysis.pipeline import open_session
     from analysis.queries import run_sql
 
-    frame = run_sql(open_session(cli_settings(workspace)), query)
+    frame = run_sql(open_session(cli_settings(workspace, needs="repo")), query)
     console.print(_frame_table(frame, None, max_rows))
 
 
@@ -76,7 +76,7 @@ def analyze_views(
     """Export the online store to Parquet and write data/analysis/views.sql."""
     from analysis.pipeline import refresh
 
-    settings = cli_settings(workspace, online_store, offline_store)
+    settings = cli_settings(workspace, online_store, offline_store, needs="repo")
     refreshed = refresh(settings, _store(settings), chunk=chunk)
     for stats in refreshed.export.values():
         console.print(
@@ -101,7 +101,7 @@ def analyze_query(
     from analysis import queries
     from analysis.pipeline import open_session
 
-    con = open_session(cli_settings(workspace))
+    con = open_session(cli_settings(workspace, needs="repo"))
     if name is None:
         listing = pd.DataFrame(
             [
@@ -154,7 +154,7 @@ def analyze_skew(
     offline_store: OfflineStore = None,
 ) -> None:
     """Compare online values with offline point-in-time values; exit 1 on any mismatch."""
-    settings = cli_settings(workspace, online_store, offline_store)
+    settings = cli_settings(workspace, online_store, offline_store, needs="repo")
     frame = _skew(settings, _store(settings), sample, seed, end, view)
     bad = frame[frame.mismatches > 0]
     console.print(_frame_table(frame if bad.empty else bad, "train/serve skew", len(frame)))
@@ -180,7 +180,7 @@ def analyze_report(
     from analysis.pipeline import open_session, refresh
     from analysis.report import write_report
 
-    settings = cli_settings(workspace, online_store, offline_store)
+    settings = cli_settings(workspace, online_store, offline_store, needs="repo")
     store = _store(settings)
     refreshed = refresh(settings, store, chunk=chunk)
     skew = _skew(settings, store, skew_sample, seed, end, None) if skew_sample > 0 else None

@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from analysis.catalog import FeatureViewInfo
+from mmrec.errors import UserError
 from mmrec.io import progress, write_parquet
 from mmrec.settings import Settings
 
@@ -90,7 +91,7 @@ def export_online(
 ) -> dict[str, ExportStats]:
     """Read every known entity of each view from the online store into one Parquet file."""
     if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
+        raise UserError(f"chunk must be >= 1, got {chunk}")
     ids = {info.name: entity_ids(info) for info in infos}
     jobs = [(info, start) for info in infos for start in range(0, len(ids[info.name]), chunk)]
     parts: dict[str, list[pa.Table]] = {info.name: [] for info in infos}

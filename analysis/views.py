@@ -17,6 +17,13 @@ Views (each only when its files exist; DuckDB binds a view's files when it is cr
 - from the Feast registry: `feature_catalog` (view, join key, TTL), `feature_rows` (layer,
   view, entity, time of every stored row), `feature_nulls` (per-feature null and empty-list
   counts), `entity_universe` (every catalog entity by join key), `training_labels`.
+
+Ids are the data's own: in a workspace whose users, items or SKUs have string ids
+(mmrec/id_map.py), every view's `user_id`, `item_id` and `sku_id` column shows (and is
+compared with) the string id, not the platform's key, and `entity_id` is text;
+`<entity>_id_map` (id, key) holds the map, to read list columns that keep keys (`sku_ids`,
+the click sequences) or to join on keys. `connect` registers the map from the workspace's
+SQLite file; `mmrec analyze views` exports it as Parquet for the plain `duckdb` CLI.
 """
 
 from __future__ import annotations
@@ -34,11 +41,14 @@ import pyarrow.parquet as pq
 from analysis import AnalysisError
 from analysis.catalog import FeatureViewInfo
 from mmrec.event_log import SEGMENT_SUFFIX, log_dir
+from mmrec.id_map import STRING, IdMap, id_map_path, id_types
+from mmrec.io import write_parquet
 from mmrec.settings import Settings
-from mmrec.world_manifest import NoWorldError, world_end
+from mmrec.world_manifest import NoWorldError, read_world_manifest, world_end
 
 RAW_TABLES = ("items", "users", "skus", "item_labels")
 ENTITY_TABLES = {"user_id": "users", "item_id": "items", "sku_id": "skus"}
+ENTITY_OF = {"user_id": "user", "item_id": "item", "sku_id": "sku"}  # id column -> entity
 _IDENTIFIER = re.compile(r"[^0-9a-zA-Z_]+")
 
 
@@ -73,8 +83,35 @@ def _view(name: str, source_sql: str) -> str:
     return f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source_sql};"
 
 
-def _parquet(settings: Settings, pattern: Path | str, relative: bool) -> str:
-    return f"read_parquet({_quote(_path(settings, pattern, relative))}, union_by_name = true)"
+def _parquet(
+    settings: Settings, pattern: Path | str, relative: bool, strings: frozenset[str] = frozenset()
+) -> str:
+    """The files at `pattern` as a relation; the id columns of the `strings` entities show the
+    data's ids (joined from `<entity>_id_map`)."""
+    source = f"read_parquet({_quote(_path(settings, pattern, relative))}, union_by_name = true)"
+    names = set(pq.read_schema(sorted(glob.glob(str(pattern)))[0]).names) if strings else set()
+    columns = [c for c, entity in ENTITY_OF.items() if entity in strings and c in names]
+    if not columns:
+        return source
+    shown = ", ".join(f"_{c}.id AS {c}" for c in columns)
+    joins = " ".join(
+        f"LEFT JOIN {ENTITY_OF[c]}_id_map AS _{c} ON _{c}.key = _t.{c}" for c in columns
+    )
+    return f"(SELECT _t.* REPLACE ({shown}) FROM {source} AS _t {joins})"
+
+
+def string_entities(settings: Settings) -> frozenset[str]:
+    """The entities whose ids are strings in this workspace's data (none before any data)."""
+    try:
+        kinds = id_types(read_world_manifest(settings))
+    except NoWorldError:
+        return frozenset()
+    return frozenset(entity for entity, kind in kinds.items() if kind == STRING)
+
+
+def id_map_file(settings: Settings, entity: str) -> Path:
+    """The Parquet export of an entity's id map, for views.sql (`write`)."""
+    return settings.data_dir / "analysis" / "ids" / f"{entity}.parquet"
 
 
 def offline_sources(settings: Settings) -> list[str]:
@@ -158,7 +195,11 @@ def _union_view(name: str, selects: list[str]) -> list[str]:
 
 
 def _catalog_views(
-    settings: Settings, catalog: list[FeatureViewInfo], online: Iterable[str], relative: bool
+    settings: Settings,
+    catalog: list[FeatureViewInfo],
+    online: Iterable[str],
+    relative: bool,
+    strings: frozenset[str],
 ) -> list[str]:
     online = set(online)
     present = [info for info in catalog if has_files(info.source_path)]
@@ -173,7 +214,7 @@ def _catalog_views(
     ]
     rows, nulls = [], []
     for info in present:
-        layers = [("offline", _parquet(settings, info.source_path, relative))]
+        layers = [("offline", _parquet(settings, info.source_path, relative, strings))]
         if info.name in online:
             layers.append(("online", f"online_{info.name}"))
         stats = {
@@ -188,8 +229,8 @@ def _catalog_views(
         for layer, table in layers:
             rows.append(
                 f"SELECT {_quote(layer)} AS layer, {_quote(info.name)} AS feature_view, "
-                f"{_ident(info.join_key)} AS entity_id, event_timestamp FROM {table} "
-                "WHERE event_timestamp IS NOT NULL"
+                f"{_entity_id(_ident(info.join_key), strings)} AS entity_id, event_timestamp "
+                f"FROM {table} WHERE event_timestamp IS NOT NULL"
             )
             nulls.append(_unpivot_stats(layer, info.name, table, stats))
     statements += _union_view("feature_rows", rows)
@@ -202,14 +243,28 @@ def _catalog_views(
     return statements
 
 
+def _entity_id(column: str, strings: frozenset[str]) -> str:
+    """An entity column as `entity_id`: text when some entity's ids are strings (one type
+    across users, items and SKUs)."""
+    return f"CAST({column} AS VARCHAR)" if strings else column
+
+
 def render(settings: Settings, catalog: list[FeatureViewInfo], relative: bool = False) -> str:
-    """The CREATE VIEW script for what the workspace holds now (see the module docstring)."""
+    """The CREATE VIEW script for what the workspace holds now (see the module docstring).
+    With `relative` (views.sql), the id maps are read from their Parquet export (`write`);
+    else the caller registers `<entity>_id_map` first (`connect`)."""
     lines = [
         "-- DuckDB views over an mmrec workspace, generated by `mmrec analyze views`.",
         "-- Paths are relative to the workspace: run from it, e.g.",
         "--   cd <workspace> && duckdb -init data/analysis/views.sql",
         "SET TimeZone = 'UTC';",
     ]
+    strings = string_entities(settings)
+    if relative:
+        lines += [
+            _view(f"{entity}_id_map", _parquet(settings, id_map_file(settings, entity), True))
+            for entity in sorted(strings)
+        ]
     end = _world_end(settings)
     if end is not None:
         lines.append(
@@ -217,32 +272,36 @@ def render(settings: Settings, catalog: list[FeatureViewInfo], relative: bool = 
         )
     events = settings.raw_dir / "events" / "*" / "*.parquet"
     if has_files(events):
-        lines.append(_view("events", _parquet(settings, events, relative)))
+        lines.append(_view("events", _parquet(settings, events, relative, strings)))
     served = log_dir(settings) / "*" / f"*{SEGMENT_SUFFIX}"
     if has_files(served):
-        lines.append(_view("served_events", _parquet(settings, served, relative)))
+        lines.append(_view("served_events", _parquet(settings, served, relative, strings)))
     raw = [name for name in RAW_TABLES if (settings.raw_dir / f"{name}.parquet").exists()]
     lines += [
-        _view(name, _parquet(settings, settings.raw_dir / f"{name}.parquet", relative))
+        _view(name, _parquet(settings, settings.raw_dir / f"{name}.parquet", relative, strings))
         for name in raw
     ]
     for source in offline_sources(settings):
         pattern = settings.offline_dir / source / "*" / "*.parquet"
-        lines.append(_view(f"offline_{source}", _parquet(settings, pattern, relative)))
+        lines.append(_view(f"offline_{source}", _parquet(settings, pattern, relative, strings)))
     online = online_views(settings)
     for view in online:
         path = settings.data_dir / "analysis" / "online" / f"{view}.parquet"
-        lines.append(_view(f"online_{view}", _parquet(settings, path, relative)))
+        lines.append(_view(f"online_{view}", _parquet(settings, path, relative, strings)))
     sets = training_sets(settings)
     for name, folder in sets.items():
         lines.append(
-            _view(f"training_{name}", _parquet(settings, folder / TRAINING_PARTS, relative))
+            _view(
+                f"training_{name}",
+                _parquet(settings, folder / TRAINING_PARTS, relative, strings),
+            )
         )
-    lines += _catalog_views(settings, catalog, online, relative)
+    lines += _catalog_views(settings, catalog, online, relative, strings)
     lines += _union_view(
         "entity_universe",
         [
-            f"SELECT {_quote(key)} AS join_key, {key} AS entity_id FROM {table}"
+            f"SELECT {_quote(key)} AS join_key, {_entity_id(key, strings)} AS entity_id "
+            f"FROM {table}"
             for key, table in ENTITY_TABLES.items()
             if table in raw
         ],
@@ -275,7 +334,10 @@ def render(settings: Settings, catalog: list[FeatureViewInfo], relative: bool = 
 
 
 def write(settings: Settings, catalog: list[FeatureViewInfo]) -> Path:
-    """Save the rendered views as `data/analysis/views.sql` (for the plain duckdb CLI)."""
+    """Save the rendered views as `data/analysis/views.sql` (for the plain duckdb CLI), with
+    the id maps it reads as Parquet beside it."""
+    for entity in string_entities(settings):
+        write_parquet(IdMap(id_map_path(settings)).table(entity), id_map_file(settings, entity))
     path = views_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(settings, catalog, relative=True))
@@ -290,6 +352,8 @@ def connect(settings: Settings, catalog: list[FeatureViewInfo]) -> duckdb.DuckDB
     but SELECT and EXPLAIN, so nothing is written inside `data/` either."""
     con = duckdb.connect()
     try:
+        for entity in string_entities(settings):  # the map as it is now (the service adds users)
+            con.register(f"{entity}_id_map", IdMap(id_map_path(settings)).table(entity))
         con.execute(render(settings, catalog))
         folders = ", ".join(_quote(f"{folder}/") for folder in _read_folders(settings, catalog))
         con.execute(f"SET allowed_directories = [{folders}]")

@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -57,7 +56,8 @@ def _ensure_world(settings: Settings, scale: str, seed: int) -> None:
     if not (settings.offline_dir / "item_embeddings").exists():
         # the ranking service reads the content views: encode the catalog once (slow at bench
         # scale; resumable if interrupted)
-        from content.encode import EncodeConfig, run_encode
+        from content.encode import run_encode
+        from content.encoding import EncodeConfig
 
         run_encode(settings, EncodeConfig())
     apply_repo(settings)
@@ -131,14 +131,16 @@ def duckdb_asof(store, rows: pd.DataFrame) -> pd.DataFrame:
         view = store.get_feature_view(name)
         alias, key = f"v{n}", view.join_keys[0]
         ctes.append(f"{alias} AS (SELECT * FROM read_parquet('{view.batch_source.path}'))")
-        ttl_days = view.ttl.total_seconds() / 86400
+        ttl_days = view.ttl.total_seconds() / 86400  # 0: never expires (Feast's convention)
+        valid = (
+            f"{alias}.event_timestamp > r.event_timestamp - INTERVAL {ttl_days} DAY"
+            if ttl_days
+            else "true"
+        )
         for ref in refs:
             if ref.startswith(f"{name}:"):
                 feature = ref.split(":")[1]
-                selects.append(
-                    f"CASE WHEN {alias}.event_timestamp > r.event_timestamp - "
-                    f"INTERVAL {ttl_days} DAY THEN {alias}.{feature} END AS {feature}"
-                )
+                selects.append(f"CASE WHEN {valid} THEN {alias}.{feature} END AS {feature}")
         joins.append(
             f"ASOF LEFT JOIN {alias} ON r.{key} = {alias}.{key} "
             f"AND r.event_timestamp >= {alias}.event_timestamp"
@@ -213,7 +215,7 @@ def materialize_and_read(settings: Settings, reps: int) -> dict:
     redis = RedisServer(settings.data_dir / "redis-bench").start()
     try:
         for backend in ("sqlite", "redis"):
-            cfg = replace(settings, online_store=backend, redis_url=redis.url)
+            cfg = settings.replace(online_store=backend, redis_url=redis.url)
             apply_repo(cfg)
             store = open_store(cfg)
             start = time.perf_counter()

@@ -26,13 +26,8 @@ import numpy as np
 import torch
 
 from mmrec.settings import REPO_ROOT, Settings
-from models.ranking import (
-    RankingLoss,
-    RankingModel,
-    ranking_parameter_groups,
-    score_candidates,
-    train_step,
-)
+from models.ranking import RankingModel, score_candidates
+from models.ranking_loss import RankingLoss, ranking_parameter_groups, train_step
 from training.rank_ablation import VARIANTS
 from training.rank_train import RankingSplits, TrainConfig, load_splits, model_config
 

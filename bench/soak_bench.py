@@ -36,7 +36,6 @@ import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -73,7 +72,7 @@ def soak_workspace(source: Settings, target: Path) -> Settings:
             shutil.copytree(entry, target / "data" / entry.name)
         elif entry.name not in LEFT_OUT:
             (target / "data" / entry.name).symlink_to(entry.resolve())
-    return replace(source, workspace=target.resolve(), milvus_uri=None)
+    return source.replace(workspace=target.resolve(), milvus_uri=None)
 
 
 async def post_events(
@@ -157,7 +156,7 @@ def online_store(settings: Settings, stack: contextlib.ExitStack) -> Settings:
         return settings
     redis = RedisServer(RESULTS / "soak-redis").start()
     stack.callback(redis.stop)
-    settings = replace(settings, online_store="redis", redis_url=redis.url)
+    settings = settings.replace(online_store="redis", redis_url=redis.url)
     apply_repo(settings)
     materialize(open_store(settings), world_end(settings))
     return settings

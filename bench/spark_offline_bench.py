@@ -24,7 +24,6 @@ import json
 import os
 import subprocess
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -96,13 +95,13 @@ def main() -> None:
         parser.error(f"--spark-driver-memory: {err}")
     if args.child:
         run_child(
-            "feast", replace(settings, offline_store=args.child), args.rows_file, args.chunk_rows
+            "feast", settings.replace(offline_store=args.child), args.rows_file, args.chunk_rows
         )
         return
     from mmrec.feast_store import apply_repo
 
     _ensure_world(settings, args.scale, args.seed)  # applies the DuckDB profile
-    apply_repo(replace(settings, offline_store="spark"))
+    apply_repo(settings.replace(offline_store="spark"))
     rows_path = _entity_rows(settings, args.rows, args.seed)
     runs = {store: _child(store, settings, rows_path, args.chunk_rows) for store in OFFLINE_STORES}
     result = {

@@ -14,12 +14,14 @@ from typing import Annotated
 import typer
 
 from analysis.cli import analyze_app, sql
+from cli.init import init
 from cli.run import run
 from content.cli import app as content_app
 from datagen.cli import generate
 from feature_pipelines.cli import app as features_app
 from index.cli import app as index_app
 from ingest.cli import app as data_app
+from mmrec.cli_common import show_user_error_tracebacks
 from serving.cli import app as serve_app
 from simulation.cli import simulate
 from training.cli import app as train_app
@@ -34,8 +36,11 @@ app = typer.Typer(
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug logging; tracebacks of user errors too.")
+    ] = False,
 ) -> None:
+    show_user_error_tracebacks(verbose)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -49,6 +54,7 @@ def main(
         warnings.filterwarnings("ignore", category=RuntimeWarning, module="feast")
 
 
+app.command("init")(init)
 app.command()(generate)
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")

@@ -3,24 +3,29 @@ it already ran on the same inputs.
 
 The stages are the stage CLIs' own commands, called with their defaults, so `mmrec run` does
 exactly what running them one by one does. A stage's inputs are named by a token chain: the
-first stage's token is a digest of the raw data's manifest, the served-event log and the
-feature repo; every stage that runs gets a new token, and a stage is skipped when the token of
-the stage before it is the one it last ran on. So new data re-runs everything, a failed stage re-runs from itself,
-and a finished run re-runs nothing. The record is `data/artifacts/run.json`.
+first stage's token is a digest of the raw data's manifest, the served-event log, the feature
+repo, the run's options and the code version (`code_version`: the stages' Python sources and
+the installed dependencies); every stage that runs gets a new token, and a stage is skipped
+when the token of the stage before it is the one it last ran on. So new data or new code
+re-runs everything, a failed stage re-runs from itself, and a finished run re-runs nothing.
+The record is `data/artifacts/run.json`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from packaging.requirements import Requirement
 
 from content.cli import encode
 from feature_pipelines.cli import features_apply, features_build, features_materialize
@@ -30,15 +35,17 @@ from mmrec.cli_common import Workspace, cli_settings, console, exits_on_user_err
 from mmrec.io import read_json, write_json
 from mmrec.settings import Settings
 from mmrec.world_manifest import read_world_manifest
-from training.cli import TestDays, ValidDays, build_sets, rank, recall
+from training.cli import TestDays, TestShare, ValidDays, ValidShare, build_sets, rank, recall
 
 
 @dataclass(frozen=True)
 class RunOptions:
     """What `mmrec run` passes on to the stages (the rest are each stage's defaults)."""
 
-    valid_days: int = 1  # days before the test days held out for validation
-    test_days: int = 2  # last days of the data held out for testing
+    valid_days: int | None = None  # days before the test days held out (None: by share)
+    test_days: int | None = None  # last days of the data held out for testing (None: by share)
+    valid_share: float = 0.1  # share of the events before the test days held out
+    test_share: float = 0.1  # share of the newest events held out for testing
 
     def digest(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -52,7 +59,13 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("features materialize", lambda ws, o: features_materialize(workspace=ws)),
     (
         "train build-sets",
-        lambda ws, o: build_sets(valid_days=o.valid_days, test_days=o.test_days, workspace=ws),
+        lambda ws, o: build_sets(
+            valid_days=o.valid_days,
+            test_days=o.test_days,
+            valid_share=o.valid_share,
+            test_share=o.test_share,
+            workspace=ws,
+        ),
     ),
     ("train rank", lambda ws, o: rank(workspace=ws)),
     ("train recall", lambda ws, o: recall(workspace=ws)),
@@ -60,13 +73,46 @@ STAGES: tuple[tuple[str, Stage], ...] = (
 )
 
 
+# The packages whose code the stages run: every project package the commands above import,
+# directly or through others (tests/test_run.py checks it against the import graph).
+STAGE_PACKAGES = (
+    "cli", "content", "datagen", "feature_pipelines", "index", "mmrec", "models", "training",
+    "training_sets",
+)  # fmt: skip
+DISTRIBUTION = "mmrec"
+
+
+def code_version(packages: Iterable[str]) -> str:
+    """A digest of the code the stages run: the Python sources of `packages` as this process
+    imports them and the installed versions of the project's dependencies.
+
+    Content, not git state or a version string: it is the same in any clean clone or installed
+    copy of the same code (no timestamps, no .git needed) and changes with any edit, a
+    `git pull` or a dependency upgrade, uncommitted edits included."""
+    digest = hashlib.sha256()
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        for folder in map(Path, spec.submodule_search_locations or ()):
+            for path in sorted(folder.rglob("*.py")):
+                digest.update(f"{package}/{path.relative_to(folder).as_posix()}\0".encode())
+                digest.update(path.read_bytes())
+    for requirement in map(Requirement, metadata.requires(DISTRIBUTION) or ()):
+        if requirement.marker is None:  # the runtime dependencies, not an extra's
+            try:
+                digest.update(f"{requirement.name}=={metadata.version(requirement.name)}".encode())
+            except metadata.PackageNotFoundError:
+                continue
+    return digest.hexdigest()
+
+
 def data_token(settings: Settings, options: RunOptions) -> str:
     """A digest of what the first stage reads: the raw data's manifest, the served-event log's
-    segments (`POST /events`), the feature repo and the run's options."""
+    segments (`POST /events`), the feature repo, the run's options and the code version."""
     read_world_manifest(settings)  # no data: say which command makes it
     digest = hashlib.sha256((settings.raw_dir / "manifest.json").read_bytes())
     digest.update(event_log.fingerprint(settings).encode())
     digest.update(options.digest().encode())
+    digest.update(code_version(STAGE_PACKAGES).encode())
     for path in sorted(settings.feature_repo.glob("*.py")) + sorted(
         settings.feature_repo.glob("*.yaml")
     ):
@@ -75,7 +121,10 @@ def data_token(settings: Settings, options: RunOptions) -> str:
 
 
 def run_stages(
-    settings: Settings, options: RunOptions | None = None, force: bool = False
+    settings: Settings,
+    options: RunOptions | None = None,
+    force: bool = False,
+    stages: tuple[tuple[str, Stage], ...] = STAGES,
 ) -> dict[str, str]:
     """Run the stages in order; returns {stage: "ran" | "skipped"}."""
     record_path = settings.artifacts_dir / "run.json"
@@ -85,11 +134,11 @@ def run_stages(
     options = options or RunOptions()
     token = data_token(settings, options)
     outcome = {}
-    for i, (name, stage) in enumerate(STAGES, start=1):
-        title = f"[{i}/{len(STAGES)}] mmrec {name}"
+    for i, (name, stage) in enumerate(stages, start=1):
+        title = f"[{i}/{len(stages)}] mmrec {name}"
         done = record.get(name, {})
         if done.get("inputs") == token:
-            console.print(f"[dim]{title}: skipped (already ran on these inputs)[/]")
+            console.print(f"[dim]{title}: skipped (already ran on these inputs and code)[/]")
             token, outcome[name] = done["token"], "skipped"
             continue
         console.rule(title)
@@ -105,8 +154,10 @@ def run_stages(
 
 @exits_on_user_error
 def run(
-    valid_days: ValidDays = 1,
-    test_days: TestDays = 2,
+    valid_days: ValidDays = None,
+    test_days: TestDays = None,
+    valid_share: ValidShare = 0.1,
+    test_share: TestShare = 0.1,
     force: Annotated[
         bool, typer.Option(help="Run every stage, even those that ran on the same inputs.")
     ] = False,
@@ -115,7 +166,8 @@ def run(
     """Every stage after the data is in: features -> content -> Feast -> training sets ->
     rank -> recall -> index. Re-running skips what already ran on the same inputs."""
     settings = cli_settings(workspace)
-    outcome = run_stages(settings, RunOptions(valid_days, test_days), force)
+    options = RunOptions(valid_days, test_days, valid_share, test_share)
+    outcome = run_stages(settings, options, force)
     ran = [name for name, what in outcome.items() if what == "ran"]
     console.print(
         f"{len(ran)} stage(s) ran, {len(outcome) - len(ran)} skipped; "

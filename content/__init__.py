@@ -9,6 +9,8 @@
   data's categories and, where the data has quality labels, a quality head.
 - `encode`: the stage that reads raw items and media, skips bad items, encodes resumably and
   publishes the `item_embeddings` and `item_tags` offline sources for Feast; what it encodes
-  follows the manifest's data profile (mmrec.world_manifest.data_profile).
+  follows the manifest's data profile (mmrec.world_manifest.data_profile). Its parts:
+  `encoding` (which encoders, their version, one batch), `encode_cache` (the resumable
+  per-batch parts), `publish` (the offline sources, swapped in whole).
 - `cli`: `mmrec content encode`.
 """

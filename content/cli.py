@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mmrec.cli_common import StageApp, Workspace, cli_settings, console
+from mmrec.errors import UserError
 
 app = StageApp(help="Content understanding: encoders, tags, fused item embeddings.")
 
@@ -50,7 +51,8 @@ def encode(
     counted; the run goes on. What is encoded follows the manifest's data profile: without
     images, titles alone (no image encoder); without quality labels, no quality head.
     """
-    from content.encode import EncodeConfig, quality_summary, run_encode
+    from content.encode import quality_summary, run_encode
+    from content.encoding import EncodeConfig
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -66,7 +68,7 @@ def encode(
         show_progress=progress,
     )
     if threads is not None and threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {threads}")
+        raise UserError(f"--threads must be >= 1, got {threads}")
     report = run_encode(settings, config)
     m = report.tag_metrics
     console.print(

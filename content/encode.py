@@ -8,110 +8,46 @@ and quality only where the data has quality labels (else `quality_label` and `qu
 are null: unknown).
 
 1. Encode (the expensive part, resumable). Items not yet encoded under the current encoder
-   version are read with their media, checked (inputs.prepare: bad items are skipped with a
-   logged reason and counted, the batch goes on), and encoded in batches. Each batch lands as
-   one Parquet part, written atomically, under
-   `artifacts/content/encoded/<encoder_version>/`; a rerun reads the parts and encodes only
-   the rest. The encoder version is a digest of the text and image encoders (wheels,
-   preprocessing, backend; "none" without images) and the video sampling/pooling ("cover"
-   without frames), so parts of different versions live in different folders and are never
-   read together.
+   version (content/encoding.py) are read with their media, checked (inputs.prepare: bad
+   items are skipped with a logged reason and counted, the batch goes on), and encoded in
+   batches; each batch lands as one part of the encode cache (content/encode_cache.py), so a
+   rerun encodes only the rest, and parts of different versions are never read together.
 2. Tag heads + fusion (seconds): trained on the encoded items' labels with a held-out split
    (tag_heads.py), or reloaded when the same items, labels and encoders were trained on before.
-3. Publish: `offline/item_embeddings/day=YYYY-MM-DD/part.parquet` and the same for
-   `item_tags`, one partition per publish day, each row stamped with the item's publish time
-   (so a point-in-time join sees the item's content from the moment it exists) and with the
-   encoder name and version. Both sources are written to a staging folder and swapped in
-   whole, so a reader sees one version or the other, never a mix.
+3. Publish (content/publish.py): the `item_embeddings` and `item_tags` offline sources, one
+   partition per publish month, each swapped in whole.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-import torch
 
-from content import image_encoder, inputs, tag_heads, text_encoder, video
-from mmrec.errors import UserError
-from mmrec.io import progress, write_json, write_parquet
+from content import inputs, tag_heads
+from content.encode_cache import Encoded, cache_dir, load_encoded, read_parts, write_part
+from content.encoding import (
+    EncodeConfig,
+    EncodeError,
+    Encoders,
+    encode_batch,
+    encoder_name,
+    encoder_spec,
+    set_threads,
+    spec_version,
+)
+from content.publish import publish
+from mmrec.io import progress, write_json
 from mmrec.settings import Settings
 from mmrec.vocab import TEXT_DIM, VISUAL_DIM
 from mmrec.world_manifest import DataProfile, data_profile
 
 log = logging.getLogger(__name__)
-
-ITEM_EMBEDDINGS = "item_embeddings"
-ITEM_TAGS = "item_tags"
-NO_ENCODER = "none"  # the image/video entry of a spec when the catalog has no images
-PART_SCHEMA = pa.schema(
-    [
-        ("item_id", pa.int64()),
-        ("content_hash", pa.string()),  # inputs.content_hash: what the row was computed from
-        ("status", pa.string()),  # "ok" | "skipped"
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-        ("text_emb", pa.list_(pa.float32())),
-        ("visual_emb", pa.list_(pa.float32())),
-    ]
-)
-
-
-class EncodeError(UserError):
-    """The stage cannot produce its outputs from these inputs; the message says why."""
-
-
-@dataclass(frozen=True)
-class EncodeConfig:
-    batch_size: int = 64
-    limit: int | None = None  # only the first N items of the catalog (by item_id)
-    threads: int | None = None  # None: Settings.torch_threads
-    text_backend: str = "torch"
-    image_backend: str = "onnxruntime"
-    max_frames: int = video.MAX_FRAMES
-    pooling: str = "mean"
-    heads: tag_heads.HeadConfig = field(default_factory=tag_heads.HeadConfig)
-    ablations: bool = True  # also train text-only and visual-only heads, for the report
-    retrain: bool = False
-    show_progress: bool = True
-
-
-@dataclass
-class Encoders:
-    """The loaded text and image encoders (tests and the bench pass their own); no image
-    encoder for a catalog without images."""
-
-    text: text_encoder.TextEncoder
-    image: image_encoder.ImageEncoder | None
-
-    @classmethod
-    def load(
-        cls, config: EncodeConfig, threads: int, cache_dir: Path | None = None, image: bool = True
-    ) -> Encoders:
-        return cls(
-            text=text_encoder.TextEncoder(
-                config.text_backend, threads=threads, cache_dir=cache_dir
-            ),
-            image=image_encoder.ImageEncoder(
-                config.image_backend, threads=threads, cache_dir=cache_dir
-            )
-            if image
-            else None,
-        )
 
 
 @dataclass
@@ -136,217 +72,6 @@ class EncodeReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# ---- versions ------------------------------------------------------------------------------
-
-
-def encoder_spec(
-    config: EncodeConfig, encoders: Encoders | None = None, profile: DataProfile | None = None
-) -> dict[str, str]:
-    """Everything that determines an item's text and visual embeddings: the encoders that run
-    for this data (`profile`, default the synthetic world's), so a catalog without images or
-    frames has its own spec."""
-    profile = profile or DataProfile()
-    if encoders is not None:
-        text = encoders.text.version
-    else:
-        text = text_encoder.describe(config.text_backend)
-    if not profile.image:
-        return {"text": text, "image": NO_ENCODER, "video": NO_ENCODER}
-    if encoders is not None:
-        if encoders.image is None:
-            raise EncodeError("the catalog has images but no image encoder was given")
-        image = encoders.image.version
-    else:
-        image = image_encoder.describe(image_encoder.resolve_backend(config.image_backend))
-    clips = video.version(config.max_frames, config.pooling) if profile.frames else "cover"
-    return {"text": text, "image": image, "video": clips}
-
-
-def encoder_name(profile: DataProfile) -> str:
-    """The encoders that ran: text + image model, `+none` without images."""
-    image = image_encoder.MODEL_NAME if profile.image else NO_ENCODER
-    return f"{text_encoder.MODEL_NAME}+{image}"
-
-
-ENCODER_NAME = encoder_name(DataProfile())  # the synthetic world's: text + image
-
-
-def spec_version(spec: dict[str, str]) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-
-
-# ---- the encode cache: one Parquet part per batch --------------------------------------------
-
-
-def cache_dir(settings: Settings, version: str) -> Path:
-    return settings.artifacts_dir / "content" / "encoded" / version
-
-
-def read_parts(folder: Path) -> pd.DataFrame:
-    """The records of every part in this version's folder: item_id, status, reason, detail
-    (an empty frame when none). The embeddings are read by `load_encoded`."""
-    return _read_part_table(folder, with_embeddings=False).to_pandas()
-
-
-def _read_part_table(folder: Path, with_embeddings: bool) -> pa.Table:
-    columns = (
-        PART_SCHEMA.names
-        if with_embeddings
-        else ["item_id", "content_hash", "status", "reason", "detail"]
-    )
-    parts = sorted(folder.glob("part-*.parquet"))
-    if not parts:
-        return PART_SCHEMA.empty_table().select(columns)
-    table = pa.concat_tables([pq.read_table(p, columns=columns, schema=PART_SCHEMA) for p in parts])
-    # An item re-encoded because its inputs changed appears again in a later part: the
-    # latest record (parts are numbered in write order) stands.
-    ids = table.column("item_id").to_numpy()
-    _, last_reversed = np.unique(ids[::-1], return_index=True)
-    return table.take(pa.array(np.sort(len(ids) - 1 - last_reversed)))
-
-
-@dataclass
-class Encoded:
-    """The encoded items of one version, sorted by id: ids (N,) int64, text (N, 384), visual
-    (N, 1280) with zero rows where has_visual (N,) is false, or None when no item has an image;
-    and the records of the skipped items."""
-
-    ids: np.ndarray
-    text: np.ndarray
-    visual: np.ndarray | None
-    has_visual: np.ndarray
-    skipped: pd.DataFrame
-
-
-def load_encoded(folder: Path, current: dict[int, str]) -> Encoded:
-    """The items of `current` (item id -> content hash) encoded in this folder from that very
-    content. Embeddings go straight from Arrow buffers to numpy (no per-row Python objects:
-    bench scale is 100k+ items)."""
-    table = _read_part_table(folder, with_embeddings=True)
-    ids = table.column("item_id").to_numpy()
-    hashes = table.column("content_hash").to_numpy(zero_copy_only=False)
-    fresh = np.array([current.get(int(i)) == h for i, h in zip(ids, hashes, strict=True)], bool)
-    table = table.filter(pa.array(fresh))
-    status = table.column("status").to_numpy(zero_copy_only=False)
-    skipped = (
-        table.filter(pa.array(status == "skipped")).drop(["text_emb", "visual_emb"]).to_pandas()
-    )
-    ok = table.filter(pa.array(status == "ok"))
-    ok = ok.take(pa.array(np.argsort(ok.column("item_id").to_numpy(), kind="stable")))
-
-    def matrix(name: str, dim: int, valid: np.ndarray) -> np.ndarray:
-        values = ok.column(name).combine_chunks().flatten().to_numpy()  # null rows: no values
-        out = np.zeros((len(ok), dim), dtype=np.float32)  # a writable copy
-        out[valid] = np.asarray(values, dtype=np.float32).reshape(int(valid.sum()), dim)
-        return out
-
-    has_visual = ok.column("visual_emb").is_valid().to_numpy(zero_copy_only=False)
-    return Encoded(
-        ids=ok.column("item_id").to_numpy().astype(np.int64),
-        text=matrix("text_emb", TEXT_DIM, np.ones(len(ok), bool)),
-        visual=matrix("visual_emb", VISUAL_DIM, has_visual) if has_visual.any() else None,
-        has_visual=has_visual,
-        skipped=skipped,
-    )
-
-
-def _list_array(matrix: np.ndarray | None, valid: np.ndarray) -> pa.Array:
-    """list<float32> with one row per matrix row; null where not valid (all: matrix None)."""
-    if matrix is None:
-        return pa.nulls(len(valid), pa.list_(pa.float32()))
-    n, dim = matrix.shape
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    offsets[1:] = np.cumsum(np.where(valid, dim, 0))
-    values = pa.array(matrix[valid].astype(np.float32).ravel(), type=pa.float32())
-    mask = pa.array(~valid)
-    return pa.ListArray.from_arrays(pa.array(offsets), values, mask=mask)
-
-
-def write_part(
-    folder: Path,
-    seq: int,
-    ok_ids: list[int],
-    text: np.ndarray,
-    visual: np.ndarray,
-    skipped: list[inputs.Skipped],
-    hashes: dict[int, str],
-    has_visual: np.ndarray | None = None,
-) -> Path:
-    """One part: the encoded items (visual_emb null where `has_visual` is false; None: all
-    have one) and the skipped ones."""
-    n_ok, n_skip = len(ok_ids), len(skipped)
-    valid = np.r_[np.ones(n_ok, bool), np.zeros(n_skip, bool)]
-    has = np.ones(n_ok, bool) if has_visual is None else np.asarray(has_visual, bool)
-    visual_valid = np.r_[has, np.zeros(n_skip, bool)]
-    text_all = np.vstack([text.reshape(n_ok, TEXT_DIM), np.zeros((n_skip, TEXT_DIM), np.float32)])
-    visual_all = np.vstack(
-        [visual.reshape(n_ok, VISUAL_DIM), np.zeros((n_skip, VISUAL_DIM), np.float32)]
-    )
-    table = pa.table(
-        {
-            "item_id": pa.array([*ok_ids, *(s.item_id for s in skipped)], pa.int64()),
-            "content_hash": pa.array(
-                [hashes[i] for i in ok_ids] + [hashes[s.item_id] for s in skipped], pa.string()
-            ),
-            "status": pa.array(["ok"] * n_ok + ["skipped"] * n_skip, pa.string()),
-            "reason": pa.array([None] * n_ok + [s.reason for s in skipped], pa.string()),
-            "detail": pa.array([None] * n_ok + [s.detail[:500] for s in skipped], pa.string()),
-            "text_emb": _list_array(text_all, valid),
-            "visual_emb": _list_array(visual_all, visual_valid),
-        },
-        schema=PART_SCHEMA,
-    )
-    return write_parquet(table, folder / f"part-{seq:06d}.parquet")
-
-
-# ---- encoding one batch ----------------------------------------------------------------------
-
-
-def encode_batch(
-    encoders: Encoders, prepared: list[inputs.Prepared], config: EncodeConfig
-) -> tuple[list[int], np.ndarray, np.ndarray, list[inputs.Skipped]]:
-    """Text and visual embeddings of prepared items (visual rows of items without images,
-    `Prepared.has_visual` false, are zeros); an item the models choke on is skipped."""
-    try:
-        text, visual = _encode(encoders, prepared, config)
-        return [p.item_id for p in prepared], text, visual, []
-    except Exception as err:  # a model error on one item must not sink the batch: isolate it
-        log.warning("batch of %d failed (%s); encoding its items one by one", len(prepared), err)
-    ids, texts, visuals, skipped = [], [], [], []
-    for p in prepared:
-        try:
-            t, v = _encode(encoders, [p], config)
-        except Exception as err:
-            skipped.append(
-                inputs.Skipped(p.item_id, inputs.ENCODE_ERROR, f"{type(err).__name__}: {err}")
-            )
-            continue
-        ids.append(p.item_id)
-        texts.append(t)
-        visuals.append(v)
-    text = np.vstack(texts) if texts else np.zeros((0, TEXT_DIM), np.float32)
-    visual = np.vstack(visuals) if visuals else np.zeros((0, VISUAL_DIM), np.float32)
-    return ids, text, visual, skipped
-
-
-def _encode(
-    encoders: Encoders, prepared: list[inputs.Prepared], config: EncodeConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    text = encoders.text.encode([p.title for p in prepared], batch_size=max(len(prepared), 1))
-    visual = np.zeros((len(prepared), VISUAL_DIM), dtype=np.float32)
-    stills = [i for i, p in enumerate(prepared) if p.has_visual and not p.is_video]
-    clips = [i for i, p in enumerate(prepared) if p.has_visual and p.is_video]
-    if (stills or clips) and encoders.image is None:
-        raise EncodeError("items with images need an image encoder")
-    if stills:
-        visual[stills] = encoders.image.encode([prepared[i].images[0] for i in stills])
-    if clips:
-        visual[clips] = video.encode_videos(
-            encoders.image, [prepared[i].images for i in clips], config.max_frames, config.pooling
-        )
-    return text, visual
 
 
 def _batches(
@@ -387,16 +112,6 @@ def _records(items: pd.DataFrame) -> dict[int, dict[str, object]]:
     return {int(r["item_id"]): r for r in items.to_dict("records")}
 
 
-def set_threads(threads: int) -> None:
-    torch.set_num_threads(threads)
-    # Raises once set, or once parallel work has started in this process: keep what is there.
-    with contextlib.suppress(RuntimeError):
-        torch.set_num_interop_threads(1)
-
-
-# ---- the stage -------------------------------------------------------------------------------
-
-
 def run_encode(
     settings: Settings,
     config: EncodeConfig | None = None,
@@ -407,7 +122,7 @@ def run_encode(
     `profile`: what the data carries; default the manifest's (data_profile)."""
     config = config or EncodeConfig()
     if config.batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {config.batch_size}")
+        raise EncodeError(f"batch size must be >= 1, got {config.batch_size}")
     started = time.perf_counter()
     threads = config.threads or settings.torch_threads
     set_threads(threads)
@@ -636,84 +351,3 @@ def quality_summary(m: dict[str, Any], macro: bool = False) -> str:
             f"(majority {base['accuracy']:.3f} / {base['macro_f1']:.3f})"
         )
     return f"quality accuracy {q['accuracy']:.3f} (majority baseline {base['accuracy']:.3f})"
-
-
-# ---- publishing the offline sources ------------------------------------------------------------
-
-
-def publish(
-    settings: Settings,
-    items: pd.DataFrame,
-    encoded: Encoded,
-    preds: tag_heads.Predictions,
-    version: str,
-    name: str,
-    spec: dict[str, str],
-    tag_version: str,
-) -> dict[str, Path]:
-    """Write both sources (visual_emb null for items without an image; quality_label and
-    quality_score null when the heads have no quality head) and swap them in."""
-    ids = encoded.ids
-    publish_ts = items.set_index("item_id").publish_ts.reindex(ids)
-    if publish_ts.isna().any():
-        raise RuntimeError("encoded items missing from the catalog")
-    event_ts = pa.array(
-        pd.DatetimeIndex(publish_ts).tz_convert("UTC"), pa.timestamp("us", tz="UTC")
-    )
-    n = len(ids)
-    created = pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC"))
-    common = {
-        "item_id": pa.array(ids, pa.int64()),
-        "event_timestamp": event_ts,
-        "created_ts": created,
-        "encoder_name": pa.array([name] * n, pa.string()),
-        "encoder_version": pa.array([version] * n, pa.string()),
-    }
-    every = np.ones(n, bool)
-    visual_encoder = (
-        NO_ENCODER if spec["image"] == NO_ENCODER else f"{spec['image']};{spec['video']}"
-    )
-    embeddings = pa.table(
-        {
-            **common,
-            "text_encoder": pa.array([spec["text"]] * n, pa.string()),
-            "visual_encoder": pa.array([visual_encoder] * n, pa.string()),
-            "fusion_version": pa.array([tag_version] * n, pa.string()),
-            "text_emb": _list_array(encoded.text, every),
-            "visual_emb": _list_array(encoded.visual, encoded.has_visual),
-            "fused_emb": _list_array(preds.fused, every),
-        }
-    )
-    tags = pa.table(
-        {
-            **common,
-            "tag_model_version": pa.array([tag_version] * n, pa.string()),
-            "category_tags": pa.array(preds.category_tags(), pa.list_(pa.string())),
-            "category_probs": _list_array(preds.category_probs, every),
-            "quality_label": pa.array(preds.quality_labels(), pa.string()),
-            "quality_score": pa.nulls(n, pa.float32())
-            if preds.quality_score is None
-            else pa.array(preds.quality_score, pa.float32()),
-        }
-    )
-    days = pd.DatetimeIndex(publish_ts).strftime("%Y-%m-%d").to_numpy()
-    return {
-        ITEM_EMBEDDINGS: _swap_in(settings.offline_dir, ITEM_EMBEDDINGS, embeddings, days),
-        ITEM_TAGS: _swap_in(settings.offline_dir, ITEM_TAGS, tags, days),
-    }
-
-
-def _swap_in(offline_dir: Path, source: str, table: pa.Table, days: np.ndarray) -> Path:
-    """Write `day=.../part.parquet` partitions to a staging folder, then swap it for the old one."""
-    final = offline_dir / source
-    staging = offline_dir / f".{source}.staging-{os.getpid()}"
-    old = offline_dir / f".{source}.old-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    for day in np.unique(days):
-        part = table.filter(pa.array(days == day))
-        write_parquet(part, staging / f"day={day}" / "part.parquet")
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final

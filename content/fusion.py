@@ -22,9 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmrec.vocab import FUSED_DIM, TEXT_DIM, VISUAL_DIM
-
-MODALITIES = ("text", "visual")
+from mmrec.vocab import CONTENT_MODALITIES, FUSED_DIM, TEXT_DIM, VISUAL_DIM
 
 
 class FusionProjector(nn.Module):
@@ -34,14 +32,16 @@ class FusionProjector(nn.Module):
         visual_dim: int = VISUAL_DIM,
         dim: int = FUSED_DIM,
         dropout: float = 0.1,
-        modalities: tuple[str, ...] = MODALITIES,
+        modalities: tuple[str, ...] = CONTENT_MODALITIES,
     ) -> None:
         super().__init__()
-        unknown = set(modalities) - set(MODALITIES)
+        unknown = set(modalities) - set(CONTENT_MODALITIES)
         if unknown or not modalities:
-            raise ValueError(f"modalities {modalities!r}: use a non-empty subset of {MODALITIES}")
+            raise ValueError(
+                f"modalities {modalities!r}: use a non-empty subset of {CONTENT_MODALITIES}"
+            )
         # Ablations (text only, visual only) drop a modality's term from the sum.
-        self.modalities = tuple(m for m in MODALITIES if m in modalities)
+        self.modalities = tuple(m for m in CONTENT_MODALITIES if m in modalities)
         self.register_buffer("visual_mean", torch.zeros(visual_dim))
         self.register_buffer("visual_std", torch.ones(visual_dim))
         self.text_proj = nn.Linear(text_dim, dim)

@@ -93,7 +93,7 @@ def wheel_versions() -> str:
 def resolve_backend(backend: str) -> str:
     """The backend that will run: onnxruntime falls back to torch where it is not installed."""
     if backend not in BACKENDS:
-        raise ValueError(f"image backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        raise UserError(f"image backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if backend == "onnxruntime" and not onnx_backend.available():
         log.warning("onnxruntime is not installed; the image encoder falls back to torch")
         return "torch"

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from content.image_encoder import BadImage, decode_image
+from mmrec.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def read_items(raw_dir: Path) -> pd.DataFrame:
     """The item catalog, sorted by item_id, with a clear error when the world is missing."""
     path = raw_dir / ITEMS
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: generate a world first (mmrec generate)")
+        raise UserError(f"{path} not found: generate a world first (mmrec generate)")
     items = pd.read_parquet(path, columns=list(ITEM_COLUMNS))
     return items.sort_values("item_id", kind="stable").reset_index(drop=True)
 
@@ -97,7 +98,7 @@ def iter_media(
     """Media rows of the wanted items, streamed by record batch (the file can be GBs)."""
     path = raw_dir / MEDIA
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: generate a world first (mmrec generate)")
+        raise UserError(f"{path} not found: generate a world first (mmrec generate)")
     if not wanted:
         return
     file = pq.ParquetFile(path)

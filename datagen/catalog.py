@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from datagen.scales import Scale
+from mmrec.errors import UserError
 from mmrec.vocab import (
     CATEGORIES,
     CATEGORY_NOUNS,
@@ -179,11 +180,11 @@ MODALITY_TASTES = {
 
 
 def get_modality_taste(name: str) -> ModalityTaste:
-    """The named taste, or a ValueError that lists the valid names."""
+    """The named taste, or a UserError that lists the valid names."""
     try:
         return MODALITY_TASTES[name]
     except KeyError:
-        raise ValueError(
+        raise UserError(
             f"unknown modality taste {name!r}; choose one of {', '.join(MODALITY_TASTES)}"
         ) from None
 

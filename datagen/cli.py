@@ -30,7 +30,11 @@ def generate(
     from datagen.world import generate_world
 
     manifest = generate_world(
-        cli_settings(workspace), scale, seed, force=force, modality_taste=modality_taste
+        cli_settings(workspace, needs="create"),
+        scale,
+        seed,
+        force=force,
+        modality_taste=modality_taste,
     )
     console.print(
         f"world {manifest['scale']} seed={manifest['seed']} "

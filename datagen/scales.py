@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mmrec.errors import UserError
+
 
 @dataclass(frozen=True)
 class Scale:
@@ -46,8 +48,8 @@ SCALES: dict[str, Scale] = {
 
 
 def get_scale(name: str) -> Scale:
-    """The named scale, or a ValueError that lists the valid names."""
+    """The named scale, or a UserError that lists the valid names."""
     try:
         return SCALES[name]
     except KeyError:
-        raise ValueError(f"unknown scale {name!r}; choose one of {', '.join(SCALES)}") from None
+        raise UserError(f"unknown scale {name!r}; choose one of {', '.join(SCALES)}") from None

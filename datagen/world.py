@@ -57,7 +57,7 @@ def generate_world(
     either way.
     """
     if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+        raise UserError(f"seed must be >= 0, got {seed}")
     scale = get_scale(scale_name)
     taste = get_modality_taste(modality_taste)
     manifest_path = settings.raw_dir / "manifest.json"

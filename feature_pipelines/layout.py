@@ -1,7 +1,8 @@
-"""Where each offline source lives: `<offline_dir>/<source>/day=YYYY-MM-DD/part.parquet`.
+"""Where each offline source lives: `<offline_dir>/<source>/month=YYYY-MM/part.parquet`.
 
-One partition a day makes re-running a day idempotent (its file is replaced atomically) and a
-new day an append. Feast reads each source through the glob `source_glob`.
+One partition a calendar month (`mmrec.io.partition_name`): re-running a day rewrites its
+month's file (atomically, with the same content), and a log with years of sparse days costs a
+file per month, not per day. Feast reads each source through the glob `source_glob`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from mmrec.io import PARTITION_FILE, partition_name
 from mmrec.settings import Settings
 from mmrec.vocab import WORLD_EPOCH
 
@@ -92,7 +94,8 @@ def day_start(day: int) -> datetime:
 
 
 def partition_path(settings: Settings, source: str, when: datetime) -> Path:
-    return settings.offline_dir / source / f"day={when:%Y-%m-%d}" / "part.parquet"
+    """The file holding `source`'s rows of `when`'s month."""
+    return settings.offline_dir / source / partition_name(when) / PARTITION_FILE
 
 
 def source_glob(offline_dir: Path, source: str) -> str:

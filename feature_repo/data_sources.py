@@ -13,6 +13,7 @@ next to this feature repo.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from feast import FileSource, PushSource, RequestSource
@@ -21,6 +22,12 @@ from feast.data_source import DataSource
 from feast.field import Field
 from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 from feast.types import Int64
+
+# The TTL of what does not go stale: a user's long-term behaviour (a shopper back after months
+# keeps their history) and an item's or SKU's content (the whole catalog stays servable).
+# Feast's convention: a TTL of 0 never expires, offline (point-in-time joins) and when
+# materializing alike. Windowed statistics keep their window as TTL (item_features.py).
+NEVER_EXPIRES = timedelta(0)
 
 OFFLINE_DIR = Path(__file__).resolve().parent.parent / "data" / "offline"
 OFFLINE_STORE = os.environ.get("MMREC_OFFLINE_STORE", "duckdb")

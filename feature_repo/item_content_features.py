@@ -7,9 +7,7 @@ there follows the data (the manifest's profile): a catalog without images has a 
 `visual_emb` and a text-only `fused_emb`; data without quality labels a null quality.
 """
 
-from datetime import timedelta
-
-from data_sources import offline_source
+from data_sources import NEVER_EXPIRES, offline_source
 from entities import item
 from feast import FeatureView, Field
 from feast.types import Array, Float32, String
@@ -20,11 +18,11 @@ item_embeddings_source = offline_source(
 item_tags_source = offline_source("item_tags", "Predicted category and quality tags.")
 
 # What an item looks and reads like: a content item's representation does not go stale,
-# so the TTL matches item_attributes (an item is recommendable for a year).
+# whatever its last event.
 item_embeddings_fv = FeatureView(
     name="item_embeddings",
     entities=[item],
-    ttl=timedelta(days=365),
+    ttl=NEVER_EXPIRES,
     schema=[
         Field(
             name="text_emb",
@@ -66,7 +64,7 @@ item_embeddings_fv = FeatureView(
 item_tags_fv = FeatureView(
     name="item_tags",
     entities=[item],
-    ttl=timedelta(days=365),
+    ttl=NEVER_EXPIRES,
     schema=[
         Field(
             name="category_tags",

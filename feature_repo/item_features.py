@@ -2,7 +2,12 @@
 
 from datetime import timedelta
 
-from data_sources import item_attributes_source, item_stats_source, sku_attributes_source
+from data_sources import (
+    NEVER_EXPIRES,
+    item_attributes_source,
+    item_stats_source,
+    sku_attributes_source,
+)
 from entities import item, sku
 from feast import FeatureView, Field
 from feast.types import Array, Float32, Int64, String
@@ -11,7 +16,7 @@ from feast.types import Array, Float32, Int64, String
 item_attributes_fv = FeatureView(
     name="item_attributes",
     entities=[item],
-    ttl=timedelta(days=365),
+    ttl=NEVER_EXPIRES,
     schema=[
         Field(name="material", dtype=String, description="video | live | shop | aggregated."),
         Field(name="category", dtype=String, description="Primary product category."),
@@ -32,7 +37,8 @@ item_attributes_fv = FeatureView(
     online=True,
 )
 
-# How an item has been doing lately (7-day window, smoothed CTR), for timeliness.
+# How an item has been doing lately (7-day window, smoothed CTR), for timeliness: the TTL is
+# the window, so an item not shown for a week has no statistics rather than stale ones.
 item_stats_fv = FeatureView(
     name="item_stats",
     entities=[item],
@@ -60,7 +66,7 @@ item_stats_fv = FeatureView(
 sku_attributes_fv = FeatureView(
     name="sku_attributes",
     entities=[sku],
-    ttl=timedelta(days=3650),
+    ttl=NEVER_EXPIRES,
     schema=[
         Field(name="sku_category", dtype=String, description="Product category."),
         Field(name="sku_price", dtype=Float32, description="Price."),

@@ -1,17 +1,15 @@
 """User feature views: behaviour sequences and cross-domain interest."""
 
-from datetime import timedelta
-
-from data_sources import user_behavior_push_source, user_cross_domain_source
+from data_sources import NEVER_EXPIRES, user_behavior_push_source, user_cross_domain_source
 from entities import user
 from feast import FeatureView, Field
 from feast.types import Array, Float32, Int64, String
 
-# What the user did recently, newest first, per behaviour type (up to 50 ids each).
+# What the user did last, newest first, per behaviour type (up to 50 ids each, however old).
 user_behavior_seq_fv = FeatureView(
     name="user_behavior_seq",
     entities=[user],
-    ttl=timedelta(days=30),
+    ttl=NEVER_EXPIRES,
     schema=[
         Field(
             name="item_click_seq", dtype=Array(Int64), description="Clicked items, newest first."
@@ -33,11 +31,12 @@ user_behavior_seq_fv = FeatureView(
     description="Behaviour sequences; batch snapshots plus pushes from serving.",
 )
 
-# The user's interest over product categories learned from the product domain (CDR).
+# The user's interest over product categories learned from the product domain (CDR): the
+# latest snapshot stays, however long ago the user was last active.
 user_cross_domain_fv = FeatureView(
     name="user_cross_domain",
     entities=[user],
-    ttl=timedelta(days=30),
+    ttl=NEVER_EXPIRES,
     schema=[
         Field(
             name="cdr_category_affinity",

@@ -21,8 +21,10 @@ import numpy as np
 from index.collections import BuildReport, build_content_index
 from index.connection import open_index
 from index.errors import VectorIndexError
+from mmrec.errors import UserError
 from mmrec.feast_store import open_store
 from mmrec.settings import Settings
+from mmrec.vocab import LATEST_RECALL_MODEL
 from mmrec.world_manifest import world_end
 from models.item_content import ContentVersionError, check_content_versions
 from models.recall import RecallConfig, TwoTowerRecall, encode_items
@@ -31,7 +33,7 @@ from models.store import LoadedModel, load_stored
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "recall:latest"
+DEFAULT_MODEL = LATEST_RECALL_MODEL
 
 
 class ModelMismatchError(VectorIndexError):
@@ -42,7 +44,7 @@ def load_recall_model(settings: Settings, ref: Any = DEFAULT_MODEL) -> LoadedMod
     """The recall model `ref` (a tag in the workspace's BentoML store, or a stored model)."""
     try:
         loaded = load_stored(settings, ref, TwoTowerRecall, RecallConfig, "mmrec train recall")
-    except FileNotFoundError as err:
+    except UserError as err:  # not in the store, or not a tag
         raise ModelMismatchError(str(err)) from None
     if loaded.known_item_ids is None:
         raise ModelMismatchError(

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from mmrec.cli_common import StageApp, Workspace, cli_settings, console, fail
+from mmrec.vocab import LATEST_RECALL_MODEL
 
 app = StageApp(help="Milvus content-vector index: build, serve, status.")
 
@@ -28,7 +29,7 @@ Uri = Annotated[
 def build(
     model: Annotated[
         str, typer.Option(help="Recall model in the BentoML store whose item tower encodes.")
-    ] = "recall:latest",
+    ] = LATEST_RECALL_MODEL,
     uri: Uri = None,
     workspace: Workspace = None,
 ) -> None:
@@ -56,7 +57,7 @@ def serve(
     """Serve one milvus-lite file at http://HOST:PORT until Ctrl-C (many processes, one file)."""
     from index.server import LiteServer
 
-    path = db_file or Path(cli_settings(workspace).index_uri)
+    path = db_file or Path(cli_settings(workspace, needs="nothing").index_uri)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -82,7 +83,7 @@ def status(
     from index.collections import list_versions
     from index.connection import open_index
 
-    settings = cli_settings(workspace)
+    settings = cli_settings(workspace, needs="nothing")
     target = uri or settings.index_uri
     versions = list_versions(open_index(settings, target), alias)
     if not versions:

@@ -45,7 +45,7 @@ def import_command(
     if adapter is None and (events is None or items is None):
         raise fail("give --events and --items (or --adapter movielens-100k)")
     report = import_data(
-        cli_settings(workspace),
+        cli_settings(workspace, needs="create"),
         events,
         items,
         skus,
@@ -69,6 +69,11 @@ def import_command(
         f"{report.events_added} new, {report.already_present} already imported",
     )
     table.add_row("days", str(report.days), f"{report.first_day} .. {report.last_day}")
+    for entity, ids in report.ids.items():
+        if ids["kind"] == "string":
+            table.add_row(f"{entity} ids: new keys", str(ids["new_keys"]), "strings, mapped")
+        elif ids["kind"] == "int":
+            table.add_row(f"{entity} ids", "", "integers: the keys")
     for reason, dropped in report.dropped.items():
         table.add_row(f"dropped: {reason}", str(dropped.count), "\n".join(dropped.examples))
     for what, counted in (

@@ -2,7 +2,9 @@
 
 Input tables (`CONTRACT`): each field is a column with the type it has once parsed; its
 metadata says whether the column is required, its default and its vocabulary, and a
-non-nullable field rejects empty values. Inputs come as CSV or Parquet, so the parser
+non-nullable field rejects empty values. An id column (`entity` in its metadata: user, item
+or sku) is read as text: ids may be integers or strings, and the import decides per entity
+which, and maps string ids to integer keys (`ingest/ids.py`, `mmrec/id_map.py`). Inputs come as CSV or Parquet, so the parser
 (`ingest/readers.py`) also accepts text for numbers and times, and `|`-joined text for lists.
 
 Output tables (`RAW_SCHEMAS`): exactly what the world generator (`datagen/world.py`) writes
@@ -17,6 +19,7 @@ import pyarrow as pa
 
 from mmrec.errors import UserError
 from mmrec.event_log import RAW_EVENTS
+from mmrec.id_map import ID_CHARS
 from mmrec.vocab import EVENT_TYPES, MATERIALS, POSITIONS, PRODUCT_BEHAVIOURS, SOURCES
 
 CONTRACT_DOC = "docs/data-contract.md"
@@ -50,10 +53,15 @@ def _column(
     vocabulary: Sequence[str] = (),
     max_chars: int | None = None,
     max_items: int | None = None,
+    entity: str | None = None,
 ) -> pa.Field:
     """A contract column; `nullable=False` means every row needs a value; `max_chars` bounds
-    a text (each element of a list of texts), `max_items` a list."""
+    a text (each element of a list of texts), `max_items` a list; `entity` makes it an id
+    column (text, or a list of texts, of at most ID_CHARS each)."""
     metadata = {"required": "true" if required else "false"}
+    if entity is not None:
+        metadata["entity"] = entity
+        max_chars = ID_CHARS
     if default is not None:
         metadata["default"] = default
     if vocabulary:
@@ -67,11 +75,11 @@ def _column(
 
 EVENTS = pa.schema(
     [
-        _column("user_id", pa.int64(), required=True, nullable=False),
+        _column("user_id", pa.string(), required=True, nullable=False, entity="user"),
         # item_id or sku_id: at least one of the two columns (ONE_OF); content events need an
         # item_id, sku_* events a sku_id
-        _column("item_id", pa.int64()),
-        _column("sku_id", pa.int64()),
+        _column("item_id", pa.string(), entity="item"),
+        _column("sku_id", pa.string(), entity="sku"),
         _column("event_type", pa.string(), required=True, nullable=False, vocabulary=EVENT_TYPES),
         _column("event_ts", TIMESTAMP, required=True, nullable=False),
         _column("source", pa.string(), default="rec", vocabulary=SOURCES),
@@ -84,7 +92,7 @@ EVENTS = pa.schema(
 )
 ITEMS = pa.schema(
     [
-        _column("item_id", pa.int64(), required=True, nullable=False),
+        _column("item_id", pa.string(), required=True, nullable=False, entity="item"),
         _column("title", pa.string(), required=True, default="", max_chars=TITLE_CHARS),
         _column("material", pa.string(), default="video", vocabulary=MATERIALS),
         _column("publish_ts", TIMESTAMP, default="the item's first event"),
@@ -98,7 +106,7 @@ ITEMS = pa.schema(
             "tags", pa.list_(pa.string()), default="[]", max_chars=LABEL_CHARS, max_items=LIST_ITEMS
         ),
         _column("duration_s", pa.float64(), default="0"),
-        _column("sku_ids", pa.list_(pa.int64()), default="[]", max_items=LIST_ITEMS),
+        _column("sku_ids", pa.list_(pa.string()), default="[]", max_items=LIST_ITEMS, entity="sku"),
         # a path inside the items file's folder (relative to it), or bytes
         _column("image", pa.binary()),
         _column("frames", pa.list_(pa.binary()), default="[]", max_items=LIST_ITEMS),
@@ -106,14 +114,14 @@ ITEMS = pa.schema(
 )
 SKUS = pa.schema(
     [
-        _column("sku_id", pa.int64(), required=True, nullable=False),
+        _column("sku_id", pa.string(), required=True, nullable=False, entity="sku"),
         _column("category", pa.string(), required=True, nullable=False, max_chars=LABEL_CHARS),
         _column("price", pa.float64(), default="0"),
     ]
 )
 USERS = pa.schema(
     [
-        _column("user_id", pa.int64(), required=True, nullable=False),
+        _column("user_id", pa.string(), required=True, nullable=False, entity="user"),
         _column("region", pa.string(), default="unknown", max_chars=LABEL_CHARS),
         _column("registered_at", TIMESTAMP, default="the user's first event"),
     ]
@@ -138,6 +146,12 @@ def limit(field: pa.Field, key: str) -> int | None:
     """The column's `max_chars` or `max_items`; None when unbounded."""
     value = (field.metadata or {}).get(key.encode())
     return int(value) if value is not None else None
+
+
+def entity(field: pa.Field) -> str | None:
+    """The entity whose ids the column holds (user, item, sku); None for other columns."""
+    value = (field.metadata or {}).get(b"entity")
+    return value.decode() if value is not None else None
 
 
 def default(field: pa.Field) -> str | None:

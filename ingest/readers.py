@@ -21,10 +21,12 @@ from ingest.contract import (
     ONE_OF,
     TIMESTAMP,
     contract_error,
+    entity,
     is_required,
     limit,
     vocabulary,
 )
+from mmrec.id_map import CONTROL
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -50,7 +52,6 @@ _DUCK_TYPES = {
     pa.string(): "VARCHAR",
     TIMESTAMP: "TIMESTAMPTZ",
     pa.list_(pa.string()): "VARCHAR[]",
-    pa.list_(pa.int64()): "BIGINT[]",
     pa.binary(): "VARCHAR",  # a path; bytes stay BLOB
     pa.list_(pa.binary()): "VARCHAR[]",
 }
@@ -173,7 +174,7 @@ class _Parse:
     fix: str
 
 
-def _int_sql(x: str) -> str:
+def whole_number_sql(x: str) -> str:
     """A whole number from any scalar (3.0 is 3; 3.5 and 'u3' are not numbers)."""
     return (
         f"CASE WHEN TRY_CAST({x} AS DOUBLE) = TRY_CAST({x} AS BIGINT) "
@@ -212,14 +213,17 @@ def _parse(column: pa.Field, duck_type: str, where: str) -> _Parse:
     scalar = not is_list and duck_type != "BLOB" and not duck_type.startswith(("STRUCT", "MAP"))
     numeric = duck_type in _INTEGER_TYPES | _NUMBER_TYPES or duck_type.startswith("DECIMAL")
     kind, allowed = column.type, vocabulary(column)
-    if allowed:
+    if entity(column) is not None:
+        parse = _id_parse(x, duck_type, pa.types.is_list(kind))
+        ok = duck_type.removesuffix("[]") in _INTEGER_TYPES | {"VARCHAR", "UUID"}
+    elif allowed:
         value = f"nullif(trim(CAST({x} AS VARCHAR)), '')"
         listed = ", ".join(sql_string(v) for v in allowed)
         problem, fix = "holds values outside the vocabulary", f"use one of {', '.join(allowed)}"
         parse, ok = _Parse(value, f"{value} NOT IN ({listed})", problem, fix), scalar
     elif kind == pa.int64():
-        value = f"CAST({x} AS BIGINT)" if duck_type in _INTEGER_TYPES else _int_sql(x)
-        fix = "write whole numbers (ids are integers)"
+        value = f"CAST({x} AS BIGINT)" if duck_type in _INTEGER_TYPES else whole_number_sql(x)
+        fix = "write whole numbers"
         parse = _Parse(value, _unparsed(x, value), "is not a whole number", fix)
         ok = scalar and (numeric or duck_type == "VARCHAR")
     elif kind == pa.float64():
@@ -235,12 +239,6 @@ def _parse(column: pa.Field, duck_type: str, where: str) -> _Parse:
         )
         parse = _Parse(value, _unparsed(x, value), "holds times that cannot be parsed", fix)
         ok = scalar and duck_type != "BOOLEAN"
-    elif kind == pa.list_(pa.int64()):
-        value = f"list_transform({_split_sql(x, duck_type)}, lambda s: {_int_sql('s')})"
-        bad = f"len(list_filter({value}, lambda v: v IS NULL)) > 0"
-        fix = f"write whole numbers, several joined with '{LIST_SEPARATOR}'"
-        parse = _Parse(value, bad, "holds ids that are not whole numbers", fix)
-        ok = is_list or scalar
     elif kind == pa.string():
         parse, ok = _Parse(f"CAST({x} AS VARCHAR)", "false", "", ""), scalar
     elif kind == pa.list_(pa.string()):
@@ -255,13 +253,14 @@ def _parse(column: pa.Field, duck_type: str, where: str) -> _Parse:
         raise TypeError(f"no parser for {kind}")
     parse = _bounded(column, parse)
     if not ok:
+        ids = entity(column) is not None
         raise contract_error(
             where,
             column.name,
-            f"has type {duck_type}, which cannot hold {kind}",
+            f"has type {duck_type}, which cannot hold {'ids (integers or strings)' if ids else kind}",
             [],
             0,
-            f"store {column.name} as {kind} (see {CONTRACT_DOC})",
+            f"store {column.name} as {'integers or text' if ids else kind} (see {CONTRACT_DOC})",
         )
     if column.nullable:
         return parse
@@ -271,6 +270,23 @@ def _parse(column: pa.Field, duck_type: str, where: str) -> _Parse:
         f"{parse.problem or 'has bad values'} or is empty",
         f"{parse.fix or 'fill it'}; every row needs one",
     )
+
+
+def _id_parse(x: str, duck_type: str, listed: bool) -> _Parse:
+    """An id column as text (ingest/ids.py makes keys of it): an integer as its digits, a
+    string trimmed; in a list, empty entries dropped. A blank id or one holding control
+    characters is bad (the length limit is the column's `max_chars`)."""
+    control = sql_string(CONTROL.pattern)
+    if listed:
+        source = x if duck_type.endswith("[]") else f"CAST({x} AS VARCHAR)"
+        value = _split_sql(source, duck_type)
+        bad = f"len(list_filter({value}, lambda s: regexp_matches(s, {control}))) > 0"
+        problem = "holds ids with control characters"
+    else:
+        value = f"nullif(trim(CAST({x} AS VARCHAR)), '')"
+        bad = f"{x} IS NOT NULL AND ({value} IS NULL OR regexp_matches({value}, {control}))"
+        problem = "holds blank ids or ids with control characters"
+    return _Parse(value, bad, problem, "give ids as integers or text without control characters")
 
 
 def _bounded(column: pa.Field, parse: _Parse) -> _Parse:

@@ -12,7 +12,7 @@ import logging
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from string import Template
 
@@ -106,12 +106,24 @@ def _source_has_files(view) -> bool:
     return path is None or bool(glob.glob(path))
 
 
-def materialize(store, end: datetime, views: list[str] | None = None) -> dict[str, timedelta]:
-    """Load each feature view's latest rows within its TTL before `end` into the online store.
+# The start of a materialize window for a view whose TTL is 0 (Feast: its values never
+# expire): the earliest time the data contract accepts (ingest/readers.py).
+BEGINNING = datetime(1678, 1, 1, tzinfo=UTC)
 
-    Per view, the window is [end - ttl, end), so the online store holds what a point-in-time
-    join at `end` returns (Feast's online reads do not apply TTL themselves). Re-running is
-    safe: the online store keeps the latest row per entity.
+
+def validity_start(ttl: timedelta | None, end: datetime) -> datetime:
+    """The earliest time a value valid at `end` can have, for a view's TTL (0 or None:
+    forever, Feast's convention): where a point-in-time join at `end` looks back to."""
+    return end - ttl if ttl else BEGINNING
+
+
+def materialize(store, end: datetime, views: list[str] | None = None) -> dict[str, datetime]:
+    """Load each feature view's latest rows valid at `end` into the online store; returns
+    each view's window start.
+
+    Per view, the window is [validity_start(ttl, end), end), so the online store holds what a
+    point-in-time join at `end` returns (Feast's online reads do not apply TTL themselves).
+    Re-running is safe: the online store keeps the latest row per entity.
     """
     known = {view.name: view for view in store.list_feature_views()}
     unknown = sorted(set(views or []) - set(known))
@@ -126,9 +138,9 @@ def materialize(store, end: datetime, views: list[str] | None = None) -> dict[st
         )
     windows = {}
     for name in chosen:
-        ttl = known[name].ttl
-        store.materialize(start_date=end - ttl, end_date=end, feature_views=[name])
-        windows[name] = ttl
+        start = validity_start(known[name].ttl, end)
+        store.materialize(start_date=start, end_date=end, feature_views=[name])
+        windows[name] = start
     return windows
 
 

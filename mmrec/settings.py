@@ -3,6 +3,11 @@
 A *workspace* is a folder holding `feature_repo/` and `data/`; the repository root is the
 default one. Tests build their own workspace in a temporary folder with the same layout, so
 the same code paths run against a tiny world without touching the demo's data.
+
+`Settings` is a pydantic-settings model: each field is one environment variable (MMREC_ and the
+field's name in capitals, BENTOML_HOME for `bentoml_home`), parsed and checked by pydantic;
+docs/configuration.md's table is generated from the fields (mmrec/settings_reference.py). Only
+`Settings.from_env` reads the environment; `Settings(...)` takes its values from the call.
 """
 
 from __future__ import annotations
@@ -11,100 +16,145 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from mmrec.errors import UserError
+from mmrec.vocab import LATEST_RANKING_MODEL, LATEST_RECALL_MODEL
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ONLINE_STORES = ("sqlite", "redis")
 OFFLINE_STORES = ("duckdb", "spark")
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: 1,000 events with every field at its longest are 400 kB
+ENV_PREFIX = "MMREC_"
 
 
 class SettingsError(UserError):
     """A setting has a value that cannot work; the message says which and how to fix it."""
 
 
-@dataclass(frozen=True)
-class Settings:
+JsonObject = Annotated[dict[str, Any], NoDecode]  # parsed by `_json_object`, not by the source
+
+
+class Settings(BaseSettings):
     """Where things live, which backends to use and what the service loads.
 
     Built once at an entry point (`Settings.from_env`: the CLI, the service, a benchmark) and
-    passed down; no other module reads or writes the environment. Variables (all optional):
-
-    - MMREC_WORKSPACE: folder with feature_repo/ and data/ (default: the repository);
-    - MMREC_ONLINE_STORE (sqlite|redis), MMREC_REDIS_URL (the redis profile's Feast
-      connection string, host:port[,password=...,ssl=true]);
-    - MMREC_OFFLINE_STORE (duckdb|spark): the engine of point-in-time joins and materialization;
-      MMREC_SPARK_DRIVER_MEMORY (JVM size, e.g. 1g): the Spark driver, which holds a joined chunk;
-    - MMREC_TORCH_THREADS: threads per process for PyTorch work;
-    - BENTOML_HOME: the BentoML store (default: <workspace>/data/bentoml);
-    - MMREC_MILVUS_URI (a milvus-lite .db file or http://host:port; default
-      <workspace>/data/index/milvus.db), MMREC_MILVUS_TOKEN ("user:password" or an API key);
-    - serving (serving/config.py): MMREC_RECALL_MODEL / MMREC_RANK_MODEL (model tags),
-      MMREC_SERVING_CLOCK (world|wall), MMREC_SERVING_WORKERS, MMREC_CANDIDATES,
-      MMREC_SNAPSHOT_REFRESH_S, MMREC_CHANNEL_QUOTAS and MMREC_MIX_QUOTAS (JSON objects);
-    - the service's front door (serving/guard.py): MMREC_API_TOKEN (writes need it as a bearer
-      token; MMREC_API_TOKEN_READS=1: reads too), MMREC_MAX_BODY_BYTES (default 1 MiB),
-      MMREC_BODY_TIMEOUT_S (seconds a request body may take to arrive, default 10).
-
-    Secrets (MMREC_API_TOKEN, MMREC_MILVUS_TOKEN, MMREC_REDIS_URL) come from the variable or
-    from the file its `<NAME>_FILE` variable names, and are left out of `repr`, so a logged
-    or printed Settings never shows them.
+    passed down; no other module reads or writes the environment. Every field is optional.
+    Secrets (`repr=False`: MMREC_API_TOKEN, MMREC_MILVUS_TOKEN, MMREC_REDIS_URL) come from the
+    variable or from the file its `<NAME>_FILE` variable names, and are left out of `repr`
+    and of error messages, so a logged or printed Settings never shows them.
     """
 
-    workspace: Path = REPO_ROOT
-    online_store: str = "sqlite"
-    offline_store: str = "duckdb"
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,  # an empty variable is an unset one
+        frozen=True,
+        populate_by_name=True,
+        extra="forbid",
+    )
+
+    workspace: Path = Field(REPO_ROOT, description="Folder with `feature_repo/` and `data/`.")
+    online_store: str = Field(
+        "sqlite", description=f"Feast online store: {' or '.join(ONLINE_STORES)}."
+    )
+    offline_store: str = Field(
+        "duckdb",
+        description=f"Feast offline store, the engine of point-in-time joins and "
+        f"materialization: {' or '.join(OFFLINE_STORES)}.",
+    )
     # toPandas() gathers a joined chunk in the driver: 1g holds the tiny world's training sets,
     # not 14k ranking rows of 1,664 embedding floats each (Java heap OOM, bench/spark_offline_bench.py)
-    spark_driver_memory: str = "1g"
-    redis_url: str = field(default="localhost:6379", repr=False)  # may carry a password
-    torch_threads: int = 2
-    bentoml_home: Path | None = None  # None: the workspace's own store
-    milvus_uri: str | None = None  # None: the workspace's milvus-lite file
-    milvus_token: str = field(default="", repr=False)
-    recall_model: str = "recall:latest"
-    rank_model: str = "ranking:latest"
-    serving_clock: str = "world"
-    serving_workers: int = 1
-    candidates: int = 500
-    snapshot_refresh_s: float = 600.0
-    channel_quotas: dict[str, Any] = field(default_factory=dict)
-    mix_quotas: dict[str, Any] = field(default_factory=dict)
-    api_token: str = field(default="", repr=False)  # "": the service takes no token
-    api_token_reads: bool = False
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    body_timeout_s: float = 10.0
-    extra: dict[str, str] = field(default_factory=dict)
+    spark_driver_memory: str = Field(
+        "1g", description="JVM size of the Spark driver, which holds a joined chunk (e.g. 4g)."
+    )
+    redis_url: str = Field(
+        "localhost:6379",
+        repr=False,  # may carry a password
+        description="The redis profile's Feast connection string, "
+        "`host:port[,password=...,ssl=true]`.",
+    )
+    torch_threads: int = Field(2, ge=1, description="Threads per process for PyTorch work.")
+    bentoml_home: Path | None = Field(
+        None,
+        validation_alias="BENTOML_HOME",
+        description="The BentoML model store (unset: `<workspace>/data/bentoml`).",
+    )
+    milvus_uri: str | None = Field(
+        None,
+        description="A milvus-lite `.db` file or `http://host:port` "
+        "(unset: `<workspace>/data/index/milvus.db`).",
+    )
+    milvus_token: str = Field(
+        "", repr=False, description='Milvus credentials, "user:password" or an API key.'
+    )
+    recall_model: str = Field(
+        LATEST_RECALL_MODEL, description="Recall model tag the service loads."
+    )
+    rank_model: str = Field(
+        LATEST_RANKING_MODEL, description="Ranking model tag the service loads."
+    )
+    serving_clock: str = Field(
+        "world", description="The service's clock: world (the data's end) or wall."
+    )
+    serving_workers: int = Field(1, ge=1, description="Service worker processes.")
+    candidates: int = Field(500, description="Items ranked per request (1..5000).")
+    snapshot_refresh_s: float = Field(
+        600.0, description="Seconds the service's item-feature snapshot may age before a reload."
+    )
+    channel_quotas: JsonObject = Field(
+        default_factory=dict,
+        description='Candidates per recall channel, a JSON object such as `{"u2v": 300}`.',
+    )
+    mix_quotas: JsonObject = Field(
+        default_factory=dict,
+        description="Material caps per scene for the mixed ranking, a JSON object such as "
+        '`{"home": {"video": 0.9}}`.',
+    )
+    api_token: str = Field(
+        "",
+        repr=False,
+        description="Bearer token `POST /events` needs (empty: the service takes none).",
+    )
+    api_token_reads: bool = Field(
+        False, description="1: reads (`/recommend`, the feed) need the token too."
+    )
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_BODY_BYTES, ge=1, description="Largest request body the service reads."
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a request body may take to arrive."
+    )
+    # Values a caller attaches (tests: the model tags of a trained world); never from the
+    # environment.
+    extra: dict[str, str] = Field(default_factory=dict, exclude=True)
 
-    def __post_init__(self) -> None:
-        if self.online_store not in ONLINE_STORES:
-            raise SettingsError(
-                f"online store {self.online_store!r} is not supported; "
-                f"use one of {', '.join(ONLINE_STORES)} (MMREC_ONLINE_STORE)"
-            )
-        if self.offline_store not in OFFLINE_STORES:
-            raise SettingsError(
-                f"offline store {self.offline_store!r} is not supported; "
-                f"use one of {', '.join(OFFLINE_STORES)} (MMREC_OFFLINE_STORE)"
-            )
-        if not re.fullmatch(r"[1-9][0-9]*[kmgt]", self.spark_driver_memory):
-            raise SettingsError(
-                f"MMREC_SPARK_DRIVER_MEMORY must be a JVM size such as 1g or 4096m, "
-                f"got {self.spark_driver_memory!r}"
-            )
-        if self.torch_threads < 1:
-            raise SettingsError(f"torch threads must be >= 1, got {self.torch_threads}")
-        if self.serving_workers < 1:
-            raise SettingsError(f"MMREC_SERVING_WORKERS must be >= 1, got {self.serving_workers}")
-        if self.max_body_bytes < 1:
-            raise SettingsError(f"MMREC_MAX_BODY_BYTES must be >= 1, got {self.max_body_bytes}")
-        if not self.body_timeout_s > 0:
-            raise SettingsError(f"MMREC_BODY_TIMEOUT_S must be > 0, got {self.body_timeout_s}")
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            raise SettingsError(_explain(err)) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        **_: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """`Settings(...)` takes the call's values only; `from_env` adds the environment."""
+        return (init_settings,)
 
     @classmethod
     def from_env(
@@ -113,31 +163,57 @@ class Settings:
         """Settings from the environment (`environ`, default os.environ); `workspace` wins
         over MMREC_WORKSPACE."""
         env = os.environ if environ is None else environ
-        root = workspace or Path(env.get("MMREC_WORKSPACE", REPO_ROOT))
-        home = env.get("BENTOML_HOME")
-        return cls(
-            workspace=Path(root).resolve(),
-            online_store=env.get("MMREC_ONLINE_STORE", "sqlite"),
-            offline_store=env.get("MMREC_OFFLINE_STORE", "duckdb"),
-            spark_driver_memory=env.get("MMREC_SPARK_DRIVER_MEMORY", "1g"),
-            redis_url=_secret(env, "MMREC_REDIS_URL") or "localhost:6379",
-            torch_threads=_number(env, "MMREC_TORCH_THREADS", 2, int),
-            bentoml_home=Path(home).resolve() if home else None,
-            milvus_uri=env.get("MMREC_MILVUS_URI") or None,
-            milvus_token=_secret(env, "MMREC_MILVUS_TOKEN"),
-            recall_model=env.get("MMREC_RECALL_MODEL", "recall:latest"),
-            rank_model=env.get("MMREC_RANK_MODEL", "ranking:latest"),
-            serving_clock=env.get("MMREC_SERVING_CLOCK", "world"),
-            serving_workers=_number(env, "MMREC_SERVING_WORKERS", 1, int),
-            candidates=_number(env, "MMREC_CANDIDATES", 500, int),
-            snapshot_refresh_s=_number(env, "MMREC_SNAPSHOT_REFRESH_S", 600.0, float),
-            channel_quotas=_json_object(env, "MMREC_CHANNEL_QUOTAS"),
-            mix_quotas=_json_object(env, "MMREC_MIX_QUOTAS"),
-            api_token=_secret(env, "MMREC_API_TOKEN"),
-            api_token_reads=_flag(env, "MMREC_API_TOKEN_READS"),
-            max_body_bytes=_number(env, "MMREC_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int),
-            body_timeout_s=_number(env, "MMREC_BODY_TIMEOUT_S", 10.0, float),
-        )
+        values = {**_Environment(cls, env)(), **_SecretFiles(cls, env)()}
+        values.pop("extra", None)
+        if workspace is not None:
+            values["workspace"] = workspace
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """These settings with `changes`, checked as at construction."""
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**{**values, **changes})
+
+    @field_validator("workspace", "bentoml_home")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        return None if path is None else path.resolve()
+
+    @field_validator("online_store", "offline_store")
+    @classmethod
+    def _store(cls, value: str, info: ValidationInfo) -> str:
+        kind = info.field_name.removesuffix("_store")  # online | offline
+        supported = ONLINE_STORES if kind == "online" else OFFLINE_STORES
+        if value not in supported:
+            raise ValueError(
+                f"{kind} store {value!r} is not supported; "
+                f"use one of {', '.join(supported)} ({env_var(info.field_name)})"
+            )
+        return value
+
+    @field_validator("spark_driver_memory")
+    @classmethod
+    def _jvm_size(cls, value: str) -> str:
+        if not re.fullmatch(r"[1-9][0-9]*[kmgt]", value):
+            raise ValueError(
+                f"MMREC_SPARK_DRIVER_MEMORY must be a JVM size such as 1g or 4096m, got {value!r}"
+            )
+        return value
+
+    @field_validator("channel_quotas", "mix_quotas", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any, info: ValidationInfo) -> Any:
+        """A JSON object from the variable's text (a dict given to the call passes)."""
+        if not isinstance(value, str):
+            return value
+        name = env_var(info.field_name)
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{name} must be a JSON object: {err}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError(f"{name} must be a JSON object, got {type(parsed).__name__}")
+        return parsed
 
     def environment(self) -> dict[str, str]:
         """The variables that give a child process (`feast`, `bentoml build/serve`) these
@@ -200,54 +276,85 @@ class Settings:
         return self.data_dir / "artifacts"
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> Any:
-    """Variable `name` as `kind` (int or float), `default` when unset or empty."""
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        return kind(text)
-    except ValueError:
-        what = "an integer" if kind is int else "a number"
-        raise SettingsError(f"{name} must be {what}, got {text!r}") from None
+SECRETS = tuple(name for name, field in Settings.model_fields.items() if not field.repr)
+FROM_ENVIRONMENT = tuple(name for name in Settings.model_fields if name != "extra")
 
 
-def _secret(env: Mapping[str, str], name: str) -> str:
-    """Variable `name`, else the stripped content of the file `<name>_FILE` names ("" when
-    neither is set). Messages name the variable and the file, never the value."""
-    value, path = env.get(name, ""), env.get(f"{name}_FILE", "")
-    if value and path:
-        raise SettingsError(f"set {name} or {name}_FILE, not both")
-    if not path:
-        return value
-    try:
-        return Path(path).read_text().strip()
-    except (OSError, UnicodeDecodeError) as err:
-        raise SettingsError(
-            f"{name}_FILE names {path}, which cannot be read ({type(err).__name__}): "
-            "point it at a readable text file holding the secret"
-        ) from None
+def env_var(name: str) -> str:
+    """The environment variable of Settings field `name`."""
+    alias = Settings.model_fields[name].validation_alias
+    return alias if isinstance(alias, str) else f"{ENV_PREFIX}{name.upper()}"
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    """Variable `name` as a yes/no: 1/true/yes or 0/false/no/empty."""
-    text = env.get(name, "").strip().lower()
-    if text in ("", "0", "false", "no"):
-        return False
-    if text in ("1", "true", "yes"):
-        return True
-    raise SettingsError(f"{name} must be 1 or 0, got {text!r}")
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' reader of environment variables, over a given mapping (`from_env`'s
+    `environ`: os.environ by default) rather than always os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        # what EnvSettingsSource itself holds for os.environ: names folded to lower case
+        # (Settings is not case-sensitive), empty values left out (env_ignore_empty)
+        self.env_vars = {name.lower(): value for name, value in environ.items() if value}
 
 
-def _json_object(env: Mapping[str, str], name: str) -> dict:
-    """A JSON object from variable `name` ({} when unset)."""
-    text = env.get(name, "").strip()
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SettingsError(f"{name} must be a JSON object: {err}") from err
-    if not isinstance(value, dict):
-        raise SettingsError(f"{name} must be a JSON object, got {type(value).__name__}")
-    return value
+class _SecretFiles(PydanticBaseSettingsSource):
+    """Each secret from the file its `<NAME>_FILE` variable names (stripped of surrounding
+    whitespace). Messages name the variable and the file, never the value."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        name = env_var(field_name)
+        path = self.environ.get(f"{name}_FILE", "")
+        if not path or field_name not in SECRETS:
+            return None, field_name, False
+        if self.environ.get(name):
+            raise SettingsError(f"set {name} or {name}_FILE, not both")
+        try:
+            return Path(path).read_text().strip(), field_name, False
+        except (OSError, UnicodeDecodeError) as err:
+            raise SettingsError(
+                f"{name}_FILE names {path}, which cannot be read ({type(err).__name__}): "
+                "point it at a readable text file holding the secret"
+            ) from None
+
+    def __call__(self) -> dict[str, Any]:
+        values = {}
+        for field_name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, field_name)
+            if value is not None:
+                values[key] = value
+        return values
+
+
+# What a value that failed pydantic's own checks must be, by pydantic's error type.
+_MUST_BE = {
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "int_type": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "1 or 0",
+    "bool_type": "1 or 0",
+}
+
+
+def _explain(error: ValidationError) -> str:
+    """One line per failed setting naming its variable and what to give instead; the value
+    only when it is not a secret."""
+    lines = []
+    for e in error.errors(include_url=False):
+        field = str(e["loc"][0]) if e["loc"] else ""
+        if e["type"] == "value_error":  # ours: the message names the variable
+            lines.append(str(e["ctx"]["error"]))
+            continue
+        name = env_var(field) if field in Settings.model_fields else field
+        ctx = e.get("ctx", {})
+        must = _MUST_BE.get(e["type"]) or (
+            f">= {ctx['ge']}" if "ge" in ctx else f"> {ctx['gt']}" if "gt" in ctx else None
+        )
+        text = f"{name} must be {must}" if must else f"{name}: {e['msg']}"
+        lines.append(text if field in SECRETS else f"{text}, got {e['input']!r}")
+    return "; ".join(lines)

@@ -52,6 +52,10 @@ S2V, V2V, U2V, TERM, FRESH, POPULAR = "s2v", "v2v", "u2v", "term", "fresh", "pop
 VECTOR_CHANNELS = (S2V, V2V, U2V)
 CHANNELS = (*VECTOR_CHANNELS, TERM, FRESH, POPULAR)
 
+# The content modalities an item can carry: its title's text and its cover's (or video
+# frames') pixels; a catalog without images has the first only (DataProfile).
+CONTENT_MODALITIES = ("text", "visual")
+
 # Content embedding widths: all-MiniLM-L6-v2 sentence embedding, EfficientNet-lite0 pooled
 # features, and the learned fused projection (content/fusion.py).
 TEXT_DIM = 384
@@ -62,3 +66,10 @@ FUSED_DIM = 128
 # service it was trained with, and serving reads features by that recorded name.
 RECALL_SERVICE = "recall_v1"
 RANKING_SERVICE = "ranking_v1"
+
+# The BentoML model store names training saves under, and the tags indexing and serving load
+# unless told otherwise (MMREC_RECALL_MODEL / MMREC_RANK_MODEL, --model): the newest version.
+RECALL_MODEL_NAME = "recall"
+RANKING_MODEL_NAME = "ranking"
+LATEST_RECALL_MODEL = f"{RECALL_MODEL_NAME}:latest"
+LATEST_RANKING_MODEL = f"{RANKING_MODEL_NAME}:latest"

@@ -11,21 +11,27 @@ from mmrec.errors import UserError
 from mmrec.event_log import log_days
 from mmrec.io import read_json
 from mmrec.settings import Settings
-from mmrec.vocab import CATEGORIES, EVENT_TYPES, MATERIALS, RANKING_TASKS
+from mmrec.vocab import CATEGORIES, CONTENT_MODALITIES, EVENT_TYPES, MATERIALS, RANKING_TASKS
 
 
 class NoWorldError(UserError):
     """The workspace holds no raw data yet."""
 
 
+def no_data_message(settings: Settings) -> str:
+    """What to run when the workspace holds no raw data yet."""
+    ws = settings.workspace
+    return (
+        f"no data in {settings.raw_dir}: run `mmrec data import --events EVENTS --items ITEMS "
+        f"-w {ws}` (your data) or `mmrec generate -w {ws}` (the synthetic world) first"
+    )
+
+
 def read_world_manifest(settings: Settings) -> dict[str, Any]:
     """The manifest's fields; NoWorldError naming the command to run when there is none."""
     path = settings.raw_dir / "manifest.json"
     if not path.exists():
-        raise NoWorldError(
-            f"no data in {settings.raw_dir}: run `mmrec data import` (your data) or "
-            "`mmrec generate` (the synthetic world) first"
-        )
+        raise NoWorldError(no_data_message(settings))
     return read_json(path)
 
 
@@ -87,7 +93,7 @@ class DataProfile:
     @property
     def content_modalities(self) -> tuple[str, ...]:
         """The content modalities the catalog carries: text always, visual with covers."""
-        return ("text", "visual") if self.image else ("text",)
+        return CONTENT_MODALITIES if self.image else ("text",)
 
 
 def data_profile(settings: Settings) -> DataProfile:

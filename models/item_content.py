@@ -3,9 +3,9 @@
 Training reads item rows from Feast's offline store (a point-in-time join at the end of the
 data), serving from the online snapshot of the same feature service; both hand their rows to
 `item_content_from_frame` (ranking) or `models.recall_inputs.item_table_from_frame` (recall),
-which share the two rules here: embeddings are stacked with a width check, and a catalog whose
-rows mix content versions is refused (the rows would live in different embedding spaces).
-`check_content_versions` then holds the catalog to the versions a model was trained with.
+which share two rules: embeddings are stacked with a width check (models/feature_columns.py),
+and a catalog whose rows mix content versions is refused (the rows would live in different
+embedding spaces). `check_content_versions` then holds the catalog to the versions a model was trained with.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from torch import Tensor
 
 from mmrec.arrays import find_sorted
 from mmrec.errors import UserError
-from mmrec.vocab import TEXT_DIM, VISUAL_DIM
+from mmrec.vocab import CONTENT_MODALITIES, TEXT_DIM, VISUAL_DIM
+from models.feature_columns import stack_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -71,26 +72,6 @@ def check_content_versions(
         )
 
 
-def stack_embeddings(
-    column: pd.Series | np.ndarray, width: int, fill: np.ndarray | None = None
-) -> np.ndarray:
-    """(N, width) float32 from a column of vectors; null rows take `fill`'s row (zeros if
-    None); a vector of another width raises ValueError naming the row."""
-    name = getattr(column, "name", "embedding")
-    rows = np.asarray(column, dtype=object)
-    present = np.array([v is not None and not (np.isscalar(v) and pd.isna(v)) for v in rows])
-    if present.all() and len(rows):  # the common case, one vectorised copy (100k rows: ~0.1 s)
-        lengths = {len(v) for v in rows}
-        if lengths == {width}:
-            return np.stack(rows).astype(np.float32, copy=False)
-    out = np.zeros((len(column), width), dtype=np.float32) if fill is None else fill.copy()
-    for i in np.flatnonzero(present):
-        if len(rows[i]) != width:
-            raise ValueError(f"{name} row {i} has {len(rows[i])} values, want {width}")
-        out[i] = rows[i]
-    return out
-
-
 @dataclass
 class ItemContent:
     """Text and visual embeddings per item id; row 0 is the all-zero "no content" row.
@@ -118,7 +99,7 @@ def content_rows(table_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
 
 
 def item_content_from_frame(
-    frame: pd.DataFrame, modalities: tuple[str, ...] = ("text", "visual")
+    frame: pd.DataFrame, modalities: tuple[str, ...] = CONTENT_MODALITIES
 ) -> ItemContent:
     """ItemContent from rows of item_id, text_emb, visual_emb and the version fields (Feast's
     offline rows in training, the online snapshot's columns in serving). `modalities`: the

@@ -1,8 +1,11 @@
 """Multi-task multimodal ranking (issue #5): MMoE over ID, multimodal, GMF, CDR and timeliness.
 
-Scope: the PyTorch model over tensors, its loss and a one-user scoring function. Feast
-training-set builders, training loops and evaluation live elsewhere and talk to this file
-through `UserInputs`, `CandidateInputs` and per-task label dicts.
+Scope: the PyTorch model over tensors and a one-user scoring function. Its inputs are
+models/ranking_tensors.py's, its settings models/ranking_config.py's, its loss
+models/ranking_loss.py's; serving's split of the first layers (the item side precomputed per
+catalog) is serving/ranker_split.py. Feast training-set builders, training loops and
+evaluation live elsewhere and talk to the model through `UserInputs`, `CandidateInputs` and
+per-task label dicts.
 
 Feature blocks, each switched by `RankingConfig` (all off = the ID-only MMoE baseline):
 
@@ -27,21 +30,6 @@ Cold start: a candidate with `is_cold` True gets an all-zero ID embedding, so it
 its modality projections (and DSN residuals, which become real - G(0)). During training
 `id_dropout` zeroes the ID embedding of random candidates so the model learns that path.
 
-Adversarial training (DSN) without a second backward pass: `RankingLoss` returns
-`loss_gen_adv` computed through a frozen copy of the discriminator's parameters (so it moves
-only the generator and the ID embeddings) and `loss_disc` computed on detached inputs (so it
-moves only the discriminator). The two players' objectives touch disjoint parameters, so
-`loss` = task losses + adversarial_weight * loss_gen_adv + loss_disc can be backpropagated once
-and stepped with one optimizer, or with two (`ranking_parameter_groups`, `train_step`) when
-the discriminator needs its own learning rate.
-
-Sparse labels (share, comment, cart, favorite): both levers exist in the config and both are
-used by default. `pos_weight` (BCEWithLogits pos_weight) upweights a task's rare positives
-inside its own loss, so its tower does not collapse to "never"; `task_weights` sets each
-task's share of the total. pos_weight != 1 shifts that task's probabilities upward (they are
-no longer calibrated); ranking order within a task is what it is trained for. Label masks
-leave undefined labels out (e.g. watch for shop pages).
-
 References:
 - seed-article.md (/work/shared): the multimodal ranking, GMF (DSN + MIN) and CDR sections.
 - Ma et al., "Modeling Task Relationships in Multi-task Learning with Multi-gate
@@ -54,254 +42,22 @@ References:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from mmrec.vocab import (
-    MATERIALS,
-    N_CATEGORIES,
-    POSITIONS,
-    RANKING_TASKS,
-    SOURCES,
-    TEXT_DIM,
-    VISUAL_DIM,
-)
 from models.layers import (
     MLP,
     HashEmbedding,
     TargetAttention,
-    TensorBatch,
-    check_index_range,
-    check_tensor,
     inference,
     masked_mean,
     projection,
 )
-
-MODALITIES = ("id", "text", "visual")  # MIN's interest distribution; visual = cover or video frames
-CONTENT_MODALITIES = ("text", "visual")  # modalities with a DSN generator
-
-# ---------------------------------------------------------------------------------------------
-# Inputs
-
-
-@dataclass
-class UserInputs(TensorBatch):
-    """The user and the request context; B = 1 (broadcast to all N candidates) or B = N.
-
-    Fields:
-        seq_item_ids: (B, L) int64 recently clicked content items, padded.
-        seq_mask: (B, L) bool, True = real click (an all-False row = no history).
-        position: (B,) int64 index into POSITIONS (home, inner, detail).
-        source: (B,) int64 index into SOURCES (search, rec).
-        category_affinity: (B, n_categories) float product-domain category affinities;
-            needed by use_cdr.
-        seq_text_emb: (B, L, text_dim) float text embeddings of the clicked items; use_min.
-        seq_visual_emb: (B, L, visual_dim) float visual embeddings of them; use_min.
-        user_id: (B,) int64 the user's key, -1 = a user the model was not trained on (its
-            embedding is zero); needed by use_user_id.
-        seq_category: (B, L) int64 category index of each clicked item, -1 = unknown or
-            padding; needed by use_history_category.
-    """
-
-    seq_item_ids: Tensor
-    seq_mask: Tensor
-    position: Tensor
-    source: Tensor
-    category_affinity: Tensor | None = None
-    seq_text_emb: Tensor | None = None
-    seq_visual_emb: Tensor | None = None
-    user_id: Tensor | None = None
-    seq_category: Tensor | None = None
-
-
-@dataclass
-class CandidateInputs(TensorBatch):
-    """N candidate content items.
-
-    Fields:
-        item_id: (N,) int64.
-        material: (N,) int64 index into MATERIALS (video, live, shop, aggregated).
-        category: (N,) int64 index into CATEGORIES; needed by use_cdr.
-        text_emb: (N, text_dim) float; use_multimodal.
-        visual_emb: (N, visual_dim) float; use_multimodal.
-        age_hours: (N,) float hours since the item was published; use_timeliness.
-        ctr_windows: (N, n_ctr_windows) float windowed CTRs (e.g. 1h, 6h, 1d, 7d); use_timeliness.
-        is_cold: (N,) bool, True = no interaction history, ID embedding is zeroed. Optional.
-    """
-
-    item_id: Tensor
-    material: Tensor
-    category: Tensor | None = None
-    text_emb: Tensor | None = None
-    visual_emb: Tensor | None = None
-    age_hours: Tensor | None = None
-    ctr_windows: Tensor | None = None
-    is_cold: Tensor | None = None
-
-
-@dataclass
-class ItemEncoding(TensorBatch):
-    """What `RankingModel.encode_items` computes from N candidates alone: it depends on no
-    user and no request time, so serving computes it once per catalog snapshot and gathers
-    rows per request (serving/ranker.py).
-
-    Fields: id_emb (N, d) ID embeddings (zero for cold items); material_emb (N, context_dim);
-    category (N,) for CDR; text / visual (N, d) projected modality vectors (multimodal);
-    text_fake / visual_fake (N, d) the DSN generators' output from the ID embedding.
-    """
-
-    id_emb: Tensor
-    material_emb: Tensor
-    category: Tensor | None = None
-    text: Tensor | None = None
-    visual: Tensor | None = None
-    text_fake: Tensor | None = None
-    visual_fake: Tensor | None = None
-
-
-@dataclass(frozen=True)
-class SplitFirstLayers:
-    """The MMoE first layers' weights by input kind (`RankingModel.split_first_layers`):
-    names {kind: block names in input order}, weights {kind: (width of those blocks, H)}, bias
-    (H,); kinds as in `RankingModel.input_layout`."""
-
-    names: dict[str, list[str]]
-    weights: dict[str, Tensor]
-    bias: Tensor
-
-
-# ---------------------------------------------------------------------------------------------
-# Config
-
-
-def _default_pos_weight() -> dict[str, float]:
-    # Roughly inverse positive rates of the sparse tasks relative to click: shares, comments
-    # and carts are ~10x rarer than clicks on content, favourites ~5x.
-    return {"share": 10.0, "comment": 10.0, "cart": 10.0, "favorite": 5.0}
-
-
-@dataclass
-class RankingConfig:
-    """Sizes, switches and loss settings of `RankingModel` and `RankingLoss`."""
-
-    tasks: tuple[str, ...] = RANKING_TASKS
-    n_item_buckets: int = 200_000  # hashed item-ID rows; about the catalog size
-    n_user_buckets: int = 200_000  # hashed user-ID rows (use_user_id)
-    # Width of ID embeddings and of every modality projection: one space, so DSN residuals
-    # (real - generated) and MIN's weighted sum of modality pools are well defined.
-    embed_dim: int = 32
-    text_dim: int = TEXT_DIM  # all-MiniLM-L6-v2
-    visual_dim: int = VISUAL_DIM  # EfficientNet-lite0 pooled
-    n_categories: int = N_CATEGORIES
-    n_positions: int = len(POSITIONS)
-    n_sources: int = len(SOURCES)
-    n_materials: int = len(MATERIALS)
-    context_dim: int = 8  # position / source / material embedding width
-    n_ctr_windows: int = 4
-    attention_hidden: int = 32  # hidden width of target-attention, DSN and MIN nets
-    n_experts: int = 4
-    expert_dims: tuple[int, ...] = (128, 64)
-    tower_dims: tuple[int, ...] = (32,)
-    dropout: float = 0.0
-    use_multimodal: bool = True
-    # The content modalities the data has (text always; visual when the catalog has covers):
-    # projections, DSN generators and MIN's interest weights exist for these only.
-    content_modalities: tuple[str, ...] = CONTENT_MODALITIES
-    use_dsn: bool = True
-    use_min: bool = True
-    use_cdr: bool = True
-    use_timeliness: bool = True
-    # A user-ID embedding and its element-wise crosses with the candidate's ID and modality
-    # vectors: what one user's impressions (clicked or not) say about their taste. Off by
-    # default so models stored before it load as they were; training turns it on.
-    use_user_id: bool = False
-    # The user's click share per category over the click history, and the share at the
-    # candidate's category: category interest in the content domain (CDR's is the product
-    # domain's). Off by default for the same reason.
-    use_history_category: bool = False
-    # CTR windows and history category shares enter as logs (`log_rate`), the shares smoothed
-    # by half a click per category: a rate's effect on a click's log-odds is about linear in
-    # its log, and 0.04 vs 0.08 is a small step for a raw input. Test click AUC on the small
-    # world 0.704 -> 0.722 (cold items 0.656 -> 0.683). Off by default for the same reason.
-    log_rates: bool = False
-    # MIN also hands the ranker, per modality (ID and content), the interest-weighted match
-    # w_m * <candidate_m, pool_m> / sqrt(d) of the candidate with its attention pool over the
-    # user's history in that space: the user x item product an MLP over concatenated vectors
-    # learns slowly. Off by default for the same reason.
-    min_match: bool = False
-    # Training-only probability of zeroing a candidate's ID embedding (the cold path).
-    id_dropout: float = 0.1
-    # Training-only probability of zeroing a user's embedding (the path of users unseen in
-    # training, who are served with user_id -1).
-    user_id_dropout: float = 0.1
-    # BCE pos_weight per task (missing = 1.0); see the module docstring on sparse labels.
-    # None: the defaults of the configured tasks.
-    pos_weight: dict[str, float] | None = None
-    task_weights: dict[str, float] = field(default_factory=dict)  # missing = 1.0
-    adversarial_weight: float = 0.1  # generator's adversarial loss in the total; small = stable
-    seed: int = 0  # parameter initialisation seed (the global RNG is left untouched)
-
-    def __post_init__(self) -> None:
-        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(
-                f"RankingConfig.tasks must be distinct and non-empty, got {self.tasks}"
-            )
-        if self.pos_weight is None:
-            defaults = _default_pos_weight()
-            self.pos_weight = {t: defaults[t] for t in self.tasks if t in defaults}
-        positive = {
-            "n_item_buckets": self.n_item_buckets,
-            "n_user_buckets": self.n_user_buckets,
-            "embed_dim": self.embed_dim,
-            "text_dim": self.text_dim,
-            "visual_dim": self.visual_dim,
-            "n_categories": self.n_categories,
-            "n_positions": self.n_positions,
-            "n_sources": self.n_sources,
-            "n_materials": self.n_materials,
-            "context_dim": self.context_dim,
-            "n_ctr_windows": self.n_ctr_windows,
-            "attention_hidden": self.attention_hidden,
-            "n_experts": self.n_experts,
-        }
-        for name, value in positive.items():
-            if value < 1:
-                raise ValueError(f"RankingConfig.{name} must be >= 1, got {value}")
-        if not self.content_modalities or set(self.content_modalities) - set(CONTENT_MODALITIES):
-            raise ValueError(
-                f"RankingConfig.content_modalities must be some of {CONTENT_MODALITIES}, "
-                f"got {self.content_modalities}"
-            )
-        if not self.expert_dims:
-            raise ValueError("RankingConfig.expert_dims must name at least one layer width")
-        for name in ("use_dsn", "use_min"):
-            if getattr(self, name) and not self.use_multimodal:
-                raise ValueError(f"RankingConfig.{name} needs use_multimodal=True")
-        if self.min_match and not self.use_min:
-            raise ValueError("RankingConfig.min_match needs use_min=True")
-        for name in ("id_dropout", "user_id_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(
-                    f"RankingConfig.{name} must be in [0, 1), got {getattr(self, name)}"
-                )
-        for name in ("pos_weight", "task_weights"):
-            weights = getattr(self, name)
-            unknown = set(weights) - set(self.tasks)
-            if unknown:
-                raise ValueError(f"RankingConfig.{name} names unknown tasks {sorted(unknown)}")
-            negative = {t: w for t, w in weights.items() if w < 0}
-            if negative:
-                raise ValueError(f"RankingConfig.{name} must be >= 0, got {negative}")
-        if self.adversarial_weight < 0:
-            raise ValueError(
-                f"RankingConfig.adversarial_weight must be >= 0, got {self.adversarial_weight}"
-            )
-
+from models.ranking_config import RankingConfig
+from models.ranking_tensors import CandidateInputs, ItemEncoding, UserInputs, check_inputs
 
 # ---------------------------------------------------------------------------------------------
 # Blocks
@@ -419,9 +175,6 @@ class MMoE(nn.Module):
         """Every linear layer that reads x: each expert's first, then each task's gate."""
         return [expert[0] for expert in self.experts] + list(self.gates.values())
 
-    def first_layer_bias(self) -> Tensor:
-        return torch.cat([layer.bias for layer in self.first_layers()])
-
     def forward_first_layer(self, first: Tensor) -> dict[str, Tensor]:
         """`forward` from the first layers' outputs (N, H), laid out as `first_layers`."""
         parts = first.split([layer.out_features for layer in self.first_layers()], dim=1)
@@ -481,74 +234,6 @@ class RankingModel(nn.Module):
         if self.dsn is not None:
             yield from self.dsn.discriminators.parameters()
 
-    def check_inputs(self, user: UserInputs, items: CandidateInputs) -> int:
-        """Raise ValueError when the inputs do not fit the config; return N (candidates)."""
-        c = self.config
-        check_tensor("candidates.item_id", items.item_id, (None,), kind="int")
-        n = items.item_id.shape[0]
-        if n < 1:
-            raise ValueError("candidates must hold at least one item")
-        check_tensor("candidates.material", items.material, (n,), kind="int")
-        check_index_range("candidates.material", items.material, c.n_materials)
-        if items.is_cold is not None:
-            check_tensor("candidates.is_cold", items.is_cold, (n,), kind="bool")
-
-        seq = check_tensor("user.seq_item_ids", user.seq_item_ids, (None, None), kind="int")
-        b, length = seq.shape
-        if b not in (1, n):
-            raise ValueError(
-                f"user inputs must have 1 row (broadcast) or one row per candidate ({n}), got {b}"
-            )
-        check_tensor("user.seq_mask", user.seq_mask, (b, length), kind="bool")
-        check_tensor("user.position", user.position, (b,), kind="int")
-        check_index_range("user.position", user.position, c.n_positions)
-        check_tensor("user.source", user.source, (b,), kind="int")
-        check_index_range("user.source", user.source, c.n_sources)
-        if c.use_user_id:
-            check_tensor("user.user_id", user.user_id, (b,), kind="int")
-        if c.use_history_category:
-            seq_category = check_tensor(
-                "user.seq_category", user.seq_category, (b, length), kind="int"
-            )
-            if seq_category.numel() and (
-                int(seq_category.min()) < -1 or int(seq_category.max()) >= c.n_categories
-            ):
-                raise ValueError(
-                    f"user.seq_category must hold indices in [0, {c.n_categories}) or -1"
-                )
-
-        widths = {"text": c.text_dim, "visual": c.visual_dim}
-        for m in c.content_modalities if c.use_multimodal else ():
-            emb = getattr(items, f"{m}_emb")
-            check_tensor(f"candidates.{m}_emb", emb, (n, widths[m]), kind="float")
-            if c.use_min:
-                seq = getattr(user, f"seq_{m}_emb")
-                check_tensor(f"user.seq_{m}_emb", seq, (b, length, widths[m]), kind="float")
-        if c.use_cdr:
-            check_tensor(
-                "user.category_affinity",
-                user.category_affinity,
-                (b, c.n_categories),
-                kind="float",
-            )
-        if c.use_cdr or c.use_history_category:
-            check_tensor("candidates.category", items.category, (n,), kind="int")
-            category = items.category
-            if category.numel() and (
-                int(category.min()) < -1 or int(category.max()) >= c.n_categories
-            ):
-                raise ValueError(
-                    f"candidates.category must hold indices in [0, {c.n_categories}) or -1 "
-                    f"(outside the data's category list), got values in "
-                    f"[{int(category.min())}, {int(category.max())}]"
-                )
-        if c.use_timeliness:
-            check_tensor("candidates.age_hours", items.age_hours, (n,), kind="float")
-            check_tensor(
-                "candidates.ctr_windows", items.ctr_windows, (n, c.n_ctr_windows), kind="float"
-            )
-        return n
-
     def _candidate_id_embedding(self, items: CandidateInputs) -> Tensor:
         """(N, d) ID embeddings, zeroed for cold candidates and, in training, for a random
         `id_dropout` share of them (the cold path)."""
@@ -591,7 +276,7 @@ class RankingModel(nn.Module):
         return {m: projections[m](embeddings[m]) for m in self.config.content_modalities}
 
     def forward(self, user: UserInputs, items: CandidateInputs) -> dict[str, Tensor]:
-        self.check_inputs(user, items)
+        check_inputs(self.config, user, items)
         enc = self.encode_items(items)
         out = self.forward_encoded(
             user, enc, self.project_history(user), items.age_hours, items.ctr_windows
@@ -606,7 +291,7 @@ class RankingModel(nn.Module):
     def input_layout(self) -> list[tuple[str, int, str]]:
         """The MMoE input's column blocks in order, as (name, width, kind). Kind "user": one
         row per user, broadcast to the candidates; "item": the candidate alone (serving
-        precomputes its share of the first layers per catalog, `item_first_layer`); "pair":
+        precomputes its share of the first layers per catalog, serving/ranker_split.py); "pair":
         the user x candidate part or the request time."""
         c, d = self.config, self.config.embed_dim
         modalities = c.content_modalities if c.use_multimodal else ()
@@ -643,8 +328,9 @@ class RankingModel(nn.Module):
             keep = keep & (torch.rand(keep.shape, device=emb.device) >= self.config.user_id_dropout)
         return emb * keep.unsqueeze(1).to(emb.dtype)
 
-    def _item_blocks(self, enc: ItemEncoding, ctr_windows: Tensor | None) -> dict[str, Tensor]:
-        """The "item" blocks of the MMoE input, (N, width) each."""
+    def item_blocks(self, enc: ItemEncoding, ctr_windows: Tensor | None) -> dict[str, Tensor]:
+        """The "item" blocks of the MMoE input, (N, width) each: what depends on the candidate
+        alone."""
         blocks = {"item_id": enc.id_emb, "material": enc.material_emb}
         for m in self.config.content_modalities if self.config.use_multimodal else ():
             blocks[m] = getattr(enc, m)
@@ -654,32 +340,6 @@ class RankingModel(nn.Module):
             blocks["ctr"] = log_rate(ctr_windows) if self.config.log_rates else ctr_windows
         return blocks
 
-    def split_first_layers(self) -> SplitFirstLayers:
-        """The MMoE first layers' weights (experts, then gates) split by input kind."""
-        with torch.no_grad():
-            weight = torch.cat([layer.weight for layer in self.mmoe.first_layers()])  # (H, D)
-            names: dict[str, list[str]] = {"user": [], "item": [], "pair": []}
-            columns: dict[str, list[Tensor]] = {"user": [], "item": [], "pair": []}
-            start = 0
-            for name, width, kind in self.input_layout():
-                names[kind].append(name)
-                columns[kind].append(weight[:, start : start + width])
-                start += width
-            weights = {
-                kind: torch.cat(parts, dim=1).T.contiguous() for kind, parts in columns.items()
-            }
-            return SplitFirstLayers(names, weights, self.mmoe.first_layer_bias().detach())
-
-    def item_first_layer(
-        self, enc: ItemEncoding, ctr_windows: Tensor | None, split: SplitFirstLayers
-    ) -> Tensor:
-        """(N, H): the "item" blocks' share of every MMoE first layer (no bias), for
-        `forward_encoded(..., item_first_layer=..., split=split)`."""
-        blocks = self._item_blocks(enc, ctr_windows)
-        return (
-            torch.cat([blocks[name] for name in split.names["item"]], dim=1) @ split.weights["item"]
-        )
-
     def forward_encoded(
         self,
         user: UserInputs,
@@ -687,16 +347,36 @@ class RankingModel(nn.Module):
         histories: dict[str, Tensor],
         age_hours: Tensor | None,
         ctr_windows: Tensor | None,
-        item_first_layer: Tensor | None = None,
-        split: SplitFirstLayers | None = None,
     ) -> dict[str, Tensor]:
         """Logits per task from encoded candidates (`encode_items`), the projected history
         (`project_history`) and the candidates' timeliness inputs; "min_weights" with MIN.
-        With `item_first_layer` (the candidates' rows of `item_first_layer`) and the `split`
-        it was made with, the "item" blocks are not multiplied again. Inputs are not checked
-        here: `forward` checks them, serving builds them itself."""
-        c = self.config
+        Inputs are not checked here: `forward` checks them."""
+        blocks, out = self.input_blocks(user, enc, histories, age_hours, ctr_windows)
         n = enc.id_emb.shape[0]
+        x = torch.cat(
+            [
+                blocks[name].expand(n, -1) if kind == "user" else blocks[name]
+                for name, _, kind in self.input_layout()
+            ],
+            dim=1,
+        )  # (N, D)
+        out.update(self.mmoe(x))
+        return out
+
+    def input_blocks(
+        self,
+        user: UserInputs,
+        enc: ItemEncoding,
+        histories: dict[str, Tensor],
+        age_hours: Tensor | None,
+        ctr_windows: Tensor | None,
+        item_side: bool = True,
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """The MMoE input's blocks by name, as `input_layout` lists them ("user" blocks (B,
+        width), the others (N, width)), and the outputs besides the logits ("min_weights" with
+        MIN). `item_side=False` leaves the "item" blocks out (serving/ranker_split.py has
+        their share of the first layers precomputed; `ctr_windows` may then be None)."""
+        c = self.config
         out: dict[str, Tensor] = {}
         history_id = self.item_id_embedding(user.seq_item_ids)  # (B, L, d)
         id_interest = self.id_attention(enc.id_emb, history_id, user.seq_mask)  # (N, d)
@@ -705,8 +385,8 @@ class RankingModel(nn.Module):
             "source": self.source_embedding(user.source),
             "id_interest": id_interest,
         }
-        if item_first_layer is None:
-            blocks.update(self._item_blocks(enc, ctr_windows))
+        if item_side:
+            blocks.update(self.item_blocks(enc, ctr_windows))
         if self.min is not None:
             modalities = c.content_modalities
             real = {m: getattr(enc, m) for m in modalities}  # (N, d)
@@ -737,24 +417,7 @@ class RankingModel(nn.Module):
             blocks["user_x_item_id"] = user_emb * enc.id_emb  # (N, d)
             for m in c.content_modalities if c.use_multimodal else ():
                 blocks[f"user_x_{m}"] = user_emb * getattr(enc, m)
-
-        if item_first_layer is None:
-            x = torch.cat(
-                [
-                    blocks[name].expand(n, -1) if kind == "user" else blocks[name]
-                    for name, _, kind in self.input_layout()
-                ],
-                dim=1,
-            )  # (N, D)
-            out.update(self.mmoe(x))
-            return out
-        split = split or self.split_first_layers()
-        first = item_first_layer + split.bias
-        for kind in ("user", "pair"):  # user rows (1, H) broadcast over the candidates
-            inputs = torch.cat([blocks[name] for name in split.names[kind]], dim=1)
-            first = first + inputs @ split.weights[kind]
-        out.update(self.mmoe.forward_first_layer(first))
-        return out
+        return blocks, out
 
 
 def category_shares(
@@ -786,149 +449,7 @@ def _at_category(per_category: Tensor, category: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Loss
-
-
-class RankingLoss(nn.Module):
-    """Training wrapper: masked, pos-weighted BCE per task plus the DSN adversarial losses.
-
-    forward(user, candidates, labels, label_masks) returns:
-        "loss": scalar to backpropagate = loss_tasks + adversarial_weight * loss_gen_adv
-            + loss_disc (the last two only with use_dsn);
-        "loss_tasks": sum over tasks of task_weight * loss_{task};
-        "loss_{task}": mean BCE over the task's unmasked rows (0 when none);
-        "loss_gen_adv", "loss_disc": the generator's and discriminator's losses (use_dsn);
-        "logits_{task}": the model's logits.
-    Everything except "loss" is detached, for logging.
-    """
-
-    def __init__(self, model: RankingModel) -> None:
-        super().__init__()
-        self.model = model
-        c = model.config
-        self.register_buffer(
-            "pos_weight",
-            torch.tensor([c.pos_weight.get(t, 1.0) for t in c.tasks]),
-            persistent=False,
-        )
-        self.task_weights = [c.task_weights.get(t, 1.0) for t in c.tasks]
-
-    def dsn_losses(self, out: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """(loss_gen_adv, loss_disc) from a forward output with DSN internals.
-
-        loss_gen_adv: BCE(D(fake), real) through frozen discriminator parameters; moves the
-            generators (and through them the ID embeddings).
-        loss_disc: BCE(D(real), real) + BCE(D(fake), fake) on detached inputs, halved; moves
-            only the discriminators. Both are averaged over the content modalities.
-        """
-        dsn = self.model.dsn
-        if dsn is None:
-            raise ValueError("dsn_losses needs a model built with use_dsn=True")
-        condition = out["dsn_condition"].detach()
-        gen, disc = [], []
-        for m in self.model.config.content_modalities:
-            real, fake = out[f"dsn_real_{m}"], out[f"dsn_fake_{m}"]
-            fooled = dsn.discriminate(m, condition, fake, frozen=True)
-            gen.append(F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled)))
-            on_real = dsn.discriminate(m, condition, real.detach())
-            on_fake = dsn.discriminate(m, condition, fake.detach())
-            disc.append(
-                0.5 * F.binary_cross_entropy_with_logits(on_real, torch.ones_like(on_real))
-                + 0.5 * F.binary_cross_entropy_with_logits(on_fake, torch.zeros_like(on_fake))
-            )
-        return torch.stack(gen).mean(), torch.stack(disc).mean()
-
-    def forward(
-        self,
-        user: UserInputs,
-        items: CandidateInputs,
-        labels: dict[str, Tensor],
-        label_masks: dict[str, Tensor] | None = None,
-    ) -> dict[str, Tensor]:
-        """
-        Args:
-            user, items: model inputs (see `RankingModel`).
-            labels: {task: (N,) float in [0, 1]} for every task in the config; soft targets
-                are allowed (e.g. watch ratio).
-            label_masks: optional {task: (N,) bool}, True = the label is defined for the row.
-                Tasks without a mask use every row.
-        """
-        c = self.model.config
-        label_masks = label_masks or {}
-        missing = [t for t in c.tasks if t not in labels]
-        if missing:
-            raise ValueError(f"labels lack tasks {missing}; give every task in config.tasks")
-        unknown = set(label_masks) - set(c.tasks)
-        if unknown:
-            raise ValueError(f"label_masks name unknown tasks {sorted(unknown)}")
-        out = self.model(user, items)
-        n = items.item_id.shape[0]
-        losses: dict[str, Tensor] = {}
-        loss_tasks = out[f"logits_{c.tasks[0]}"].new_zeros(())
-        for i, task in enumerate(c.tasks):
-            target = check_tensor(f"labels[{task!r}]", labels[task], (n,), kind="float")
-            per_row = F.binary_cross_entropy_with_logits(
-                out[f"logits_{task}"], target, pos_weight=self.pos_weight[i], reduction="none"
-            )
-            mask = label_masks.get(task)
-            if mask is None:
-                task_loss = per_row.mean()
-            else:
-                check_tensor(f"label_masks[{task!r}]", mask, (n,), kind="bool")
-                weights = mask.to(per_row.dtype)
-                task_loss = (per_row * weights).sum() / weights.sum().clamp(min=1.0)
-            losses[f"loss_{task}"] = task_loss
-            loss_tasks = loss_tasks + self.task_weights[i] * task_loss
-        loss = loss_tasks
-        if self.model.dsn is not None:
-            loss_gen_adv, loss_disc = self.dsn_losses(out)
-            losses["loss_gen_adv"], losses["loss_disc"] = loss_gen_adv, loss_disc
-            loss = loss + c.adversarial_weight * loss_gen_adv + loss_disc
-        result = {name: value.detach() for name, value in losses.items()}
-        result.update({k: v.detach() for k, v in out.items() if k.startswith("logits_")})
-        result["loss_tasks"] = loss_tasks.detach()
-        result["loss"] = loss
-        return result
-
-
-def ranking_parameter_groups(model: RankingModel) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(ranker parameters, discriminator parameters), for two optimizers in `train_step`."""
-    disc_ids = {id(p) for p in model.discriminator_parameters()}
-    ranker = [p for p in model.parameters() if id(p) not in disc_ids]
-    return ranker, list(model.discriminator_parameters())
-
-
-def train_step(
-    loss_fn: RankingLoss,
-    user: UserInputs,
-    items: CandidateInputs,
-    labels: dict[str, Tensor],
-    optimizer: torch.optim.Optimizer,
-    disc_optimizer: torch.optim.Optimizer | None = None,
-    label_masks: dict[str, Tensor] | None = None,
-) -> dict[str, float]:
-    """One step of the ranker and (with use_dsn) the adversarial game.
-
-    One backward pass suffices because the generator's and the discriminator's losses touch
-    disjoint parameters (see the module docstring). With `disc_optimizer`, `optimizer` holds
-    the ranker parameters and `disc_optimizer` the discriminators' (`ranking_parameter_groups`);
-    without it, `optimizer` holds all of them.
-
-    Returns:
-        every loss in the wrapper's output, as floats.
-    """
-    optimizers = [optimizer] + ([disc_optimizer] if disc_optimizer is not None else [])
-    for opt in optimizers:
-        opt.zero_grad(set_to_none=True)
-    losses = loss_fn(user, items, labels, label_masks)
-    losses["loss"].backward()
-    for opt in optimizers:
-        opt.step()
-    return {k: float(v.detach()) for k, v in losses.items() if k.startswith("loss")}
-
-
-# ---------------------------------------------------------------------------------------------
-# Serving
+# Scoring
 
 
 def score_candidates(
@@ -954,39 +475,12 @@ def score_candidates(
     return {task: torch.sigmoid(out[f"logits_{task}"]) for task in model.config.tasks}
 
 
-def score_encoded(
-    model: RankingModel,
-    user: UserInputs,
-    enc: ItemEncoding,
-    histories: dict[str, Tensor],
-    age_hours: Tensor | None,
-    ctr_windows: Tensor | None,
-    item_first_layer: Tensor | None = None,
-    split: SplitFirstLayers | None = None,
-) -> dict[str, Tensor]:
-    """`score_candidates` from candidates already encoded by `model.encode_items`, a history
-    already projected by `model.project_history` and optionally the candidates' rows of
-    `model.item_first_layer` (serving precomputes all three per catalog)."""
-    with inference(model):
-        out = model.forward_encoded(
-            user, enc, histories, age_hours, ctr_windows, item_first_layer, split
-        )
-    return {task: torch.sigmoid(out[f"logits_{task}"]) for task in model.config.tasks}
-
-
 __all__ = [
-    "MODALITIES",
-    "CandidateInputs",
-    "ItemEncoding",
-    "RankingConfig",
-    "RankingLoss",
+    "DSNResidual",
+    "MMoE",
+    "ModalityInterest",
     "RankingModel",
-    "SplitFirstLayers",
-    "UserInputs",
     "category_shares",
     "log_rate",
-    "ranking_parameter_groups",
     "score_candidates",
-    "score_encoded",
-    "train_step",
 ]

@@ -42,16 +42,20 @@ from torch import Tensor
 
 from feature_pipelines.item_stats import PRIOR_CTR
 from mmrec.arrays import find_sorted
+from mmrec.errors import UserError
 from mmrec.vocab import (
     CATEGORIES,
+    CONTENT_MODALITIES,
     MATERIALS,
     POSITIONS,
     RANKING_SERVICE,
     RANKING_TASKS,
     SOURCES,
 )
+from models.feature_columns import padded_sequences, stack_embeddings
 from models.item_content import CONTENT_VERSION_FIELDS, ItemContent, item_content_from_frame
-from models.ranking import CandidateInputs, RankingConfig, UserInputs
+from models.ranking_config import RankingConfig
+from models.ranking_tensors import CandidateInputs, UserInputs
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +75,13 @@ def content_projection(store) -> list[str] | None:
             wanted = ("text_emb", "visual_emb", *CONTENT_VERSION_FIELDS)
             missing = [n for n in wanted if n not in names]
             if missing:
-                raise ValueError(f"the {FEATURE_SERVICE} service's {CONTENT_VIEW} lacks {missing}")
+                raise UserError(f"the {FEATURE_SERVICE} service's {CONTENT_VIEW} lacks {missing}")
             return [f"{CONTENT_VIEW}:{n}" for n in wanted]
     return None
 
 
 def load_item_content(
-    store, item_ids: np.ndarray, at: datetime, modalities: tuple[str, ...] = ("text", "visual")
+    store, item_ids: np.ndarray, at: datetime, modalities: tuple[str, ...] = CONTENT_MODALITIES
 ) -> ItemContent | None:
     """One content row per item through Feast's point-in-time join at `at`.
 
@@ -136,7 +140,7 @@ def require_content(config: RankingConfig, content: ItemContent | None) -> None:
     """Refuse multimodal configs when no content embeddings exist (the documented choice:
     no silent zero vectors standing in for a whole modality)."""
     if config.use_multimodal and content is None:
-        raise ValueError(
+        raise UserError(
             f"the {FEATURE_SERVICE} feature service has no {CONTENT_VIEW} view: run "
             "`mmrec content encode`, add the view to the service and `mmrec features apply`, "
             "then rebuild the sets; or train ID-only (--no-multimodal --no-dsn --no-min)"
@@ -245,35 +249,6 @@ def _index(values: pd.Series, vocab: tuple[str, ...], name: str) -> Tensor:
     return torch.from_numpy(codes.to_numpy(np.int64))
 
 
-def _sequences(column: pd.Series, max_len: int) -> np.ndarray:
-    """(N, max_len) int64 item ids, newest first, -1 = padding (null list = no history)."""
-    out = np.full((len(column), max_len), -1, dtype=np.int64)
-    previous = None
-    for i, seq in enumerate(column.to_numpy()):
-        if i and seq is previous:  # serving repeats one user's list object on every row
-            out[i] = out[i - 1]
-        elif seq is not None and len(seq):
-            head = np.asarray(seq[:max_len], dtype=np.int64)
-            out[i, : len(head)] = head
-        previous = seq
-    return out
-
-
-def _float_matrix(column: pd.Series, width: int) -> np.ndarray:
-    """(N, width) float32 from a list column; null rows are zeros."""
-    out = np.zeros((len(column), width), dtype=np.float32)
-    previous = None
-    for i, values in enumerate(column.to_numpy()):
-        if i and values is previous:  # the same object as the row before (serving's user side)
-            out[i] = out[i - 1]
-        elif values is not None:
-            if len(values) != width:
-                raise ValueError(f"{column.name} row {i} has {len(values)} values, want {width}")
-            out[i] = values
-        previous = values
-    return out
-
-
 def build_ranking_data(
     frame: pd.DataFrame,
     content: ItemContent | None,
@@ -298,13 +273,13 @@ def build_ranking_data(
     required += [f"label_{t}" for t in tasks]
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise ValueError(f"the ranking set lacks columns {missing}: rebuild it with build-sets")
+        raise UserError(f"the ranking set lacks columns {missing}: rebuild it with build-sets")
     unpublished = frame.material.isna() | frame.category.isna()
     frame = frame.loc[~unpublished].reset_index(drop=True)
     if frame.empty:
-        raise ValueError("the ranking split has no row with item attributes")
+        raise UserError("the ranking split has no row with item attributes: run the feature stages")
 
-    seq = _sequences(frame[SEQUENCE_FEATURE], max_seq_len)
+    seq = padded_sequences(frame[SEQUENCE_FEATURE], max_seq_len)
     seq_mask = seq >= 0
     seq = np.where(seq_mask, seq, 0)
     item_ids = frame.item_id.to_numpy(np.int64)
@@ -340,7 +315,7 @@ def build_ranking_data(
         position=_index(frame.position, POSITIONS, "position"),
         source=_index(frame.source, SOURCES, "source"),
         category_affinity=torch.from_numpy(
-            _float_matrix(frame.cdr_category_affinity, n_categories)
+            stack_embeddings(frame.cdr_category_affinity, n_categories)
         ),
         item_id=torch.from_numpy(item_ids),
         material=_index(frame.material, MATERIALS, "material"),
@@ -364,6 +339,6 @@ def referenced_items(frames: list[pd.DataFrame], max_seq_len: int) -> np.ndarray
     click sequence: the ids the content table must hold."""
     ids = [f.item_id.to_numpy(np.int64) for f in frames]
     for f in frames:
-        seq = _sequences(f[SEQUENCE_FEATURE], max_seq_len)
+        seq = padded_sequences(f[SEQUENCE_FEATURE], max_seq_len)
         ids.append(seq[seq >= 0])
     return np.unique(np.concatenate(ids))

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmrec.vocab import N_CATEGORIES, TEXT_DIM, VISUAL_DIM
+from mmrec.vocab import CONTENT_MODALITIES, N_CATEGORIES, TEXT_DIM, VISUAL_DIM
 from models.layers import (
     MLP,
     HashEmbedding,
@@ -54,7 +54,7 @@ from models.layers import (
 )
 
 CHANNELS = ("s2v", "v2v", "u2v")
-ITEM_FIELDS = ("id", "text", "visual", "tags")
+ITEM_FIELDS = ("id", *CONTENT_MODALITIES, "tags")
 INTERACTIONS = ("attention", "fm")
 SEQ_POOLINGS = ("mean", "attention")
 

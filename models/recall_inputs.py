@@ -39,20 +39,20 @@ import torch
 from torch import Tensor
 
 from mmrec.arrays import find_sorted
+from mmrec.errors import UserError
 from mmrec.feast_store import service_refs_by_entity
 from mmrec.vocab import CATEGORIES, FUSED_DIM, RECALL_SERVICE, TEXT_DIM, VISUAL_DIM
+from models.feature_columns import padded_sequences, stack_embeddings
 from models.item_content import (
     CONTENT_VERSION_FIELDS,
     NO_VERSION,
     content_versions,
-    stack_embeddings,
 )
 from models.recall import ItemInputs, Query, SkuQuery, UserQuery
 
 log = logging.getLogger(__name__)
 
 FEATURE_SERVICE = RECALL_SERVICE
-CONTENT_VIEWS = ("item_embeddings", "item_tags")
 VERSION_FIELDS = (*CONTENT_VERSION_FIELDS, "tag_model_version")
 SEQUENCE_FEATURE = "item_click_seq"  # newest first, as written by feature_pipelines
 # The hashed ID table maps -1 to its last bucket; the table is sized with headroom
@@ -76,13 +76,13 @@ def read_rows(settings, split: str) -> pd.DataFrame:
         (settings.training_set_dir(FEATURE_SERVICE) / f"split={split}").glob("*.parquet")
     )
     if not files:
-        raise FileNotFoundError(
+        raise UserError(
             f"no recall {split} split in {settings.training_set_dir(FEATURE_SERVICE)}: "
             "run `mmrec train build-sets`"
         )
     missing = [c for c in ROW_COLUMNS if c not in pq.read_schema(files[0]).names]
     if missing:
-        raise ValueError(f"the recall set lacks columns {missing}: rebuild it with build-sets")
+        raise UserError(f"the recall set lacks columns {missing}: rebuild it with build-sets")
     return pd.concat(
         [pd.read_parquet(f, columns=list(ROW_COLUMNS)) for f in files], ignore_index=True
     )
@@ -181,9 +181,7 @@ def catalog_ids(settings) -> np.ndarray:
     """Every item id of the world's catalog (keys only; features come through Feast)."""
     path = Path(settings.raw_dir) / "items.parquet"
     if not path.exists():
-        raise FileNotFoundError(
-            f"no catalog at {path}: run `mmrec data import` or `mmrec generate` first"
-        )
+        raise UserError(f"no catalog at {path}: run `mmrec data import` or `mmrec generate` first")
     return np.unique(pd.read_parquet(path, columns=["item_id"]).item_id.to_numpy(np.int64))
 
 
@@ -210,7 +208,7 @@ def item_table_from_frame(
     unpublished = frame.material.isna()
     frame = frame.loc[~unpublished].sort_values("item_id").reset_index(drop=True)
     if frame.empty:
-        raise ValueError("no item has attributes in the feature store: run the feature stages")
+        raise UserError("no item has attributes in the feature store: run the feature stages")
     one_hot = _category_one_hot(frame.category_index, len(categories))
     content = {"text_emb", "visual_emb", "category_probs", "quality_score"} <= set(frame.columns)
     stats = {"items": len(frame), "items_unpublished": int(unpublished.sum())}
@@ -301,16 +299,6 @@ class ChannelData:
         )
 
 
-def _sequences(column: pd.Series, max_len: int) -> np.ndarray:
-    """(N, max_len) int64 item ids, newest first, -1 = padding (null list = no history)."""
-    out = np.full((len(column), max_len), -1, dtype=np.int64)
-    for i, seq in enumerate(column.to_numpy()):
-        if seq is not None and len(seq):
-            head = np.asarray(seq[:max_len], dtype=np.int64)
-            out[i, : len(head)] = head
-    return out
-
-
 def channel_data(
     rows: pd.DataFrame, channel: str, table: ItemTable, max_seq_len: int = 20
 ) -> tuple[ChannelData, dict[str, int]]:
@@ -328,7 +316,7 @@ def channel_data(
         stats["v2v_rows_seed_unpublished"] = int((seed_rows < 0).sum())
         frame = frame[seed_rows >= 0]
     frame = frame.reset_index(drop=True)
-    seq = _sequences(frame[SEQUENCE_FEATURE], max_seq_len)
+    seq = padded_sequences(frame[SEQUENCE_FEATURE], max_seq_len)
     seq_rows = np.where(seq >= 0, table.rows(seq, missing=-1), -1)
     seed_rows = np.full(len(frame), -1, dtype=np.int64)
     query: Query

@@ -4,8 +4,8 @@ A model is saved as its state dict plus its config (a dataclass, as JSON) and me
 ties it to the data it was trained on: the feature service, the content encoder versions and
 the evaluation metrics. The store is `Settings.model_store_dir`: BENTOML_HOME when set, else
 `<workspace>/data/bentoml`, so a workspace carries its own models. It is opened explicitly
-(BentoML's `_model_store` argument) rather than through BENTOML_HOME, so nothing here has to
-change the process's environment.
+(mmrec/bentoml_internals.py) rather than through BENTOML_HOME, so nothing here has to change
+the process's environment.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmrec import bentoml_internals
 from mmrec.arrays import find_sorted
 from mmrec.errors import UserError
 from mmrec.settings import Settings
@@ -33,14 +34,9 @@ KNOWN_USERS = "known_user_ids"  # the users a ranker's user-ID table learned
 
 def model_store(settings: Settings):
     """The workspace's BentoML model store (created on first use)."""
-    # BentoML opens other stores only through BENTOML_HOME (read once per process) or this
-    # class, which its public functions take as `_model_store`.
-    from bentoml._internal.models import ModelStore
-
-    settings.model_store_dir.mkdir(parents=True, exist_ok=True)
     models = settings.model_store_dir / "models"
-    models.mkdir(exist_ok=True)
-    return ModelStore(models)
+    models.mkdir(parents=True, exist_ok=True)
+    return bentoml_internals.model_store(models)
 
 
 def save_model(
@@ -53,13 +49,12 @@ def save_model(
 ) -> str:
     """Save weights + config (+ named numpy `arrays`, e.g. the item ids the ID table knows)
     under a new version of `name`; returns the tag ("name:version")."""
-    import bentoml
 
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"config must be a dataclass, got {type(config).__name__}")
     json.dumps(metadata)  # metadata must be plain JSON: fail here, not inside BentoML
-    with bentoml.models.create(
-        name, metadata=metadata, labels={"stage": "trained"}, _model_store=model_store(settings)
+    with bentoml_internals.create_model(
+        model_store(settings), name, metadata=metadata, labels={"stage": "trained"}
     ) as stored:
         torch.save(model.state_dict(), stored.path_of(WEIGHTS_FILE))
         Path(stored.path_of(CONFIG_FILE)).write_text(
@@ -74,11 +69,10 @@ def stored_model(settings: Settings, ref: Any):
     """The stored BentoML model of `ref`: a tag ("name:latest" too) in the workspace's store,
     or a stored model itself (what a service's `bentoml.models.BentoModel` attribute resolves
     to inside a bento)."""
-    import bentoml
 
     if hasattr(ref, "path_of"):
         return ref
-    return bentoml.models.get(ref, _model_store=model_store(settings))
+    return bentoml_internals.get_model(model_store(settings), ref)
 
 
 def load_model(
@@ -86,18 +80,28 @@ def load_model(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a saved model in eval mode; returns (model, metadata). `ref`: see stored_model."""
     stored = stored_model(settings, ref)
-    fields = json.loads(Path(stored.path_of(CONFIG_FILE)).read_text())
+    config = config_from_stored(
+        config_cls, json.loads(Path(stored.path_of(CONFIG_FILE)).read_text())
+    )
+    model = model_cls(config)
+    model.load_state_dict(torch.load(stored.path_of(WEIGHTS_FILE), weights_only=True))
+    return model.eval(), dict(stored.info.metadata)
+
+
+def config_from_stored(config_cls: type, fields: dict[str, Any]) -> Any:
+    """A config dataclass from its stored JSON fields: through the class's `upgrade_stored`
+    when it has one (a config of an older format takes that format's defaults), with JSON's
+    lists turned back into the tuples of tuple-typed fields."""
+    upgrade = getattr(config_cls, "upgrade_stored", None)
+    if upgrade is not None:
+        fields = upgrade(fields)
     types = {f.name: f.type for f in dataclasses.fields(config_cls)}
-    # JSON turns tuples into lists: give tuple-typed fields their tuples back
-    config = config_cls(
+    return config_cls(
         **{
             k: tuple(v) if isinstance(v, list) and "tuple" in str(types.get(k)) else v
             for k, v in fields.items()
         }
     )
-    model = model_cls(config)
-    model.load_state_dict(torch.load(stored.path_of(WEIGHTS_FILE), weights_only=True))
-    return model.eval(), dict(stored.info.metadata)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,14 +146,19 @@ def load_stored(
     settings: Settings, ref: Any, model_cls: type[torch.nn.Module], config_cls: type, train: str
 ) -> LoadedModel:
     """Model `ref` (a tag in the workspace's store, or a stored model) with the item ids its
-    ID table learned. A tag the store lacks is a FileNotFoundError that names `train`, the
-    command that makes it."""
+    ID table learned. A tag the store lacks is a UserError that names `train`, the command
+    that makes it."""
     import bentoml
 
+    if isinstance(ref, str):
+        try:
+            bentoml.Tag.from_taglike(ref)
+        except ValueError as err:  # BentoML's answer to a malformed tag
+            raise UserError(f"model {ref!r}: {err}") from None
     try:
         stored = stored_model(settings, ref)
     except bentoml.exceptions.NotFound:
-        raise FileNotFoundError(
+        raise UserError(
             f"no model {ref!r} in the BentoML store at {settings.model_store_dir}: run `{train}`"
         ) from None
     model, metadata = load_model(settings, stored, model_cls, config_cls)

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from mmrec.cli_common import StageApp, Workspace, cli_settings, console, fail
+from mmrec.errors import UserError
 
 app = StageApp(help="BentoML service: build the bento, serve it, send a request.")
 
@@ -33,20 +34,33 @@ def served(workspace: Path | None) -> Iterator[str]:
 
 @app.command("demo")
 def demo(
-    user_id: Annotated[int, typer.Option(help="User to recommend for.")] = 3,
+    user_id: Annotated[
+        str, typer.Option(help="User to recommend for, by the data's own id.")
+    ] = "3",
     scene: Annotated[str, typer.Option(help="home, inner or detail.")] = "home",
     k: Annotated[int, typer.Option(help="Items to return (1..200).")] = 10,
-    context_sku_id: Annotated[int | None, typer.Option(help="SKU on screen (S2V seed).")] = None,
+    context_sku_id: Annotated[
+        str | None, typer.Option(help="SKU on screen (S2V seed), by its own id.")
+    ] = None,
     workspace: Workspace = None,
 ) -> None:
     """`bentoml build`, `bentoml serve` the bento, POST /recommend once, print the answer, stop."""
     import httpx
+    from pydantic import ValidationError
 
+    from mmrec.id_map import WorkspaceIds
     from serving.schemas import RecommendRequest
 
-    body = RecommendRequest(
-        user_id=user_id, scene=scene, k=k, context_sku_id=context_sku_id
-    ).model_dump(exclude_none=True)
+    # the ids as the data has them (an integer in an integer-id workspace), checked before
+    # the bento is built
+    ids = WorkspaceIds.load(cli_settings(workspace))
+    user = ids.user.parse(user_id, "--user-id")
+    sku = None if context_sku_id is None else ids.sku.parse(context_sku_id, "--context-sku-id")
+    try:
+        request = RecommendRequest(user_id=user, scene=scene, k=k, context_sku_id=sku)
+    except ValidationError as err:
+        raise UserError(f"a request the service would refuse (400): {err}") from None
+    body = request.model_dump(exclude_none=True)
     with served(workspace) as url:
         console.print(f"POST {url}/recommend {json.dumps(body)}")
         response = httpx.post(f"{url}/recommend", json=body, timeout=60)
@@ -64,7 +78,8 @@ def demo(
 def screenshot(
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("docs/feed.png"),
     user_id: Annotated[
-        int | None, typer.Option(help="User to show (default: the page's first).")
+        str | None,
+        typer.Option(help="User to show, by the data's own id (default: the page's first)."),
     ] = None,
     workspace: Workspace = None,
 ) -> None:
@@ -74,7 +89,7 @@ def screenshot(
     with served(workspace) as url, feed_page(f"{url}/feed/") as page:
         if user_id is not None:
             stamp = page.evaluate("() => document.body.dataset.loaded")
-            page.fill("#user", str(user_id))
+            page.fill("#user", user_id)
             page.click("#go")
             wait_for_refresh(page, stamp)
         out.parent.mkdir(parents=True, exist_ok=True)

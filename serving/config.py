@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmrec.settings import Settings, SettingsError
-from mmrec.vocab import FRESH, POPULAR, S2V, TERM, U2V, V2V
+from mmrec.vocab import (
+    FRESH,
+    LATEST_RANKING_MODEL,
+    LATEST_RECALL_MODEL,
+    POPULAR,
+    S2V,
+    TERM,
+    U2V,
+    V2V,
+)
 from serving.mixing import MixConfig
 
 CLOCKS = ("world", "wall")
@@ -33,8 +42,8 @@ class ServingConfig:
     """Models, clock and stage sizes of one service process."""
 
     # BentoML model tags, or the stored models a bento's service resolved them to
-    recall_model: Any = "recall:latest"
-    rank_model: Any = "ranking:latest"
+    recall_model: Any = LATEST_RECALL_MODEL
+    rank_model: Any = LATEST_RANKING_MODEL
     clock: str = "world"
     candidates: int = 500  # items ranked per request (the merge's total)
     quotas: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_CHANNEL_QUOTAS))

@@ -1,6 +1,8 @@
 """POST /events: log every accepted event durably, then fold it into the users' online sequences.
 
 Per request (`EventIntake.accept`):
+0. turn the events' ids (the data's own: integers or strings) into the platform's keys
+   (serving/ids.py): an unknown item or SKU is a 400 naming the field, a new shopper gets a key;
 1. check the events against the raw-data contract and the catalog (ingest/event_log.py): an
    unknown item or SKU, or a time after the service clock, is a 400 naming the field;
 2. under the write locks of the request's users (`EventLog.writing`: flock per user shard,
@@ -11,13 +13,14 @@ Per request (`EventIntake.accept`):
 3. answer with every event's id (a client retries with them).
 
 The log is what the batch pipelines read beside the raw events (mmrec/event_log.py), so the
-next `mmrec features build` + `materialize` keeps these events in the sequences and the next
-training set holds them.
+next `mmrec features materialize` (which first folds new log days into the offline sources)
+keeps these events in the sequences and the next training set holds them.
 
-The fold is the batch pipeline's rule (feature_pipelines/user_sequences.py): newest SEQ_LENGTH
-events of each sequence's behaviour types, newest first. The push is `PushMode.ONLINE`, not
-`ONLINE_AND_OFFLINE`: Feast 0.67's offline write to this FileSource fails (it opens the
-source's path, a glob over day partitions, as one file: FileNotFoundError), and its
+The fold is the batch pipeline's rule, in one place (feature_pipelines/user_sequences.py):
+the newest SEQ_LENGTH events of each sequence's behaviour types, however old, newest first.
+The push is `PushMode.ONLINE`, not `ONLINE_AND_OFFLINE`: Feast 0.67's offline write to this
+FileSource fails (it opens the source's path, a glob over month partitions, as one file:
+FileNotFoundError), and its
 file/DuckDB append would re-read and rewrite the whole source per push, without fsync or any
 guard against two workers appending at once; it would also store derived sequence rows, which
 the next `features build` recomputes, not the events that training sets are labelled from.
@@ -33,9 +36,10 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from feature_pipelines.user_sequences import SEQ_LENGTH, SEQUENCES
+from feature_pipelines.user_sequences import SEQUENCES, SEQUENCES_OF, fold_sequences
 from ingest.event_log import Catalog, EventLog, contract_rows
 from mmrec.settings import Settings
+from serving.ids import ServedIds
 from serving.schemas import BehaviourEvent, EventsResponse
 
 log = logging.getLogger(__name__)
@@ -43,23 +47,24 @@ log = logging.getLogger(__name__)
 PUSH_SOURCE = "user_behavior_push"
 SEQUENCE_VIEW = "user_behavior_seq"
 ONLINE_STORE = "online_store"  # the degraded part named in responses
-# event type -> the sequences it extends
-_SEQUENCES_OF: dict[str, list[str]] = defaultdict(list)
-for _name, (_types, _) in SEQUENCES.items():
-    for _type in _types:
-        _SEQUENCES_OF[_type].append(_name)
 
 
 def updated_sequences(
     current: dict[str, list[int] | None], events: list[BehaviourEvent]
 ) -> dict[str, list[int]]:
-    """`current` sequences (newest first) with `events` (any order) folded in."""
-    out = {name: list(current.get(name) or []) for name in SEQUENCES}
-    for event in sorted(events, key=lambda e: e.event_ts or 0):
-        target = event.sku_id if event.event_type.startswith("sku_") else event.item_id
-        for name in _SEQUENCES_OF[event.event_type]:
-            out[name] = [int(target), *out[name]][:SEQ_LENGTH]
-    return out
+    """`current` sequences (newest first) with `events` (any order) folded in, by the batch
+    pipeline's rule (feature_pipelines.user_sequences.fold_sequences)."""
+    return fold_sequences(
+        current,
+        [
+            (
+                e.event_type,
+                e.sku_id if e.event_type.startswith("sku_") else e.item_id,
+                e.event_ts or 0,
+            )
+            for e in events
+        ],
+    )
 
 
 def push_events(store, events: list[BehaviourEvent]) -> int:
@@ -68,12 +73,13 @@ def push_events(store, events: list[BehaviourEvent]) -> int:
     it reads, folds and writes each row (a read-modify-write)."""
     by_user: dict[int, list[BehaviourEvent]] = defaultdict(list)
     for event in events:
-        if _SEQUENCES_OF[event.event_type]:  # impressions extend no sequence
+        if SEQUENCES_OF[event.event_type]:  # impressions extend no sequence
             by_user[event.user_id].append(event)
     if not by_user:
         return 0
     from feast.data_source import PushMode
-    from feast.online_response import TIMESTAMP_POSTFIX
+
+    from mmrec.feast_internals import TIMESTAMP_POSTFIX
 
     users = sorted(by_user)
     current = store.get_online_features(
@@ -97,15 +103,20 @@ def push_events(store, events: list[BehaviourEvent]) -> int:
 class EventIntake:
     """What POST /events does (module docstring), for one service process."""
 
-    def __init__(self, settings: Settings, store, now: Callable[[], int]) -> None:
+    def __init__(
+        self, settings: Settings, store, now: Callable[[], int], ids: ServedIds | None = None
+    ) -> None:
         self.store = store
         self.now = now  # the service clock, unix seconds
         self.log = EventLog(settings)
         self.catalog = Catalog.load(settings)
+        self.ids = ids or ServedIds(settings)
 
     def accept(self, events: list[BehaviourEvent]) -> EventsResponse:
-        """Log and push `events`. Raises DataContractError (a 400) before writing anything,
-        EventLogUnavailable (a 503) when the log cannot be written."""
+        """Log and push `events` (ids as the data has them). Raises a UserError (a 400:
+        DataContractError, UnknownIdError) before writing anything, EventLogUnavailable (a
+        503) when the log cannot be written."""
+        events = self.ids.keyed_events(events)
         now = self.now()
         table = contract_rows(
             [e.model_dump() for e in events], self.catalog, now, datetime.now(UTC)

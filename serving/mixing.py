@@ -38,7 +38,6 @@ DEFAULT_MIX_QUOTAS: dict[str, dict[str, float]] = {
 class MixConfig:
     task_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TASK_WEIGHTS))
     quotas: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: DEFAULT_MIX_QUOTAS)
-    discount: str = "log"  # position discount 1 / log2(slot + 2), as in DCG
 
     def __post_init__(self) -> None:
         if unknown := sorted(set(self.task_weights) - set(RANKING_TASKS)):

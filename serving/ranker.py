@@ -36,15 +36,8 @@ from models.item_content import (
     item_content_from_frame,
 )
 from models.layers import inference
-from models.ranking import (
-    CandidateInputs,
-    ItemEncoding,
-    RankingConfig,
-    RankingModel,
-    UserInputs,
-    score_candidates,
-    score_encoded,
-)
+from models.ranking import RankingModel, score_candidates
+from models.ranking_config import RankingConfig
 from models.ranking_inputs import (
     CTR_FEATURES,
     SEQUENCE_FEATURE,
@@ -54,8 +47,10 @@ from models.ranking_inputs import (
     load_item_content,
     require_content,
 )
+from models.ranking_tensors import CandidateInputs, ItemEncoding, UserInputs
 from models.store import LoadedModel, load_stored
 from serving.online_features import CandidateFeatureReader, ItemSnapshot
+from serving.ranker_split import item_first_layer, score_encoded, split_first_layers
 
 # What build_ranking_data reads from the online rows (besides the context columns).
 FEATURE_COLUMNS = (
@@ -86,7 +81,7 @@ class CatalogItems:
     trailing row of unknown ids).
 
     encoding: models.ranking.ItemEncoding of every row; first_layer (C + 1, H): the item's
-    share of the MMoE's first layers (RankingModel.item_first_layer, its windowed CTRs
+    share of the MMoE's first layers (serving/ranker_split.py, its windowed CTRs
     included: the pipeline's prior where null); rankable (C + 1,) bool: material and category known
     (the rows build_ranking_data keeps); content_ids: the ids of the content table whose
     projected rows `history` {modality: (R + 1, d)} holds (row 0: no content); categories:
@@ -132,7 +127,7 @@ class OnlineRanker:
         self.tag, self.metadata = loaded.tag, loaded.metadata
         self.model: RankingModel = loaded.model
         self.model.eval()
-        self.split = self.model.split_first_layers()  # the serving model's weights never change
+        self.split = split_first_layers(self.model)  # the serving model's weights never change
         self.config: RankingConfig = loaded.model.config
         # Items of the train split: the rest are cold, as rank_train flags them in evaluation
         known = loaded.known_item_ids
@@ -194,8 +189,8 @@ class OnlineRanker:
                 encoded = self.model.encode_items(chunk)
                 parts.append(encoded)
                 first.append(
-                    self.model.item_first_layer(
-                        encoded, ctr[start : start + ENCODE_CHUNK], self.split
+                    item_first_layer(
+                        self.model, encoded, ctr[start : start + ENCODE_CHUNK], self.split
                     )
                 )
             history = {}
@@ -272,8 +267,7 @@ class OnlineRanker:
             catalog.encoding.take(rows),
             histories,
             torch.from_numpy(age.astype(np.float32)),
-            None,  # the CTRs are in the precomputed first layer
-            catalog.first_layer[rows],
+            catalog.first_layer[rows],  # the CTRs are in the precomputed first layer
             self.split,
         )
         return RankedCandidates(ids, {t: p.numpy() for t, p in probs.items()}, features)

@@ -51,10 +51,6 @@ class Seeds:
     category_affinity: list[float] | None = None  # CDR, order of the data's categories
     interest_tags: list[str] = field(default_factory=list)
 
-    @property
-    def has_history(self) -> bool:
-        return bool(self.clicked_items or self.sku_ids or self.category_affinity)
-
 
 @dataclass(frozen=True)
 class RecallResult:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
+from mmrec.id_map import ID_CHARS, MAX_INT_ID
 from mmrec.vocab import EVENT_TYPES, SOURCES
 
 Scene = Literal["home", "inner", "detail"]  # mmrec.vocab.POSITIONS
@@ -19,7 +20,14 @@ EventType = Literal[
 ]  # fmt: skip
 if (get_args(EventType), get_args(Source)) != (EVENT_TYPES, SOURCES):
     raise RuntimeError(f"EventType and Source must list {EVENT_TYPES} and {SOURCES} (mmrec.vocab)")
-MAX_ID = 2**62  # ids are int64 in the feature store
+MAX_ID = MAX_INT_ID  # integer ids are int64 keys in the feature store
+# An id as the data has it (mmrec/id_map.py): an integer, or a string (a sha1, a UUID, a SKU
+# like "B07X-12"); the service turns it into the platform's key and answers with it. Strict:
+# a float, a bool or an object is refused (400 naming the field), not coerced.
+EntityId = (
+    Annotated[StrictInt, Field(ge=0, le=MAX_ID)]
+    | Annotated[StrictStr, Field(min_length=1, max_length=ID_CHARS, pattern=r"^[^\x00-\x1f\x7f]+$")]
+)
 
 
 class RecommendRequest(BaseModel):
@@ -27,10 +35,13 @@ class RecommendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: int = Field(ge=0, le=MAX_ID, description="The shopper.")
+    user_id: EntityId = Field(
+        description="The shopper, by the data's own id (an unknown one "
+        "is a new shopper: the cold-start answer)."
+    )
     scene: Scene = Field(description="Where the list is shown: home, inner or detail.")
-    context_sku_id: int | None = Field(
-        None, ge=0, le=MAX_ID, description="The product on screen (detail page), a S2V seed."
+    context_sku_id: EntityId | None = Field(
+        None, description="The product on screen (detail page), a S2V seed; by its own id."
     )
     k: int = Field(20, ge=1, le=200, description="Items to return.")
     materials: list[Material] | None = Field(
@@ -58,7 +69,7 @@ class RecommendRequest(BaseModel):
 
 
 class RecommendedItem(BaseModel):
-    item_id: int
+    item_id: int | str = Field(description="The item, by the data's own id.")
     material: str
     score: float = Field(description="Expected value: task probabilities x mix weights.")
     task_scores: dict[str, float]
@@ -67,7 +78,7 @@ class RecommendedItem(BaseModel):
 
 
 class RecommendResponse(BaseModel):
-    user_id: int
+    user_id: int | str = Field(description="The shopper, as the data names them.")
     scene: Scene
     items: list[RecommendedItem]
     degraded: list[str] = Field(
@@ -77,10 +88,10 @@ class RecommendResponse(BaseModel):
     candidates: int = Field(description="Items recalled and ranked.")
     timings_ms: dict[str, float]
     models: dict[str, str]
-    candidate_ids: list[int] | None = Field(
+    candidate_ids: list[int | str] | None = Field(
         None,
-        description="Every recalled candidate, in recall order, when the request asked "
-        "(include_candidates); null otherwise.",
+        description="Every recalled candidate, by the data's own ids, in recall order, when "
+        "the request asked (include_candidates); null otherwise.",
     )
 
 
@@ -90,12 +101,10 @@ class BehaviourEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: int = Field(ge=0, le=MAX_ID, description="The shopper.")
+    user_id: EntityId = Field(description="The shopper (a new one gets a key).")
     event_type: EventType = Field(description="The behaviour; sku_* ones are about a SKU.")
-    item_id: int | None = Field(
-        None, ge=0, le=MAX_ID, description="The content item (a catalog item_id)."
-    )
-    sku_id: int | None = Field(None, ge=0, le=MAX_ID, description="The SKU (sku_* events).")
+    item_id: EntityId | None = Field(None, description="The content item (a catalog item_id).")
+    sku_id: EntityId | None = Field(None, description="The SKU (sku_* events).")
     event_ts: int | None = Field(
         None, ge=0, le=2**40, description="Unix seconds, not after now; default: the service clock."
     )

@@ -22,21 +22,16 @@ from typing import Annotated
 
 import bentoml
 from bentoml.exceptions import BentoMLException
-from fastapi import Path
+from fastapi import Path, Query
 from fastapi.responses import FileResponse, Response
 from starlette.responses import JSONResponse
 
 from mmrec.errors import UserError
+from mmrec.id_map import ID_CHARS, UnknownIdError
 from mmrec.settings import Settings
-from serving.feed import PAGE, feed_app, parse_ids, recent_clicks
+from serving.feed import PAGE, feed_app, parse_ids
 from serving.guard import GuardConfig, RequestGuard
-from serving.schemas import (
-    MAX_ID,
-    EventsRequest,
-    EventsResponse,
-    RecommendRequest,
-    RecommendResponse,
-)
+from serving.schemas import EventsRequest, EventsResponse, RecommendRequest, RecommendResponse
 
 log = logging.getLogger(__name__)
 # This module is the service's entry point: the one place it reads the environment. BentoML
@@ -80,6 +75,7 @@ class Recommender:
         from serving.config import ServingConfig
         from serving.events import EventIntake
         from serving.feed import FeedCatalog
+        from serving.ids import ServedIds
         from serving.metrics import service_metrics
         from serving.pipeline import RecommendationPipeline
 
@@ -91,8 +87,10 @@ class Recommender:
             rank_model=self.rank_model,
         )
         self.pipeline = RecommendationPipeline(SETTINGS, config)
-        self.intake = EventIntake(SETTINGS, self.pipeline.store, self.pipeline.now)
-        self.feed = FeedCatalog(SETTINGS.raw_dir)
+        # requests and answers carry the data's own ids; the pipeline works on keys
+        self.ids = ServedIds(SETTINGS)
+        self.intake = EventIntake(SETTINGS, self.pipeline.store, self.pipeline.now, self.ids)
+        self.feed = FeedCatalog(SETTINGS.raw_dir, self.ids.ids)
         self.metrics = service_metrics()
         self.metrics.observe_index(self.pipeline.models["index"])
         self.pipeline.reader.on_load("metrics", self.metrics.observe_snapshot)
@@ -109,9 +107,14 @@ class Recommender:
     @bentoml.api(route="/recommend", input_spec=RecommendRequest, output_spec=RecommendResponse)
     def recommend(self, **fields) -> RecommendResponse:
         """Recall + rank + mix for one user and scene; see RecommendRequest for the fields."""
-        recommendation = self.pipeline.recommend(RecommendRequest(**fields))
+        request = RecommendRequest(**fields)
+        try:
+            keyed = self.ids.keyed_request(request)
+        except UnknownIdError as err:  # e.g. a string id in an integer-id workspace
+            raise RequestRejected(str(err)) from None
+        recommendation = self.pipeline.recommend(keyed)
         self.metrics.observe_recommendation(recommendation.response, recommendation.channels)
-        return recommendation.response
+        return self.ids.answer(request, recommendation.response)
 
     @bentoml.api(route="/events", input_spec=EventsRequest, output_spec=EventsResponse)
     def events(self, **fields) -> EventsResponse | JSONResponse:
@@ -136,10 +139,13 @@ class Recommender:
         return FileResponse(PAGE, media_type="text/html")
 
     @feed_app.get("/api/items")
-    def feed_items(self, ids: str = "") -> Response:
-        """Display fields (title, material, category) of items: ?ids=3,17,42."""
+    def feed_items(
+        self, ids: str = "", each: Annotated[list[str] | None, Query(alias="id")] = None
+    ) -> Response:
+        """Display fields (title, material, category) of items: ?ids=3,17,42 or
+        ?id=B07X-12&id=B07X-13 (the data's own ids)."""
         try:
-            return JSONResponse(self.feed.describe(parse_ids(ids)))
+            return JSONResponse(self.feed.describe(parse_ids(ids, each or [])))
         except UserError as err:
             return JSONResponse({"error": str(err)}, status_code=HTTPStatus.BAD_REQUEST)
 
@@ -147,16 +153,27 @@ class Recommender:
     def feed_users(self) -> JSONResponse:
         return JSONResponse({"sample": self.feed.sample_users, "new_user": self.feed.new_user})
 
-    @feed_app.get("/api/users/{user_id}/recent")
-    def feed_recent(self, user_id: Annotated[int, Path(ge=0, le=MAX_ID)]) -> JSONResponse:
-        """The user's newest clicked items, as the online store has them now."""
-        user, _ = self.pipeline.user_features(user_id)
-        return JSONResponse({"user_id": user_id, "item_ids": recent_clicks(user)})
+    @feed_app.get("/api/users/{user_id:path}/recent")
+    def feed_recent(self, user_id: Annotated[str, Path(max_length=ID_CHARS)]) -> JSONResponse:
+        """The user's newest clicked items, as the online store has them now (an id that
+        cannot be a user's here: 422; an unknown user: none)."""
+        try:
+            key = self.ids.ids.user.key(user_id, "user_id")
+            own = self.ids.ids.user.parse(user_id, "user_id")
+        except UnknownIdError as err:
+            return JSONResponse({"error": str(err)}, status_code=422)
+        user, _ = (None, None) if key is None else self.pipeline.user_features(key)
+        recent = [] if user is None else self.feed.recent_clicks(user)
+        return JSONResponse({"user_id": own, "item_ids": recent})
 
-    @feed_app.get("/media/{item_id}")
-    def feed_media(self, item_id: Annotated[int, Path(ge=0, le=MAX_ID)]) -> Response:
-        """An item's cover, by item id only (never a path from the request)."""
-        cover = self.feed.cover(item_id)
+    @feed_app.get("/media/{item_id:path}")
+    def feed_media(self, item_id: Annotated[str, Path(max_length=ID_CHARS)]) -> Response:
+        """An item's cover, by item id only (never a path from the request: the id is looked
+        up in the catalog)."""
+        try:
+            cover = self.feed.cover(item_id)
+        except UnknownIdError as err:
+            return JSONResponse({"error": str(err)}, status_code=422)
         if cover is None:
             return JSONResponse({"error": f"item {item_id} has no cover"}, status_code=404)
         data, media_type = cover

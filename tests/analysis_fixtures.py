@@ -19,8 +19,9 @@ import pytest
 
 from mmrec.feast_store import apply_repo, materialize, open_store
 from mmrec.io import write_parquet
-from mmrec.settings import REPO_ROOT, Settings
+from mmrec.settings import Settings
 from mmrec.vocab import CATEGORIES
+from mmrec.workspace import init_workspace
 from mmrec.world_manifest import world_end
 
 END = datetime(2026, 10, 7, tzinfo=UTC)
@@ -204,7 +205,7 @@ def write_world(settings: Settings) -> None:
     }
     for source, columns in offline.items():
         write_parquet(
-            _table(columns), settings.offline_dir / source / "day=2026-10-06" / "part.parquet"
+            _table(columns), settings.offline_dir / source / "month=2026-10" / "part.parquet"
         )
     training = settings.data_dir / "training"
     write_parquet(RANKING_SET, training / "ranking_v1" / "split=train" / "part-00000.parquet")
@@ -216,11 +217,7 @@ def write_world(settings: Settings) -> None:
 
 def make_known_world(root: Path) -> Settings:
     """The world above in `root`, with the feature repo applied and materialized at END."""
-    shutil.copytree(
-        REPO_ROOT / "feature_repo",
-        root / "feature_repo",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    init_workspace(root)
     settings = Settings(workspace=root)
     write_world(settings)
     apply_repo(settings)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,8 +13,10 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from index.server import LiteServer
+from mmrec.io import write_json
 from mmrec.loopback import RedisServer, redis_installed
-from mmrec.settings import REPO_ROOT, Settings
+from mmrec.settings import Settings
+from mmrec.workspace import init_workspace
 
 TINY_SEED = 1
 
@@ -28,13 +28,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def make_workspace(root: Path) -> Settings:
-    """A workspace folder with a copy of the feature repo, as a user's clone would have."""
-    shutil.copytree(
-        REPO_ROOT / "feature_repo",
-        root / "feature_repo",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    """A workspace in `root` (new or empty), as `mmrec init` makes it."""
+    init_workspace(root)
     return Settings(workspace=root)
+
+
+def data_workspace(root: Path) -> Settings:
+    """A workspace whose raw data is only a manifest (one day): past every stage's workspace
+    check, before any stage ran (for the stages' own 'run X first' messages)."""
+    settings = make_workspace(root)
+    manifest = {"source": "import", "days": ["2025-03-01"], "start": "2025-03-01T00:00:00+00:00",
+                "end": "2025-03-02T00:00:00+00:00"}  # fmt: skip
+    write_json(manifest, settings.raw_dir / "manifest.json")
+    return settings
 
 
 def run_cli(*args: str) -> str:
@@ -129,7 +135,7 @@ def materialized_into_redis(settings: Settings, redis_url: str) -> Settings:
             app, [*args, "--workspace", ws, "--online-store", "redis"], env=runner_env
         )
         assert result.exit_code == 0, result.output
-    return replace(settings, online_store="redis", redis_url=redis_url)
+    return settings.replace(online_store="redis", redis_url=redis_url)
 
 
 @pytest.fixture(scope="session")
@@ -156,7 +162,7 @@ def trained_world(tiny_world: Settings, index_server: LiteServer) -> Settings:
         name: str(stored_model(tiny_world, f"{name}:latest").tag) for name in ("recall", "ranking")
     }
     run_cli("index", "build", "--model", tags["recall"], "--uri", index_server.uri, "-w", ws)
-    return replace(tiny_world, extra={**tiny_world.extra, **tags})
+    return tiny_world.replace(extra={**tiny_world.extra, **tags})
 
 
 @pytest.fixture(scope="session")

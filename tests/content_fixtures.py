@@ -196,7 +196,7 @@ def make_settings(root: Path) -> Settings:
 def quick_config(**changes):
     """An EncodeConfig for small worlds: short head training, no ablations (the heads have
     their own tests), small batches."""
-    from content.encode import EncodeConfig
+    from content.encoding import EncodeConfig
     from content.tag_heads import HeadConfig
 
     heads = HeadConfig(max_epochs=30, max_steps=300)
@@ -236,7 +236,7 @@ def image_encoder(backend: str = "onnxruntime"):
 
 def encoders(image_backend: str | None = "onnxruntime"):
     """The session's encoders; `image_backend` None: text only (a catalog without images)."""
-    from content.encode import Encoders
+    from content.encoding import Encoders
 
     image = None if image_backend is None else image_encoder(image_backend)
     return Encoders(text=text_encoder("torch"), image=image)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from analysis.cli import analyze_app, sql
 from mmrec.settings import Settings
 from tests.analysis_fixtures import copy_world, known_world  # noqa: F401 (fixture)
+from tests.conftest import make_workspace
 from tests.test_analysis_skew import planted_world
 
 cli = typer.Typer()
@@ -87,6 +88,7 @@ def test_sql_is_read_only_and_writes_no_file(
 
 
 def test_analyze_query_lists_queries_with_their_missing_views(tmp_path: Path) -> None:
+    make_workspace(tmp_path)  # a workspace without data: every view is missing
     code, output = invoke("analyze", "query", "--workspace", str(tmp_path))
     assert code == 0, output
     assert "label_rates" in output and "training_labels" in output
@@ -104,6 +106,7 @@ def test_analyze_query_with_an_unknown_name_exits_2(known_world: Settings) -> No
 
 
 def test_analyze_without_a_feature_registry_exits_2_saying_what_to_run(tmp_path: Path) -> None:
+    make_workspace(tmp_path)
     code, output = invoke("analyze", "views", "--workspace", str(tmp_path))
     assert code == 2
     assert "mmrec features apply" in output

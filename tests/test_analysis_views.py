@@ -75,3 +75,34 @@ def test_views_file_and_ready_queries_run_in_the_plain_duckdb_cli(known_world: S
     )
     assert result.returncode == 0, result.stderr
     assert "item_stats,item_id,4,3,2,2,0.5,0.5" in result.stdout
+
+
+def test_string_id_workspaces_show_and_take_their_own_ids(tmp_path: Path) -> None:
+    """In the session and in views.sql under the plain CLI: `user_id` and `item_id` are the
+    data's string ids (joins across raw tables still work), the maps sit beside them."""
+    from ingest.importer import import_data
+    from tests.test_ingest import NOW
+    from tests.test_ingest_ids import item, string_files, user
+
+    settings = Settings(workspace=tmp_path / "ws")
+    import_data(settings, **string_files(tmp_path / "in"), now=NOW)
+    con = open_session(settings)
+    query = (
+        "SELECT e.user_id, e.item_id, i.title FROM events e JOIN items i USING (item_id) "
+        f"WHERE e.user_id = '{user(3)}' AND e.item_id = '{item(5)}' LIMIT 1"
+    )
+    assert con.execute(query).fetchall()[0][:2] == (user(3), item(5))
+    universe = con.execute("SELECT DISTINCT typeof(entity_id) FROM entity_universe").fetchall()
+    assert universe == [("VARCHAR",)]
+    key = con.execute(f"SELECT key FROM item_id_map WHERE id = '{item(5)}'").fetchall()[0][0]
+    assert key == 4  # the items' keys follow their ids' order
+    views.write(settings, [])
+    result = subprocess.run(
+        [_duckdb_cli(), "-csv", "-c", ".read data/analysis/views.sql", "-c", query],
+        cwd=settings.workspace,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{user(3)},{item(5)}," in result.stdout

@@ -16,8 +16,13 @@ from typer.testing import CliRunner
 
 from content import encode as stage
 from content.cli import app as content_app
+from content.encode_cache import cache_dir, read_parts
+from content.encoding import ENCODER_NAME, EncodeConfig, Encoders
+from content.publish import ITEM_EMBEDDINGS, ITEM_TAGS
+from mmrec.errors import UserError
 from mmrec.settings import REPO_ROOT
 from mmrec.vocab import CATEGORIES, FUSED_DIM, TEXT_DIM, VISUAL_DIM
+from mmrec.workspace import init_workspace
 
 N_ITEMS = 40
 QUICK = quick_config()
@@ -51,7 +56,7 @@ def test_bad_items_are_skipped_with_a_reason_and_counted(encoded, caplog):
         + defects.video_without_frames
         + defects.missing_media
     )
-    published = set(read_source(settings, stage.ITEM_EMBEDDINGS).item_id)
+    published = set(read_source(settings, ITEM_EMBEDDINGS).item_id)
     assert not published & bad
     assert len(published) == N_ITEMS - 4
 
@@ -72,11 +77,11 @@ def test_skips_are_logged(tmp_path, caplog):
 
 def test_published_sources_have_the_contract_schema(encoded):
     settings, _, report = encoded
-    emb = read_source(settings, stage.ITEM_EMBEDDINGS)
-    tags = read_source(settings, stage.ITEM_TAGS)
+    emb = read_source(settings, ITEM_EMBEDDINGS)
+    tags = read_source(settings, ITEM_TAGS)
     items = pd.read_parquet(settings.raw_dir / "items.parquet").set_index("item_id")
     for frame in (emb, tags):
-        assert (frame.encoder_name == stage.ENCODER_NAME).all()
+        assert (frame.encoder_name == ENCODER_NAME).all()
         assert (frame.encoder_version == report.encoder_version).all()
         # stamped with the publish time: a point-in-time join sees it from publish on
         assert (
@@ -90,14 +95,12 @@ def test_published_sources_have_the_contract_schema(encoded):
     assert tags.category_probs.map(len).eq(len(CATEGORIES)).all()
     assert tags.quality_label.isin(["low", "medium", "high"]).all()
     assert tags.quality_score.between(0, 1).all()
-    schema = pq.read_schema(
-        next((settings.offline_dir / stage.ITEM_EMBEDDINGS).glob("*/*.parquet"))
-    )
+    schema = pq.read_schema(next((settings.offline_dir / ITEM_EMBEDDINGS).glob("*/*.parquet")))
     assert str(schema.field("text_emb").type) == "list<element: float>"
     assert str(schema.field("event_timestamp").type) == "timestamp[us, tz=UTC]"
-    # one partition per publish day, in the layout of the other offline sources
-    days = {p.parent.name for p in (settings.offline_dir / stage.ITEM_TAGS).glob("*/part.parquet")}
-    assert days == {f"day={d:%Y-%m-%d}" for d in items.publish_ts.reindex(tags.item_id)}
+    # one partition per publish month, in the layout of the other offline sources
+    months = {p.parent.name for p in (settings.offline_dir / ITEM_TAGS).glob("*/part.parquet")}
+    assert months == {f"month={d:%Y-%m}" for d in items.publish_ts.reindex(tags.item_id)}
     assert (settings.artifacts_dir / "content" / "encode_report.json").exists()
     assert (settings.artifacts_dir / "content" / "tag_heads_metrics.json").exists()
 
@@ -115,14 +118,14 @@ def test_resume_after_a_partial_run_and_a_lost_part(tmp_path):
     settings, _ = _workspace(tmp_path, n_items=24, seed=2)
     first = stage.run_encode(settings, replace(QUICK, batch_size=4, limit=10), encoders())
     assert first.n_items == 10 and first.n_encoded_now + first.n_skipped == 10
-    folder = stage.cache_dir(settings, first.encoder_version)
+    folder = cache_dir(settings, first.encoder_version)
     parts = sorted(folder.glob("part-*.parquet"))
     lost = set(pd.read_parquet(parts[-1]).item_id)
     parts[-1].unlink()  # as if the run had died before writing its last batch
     second = stage.run_encode(settings, replace(QUICK, batch_size=4), encoders())
     assert second.n_reused == 10 - len(lost)
     assert second.n_items == 24 and second.n_reused + second.n_encoded_now + second.n_skipped >= 24
-    done = stage.read_parts(folder)
+    done = read_parts(folder)
     assert sorted(done.item_id) == list(range(1, 25))  # every item recorded exactly once
 
 
@@ -131,14 +134,14 @@ def test_changed_inputs_are_re_encoded_not_served_stale(tmp_path):
     settings, _ = _workspace(tmp_path, n_items=16, seed=7)
     first = stage.run_encode(settings, QUICK, encoders())
     items = pd.read_parquet(settings.raw_dir / "items.parquet")
-    ok_ids = sorted(set(read_source(settings, stage.ITEM_EMBEDDINGS).item_id))
+    ok_ids = sorted(set(read_source(settings, ITEM_EMBEDDINGS).item_id))
     target = ok_ids[3]
     items.loc[items.item_id == target, "title"] = "Unboxing my new premium dark chocolate"
     items.to_parquet(settings.raw_dir / "items.parquet")
     second = stage.run_encode(settings, QUICK, encoders())
     assert second.n_encoded_now == 1 and second.n_reused == 15
     assert second.encoder_version == first.encoder_version
-    emb = read_source(settings, stage.ITEM_EMBEDDINGS).set_index("item_id")
+    emb = read_source(settings, ITEM_EMBEDDINGS).set_index("item_id")
     expected = encoders().text.encode(["Unboxing my new premium dark chocolate"])[0]
     np.testing.assert_allclose(emb.text_emb[target], expected, atol=1e-5)
     # a whole new world in the same workspace (same item ids, other content)
@@ -153,12 +156,12 @@ def test_a_new_encoder_version_never_mixes_with_the_old(tmp_path):
     torch_run = stage.run_encode(settings, replace(QUICK, image_backend="torch"), encoders("torch"))
     assert torch_run.encoder_version != onnx.encoder_version
     assert torch_run.n_reused == 0  # nothing of the other version is reused
-    for name in (stage.ITEM_EMBEDDINGS, stage.ITEM_TAGS):
+    for name in (ITEM_EMBEDDINGS, ITEM_TAGS):
         frame = read_source(settings, name)
         assert set(frame.encoder_version) == {torch_run.encoder_version}
     assert not list(settings.offline_dir.glob(".item_*"))  # no staging leftovers
     # both caches are kept, each in its own version folder
-    assert stage.cache_dir(settings, onnx.encoder_version).exists()
+    assert cache_dir(settings, onnx.encoder_version).exists()
 
 
 class _Flaky:
@@ -180,20 +183,21 @@ def test_a_model_error_skips_one_item_not_the_batch(tmp_path):
     items.loc[items.item_id == victim.item_id, "title"] = "POISON " + victim.title
     items.to_parquet(settings.raw_dir / "items.parquet")
     real = encoders()
-    flaky = stage.Encoders(text=_Flaky(real.text, "POISON"), image=real.image)  # type: ignore[arg-type]
+    flaky = Encoders(text=_Flaky(real.text, "POISON"), image=real.image)  # type: ignore[arg-type]
     report = stage.run_encode(settings, QUICK, flaky)
     assert report.skipped_by_reason.get("encode_error") == 1
-    assert victim.item_id not in set(read_source(settings, stage.ITEM_EMBEDDINGS).item_id)
+    assert victim.item_id not in set(read_source(settings, ITEM_EMBEDDINGS).item_id)
 
 
 def test_missing_world_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="generate a world"):
+    with pytest.raises(UserError, match="generate a world"):
         stage.run_encode(make_settings(tmp_path), QUICK, encoders())
 
 
 def test_cli_encode(tmp_path, monkeypatch):
     settings, _ = _workspace(tmp_path, n_items=12, seed=6)
-    monkeypatch.setattr(stage.Encoders, "load", classmethod(lambda cls, *a, **k: encoders()))
+    init_workspace(settings.workspace)  # the CLI checks for a workspace (its data is there)
+    monkeypatch.setattr(Encoders, "load", classmethod(lambda cls, *a, **k: encoders()))
     args = [
         "encode",
         "--batch-size",
@@ -231,7 +235,7 @@ def test_feast_reads_both_views_point_in_time(encoded, tmp_path):
     apply_repo(settings)
     store = open_store(settings)
     assert {"item_embeddings", "item_tags"} <= {v.name for v in store.list_feature_views()}
-    emb = read_source(settings, stage.ITEM_EMBEDDINGS).head(3)
+    emb = read_source(settings, ITEM_EMBEDDINGS).head(3)
     before = emb.event_timestamp - pd.Timedelta(minutes=5)
     after = emb.event_timestamp + pd.Timedelta(minutes=5)
     entity = pd.DataFrame(
@@ -266,7 +270,7 @@ def test_real_generator_world_skips_exactly_its_defects(tmp_path):
     )
     assert result.exit_code == 0, result.output
     report = stage.run_encode(
-        settings, stage.EncodeConfig(batch_size=64, show_progress=False), encoders()
+        settings, EncodeConfig(batch_size=64, show_progress=False), encoders()
     )
     defects = {
         k: v for k, v in read_json(settings.raw_dir / "manifest.json")["defects"].items() if v

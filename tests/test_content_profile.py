@@ -25,7 +25,9 @@ from content_fixtures import (
 
 from content import encode as stage
 from content import tag_heads as th
+from content.encoding import ENCODER_NAME, Encoders, encoder_spec, spec_version
 from content.image_encoder import decode_image
+from content.publish import ITEM_EMBEDDINGS, ITEM_TAGS
 from mmrec.errors import UserError
 from mmrec.io import read_json
 from mmrec.settings import Settings
@@ -72,18 +74,18 @@ def test_text_only_catalog_encodes_every_titled_item(text_only):
     # covers, frames and media rows do not matter without images: only the empty title skips
     assert report.skipped_by_reason == {"empty_title": 1}
     assert report.n_ok == N_ITEMS - 1
-    published = set(read_source(settings, stage.ITEM_EMBEDDINGS).item_id)
+    published = set(read_source(settings, ITEM_EMBEDDINGS).item_id)
     assert published == set(range(1, N_ITEMS + 1)) - set(defects.empty_title)
     assert report.encoder_name == "all-MiniLM-L6-v2+none"
     assert report.encoder_spec["image"] == report.encoder_spec["video"] == "none"
-    with_images = stage.spec_version(stage.encoder_spec(QUICK, encoders()))
+    with_images = spec_version(encoder_spec(QUICK, encoders()))
     assert report.encoder_version != with_images  # parts of the two specs never mix
 
 
 def test_text_only_sources_say_what_is_missing(text_only):
     settings, report = text_only.settings, text_only.report
-    emb = read_source(settings, stage.ITEM_EMBEDDINGS)
-    tags = read_source(settings, stage.ITEM_TAGS)
+    emb = read_source(settings, ITEM_EMBEDDINGS)
+    tags = read_source(settings, ITEM_TAGS)
     assert emb.visual_emb.isna().all()  # null, not zeros: no visual modality
     assert (emb.visual_encoder == "none").all()
     assert (emb.encoder_name == report.encoder_name).all()
@@ -91,7 +93,7 @@ def test_text_only_sources_say_what_is_missing(text_only):
     fused = np.stack(emb.fused_emb)
     assert fused.shape == (len(emb), FUSED_DIM)
     np.testing.assert_allclose(np.linalg.norm(fused, axis=1), 1.0, atol=1e-5)
-    schema = pq.read_schema(next((settings.offline_dir / stage.ITEM_EMBEDDINGS).rglob("*.parquet")))
+    schema = pq.read_schema(next((settings.offline_dir / ITEM_EMBEDDINGS).rglob("*.parquet")))
     assert str(schema.field("visual_emb").type) == "list<element: float>"
     # the data's categories, in the manifest's order
     assert tags.category_probs.map(len).eq(N_GENRES).all()
@@ -103,14 +105,14 @@ def test_text_only_sources_say_what_is_missing(text_only):
 
 def test_text_only_rerun_is_a_no_op(text_only):
     settings, report = text_only.settings, text_only.report
-    before = read_source(settings, stage.ITEM_TAGS)
+    before = read_source(settings, ITEM_TAGS)
     again = stage.run_encode(settings, QUICK, encoders(None))
     assert again.n_encoded_now == 0 and again.n_reused == N_ITEMS
     assert (again.encoder_version, again.tag_model_version) == (
         report.encoder_version,
         report.tag_model_version,
     )
-    after = read_source(settings, stage.ITEM_TAGS)
+    after = read_source(settings, ITEM_TAGS)
     np.testing.assert_array_equal(np.stack(before.category_probs), np.stack(after.category_probs))
 
 
@@ -124,7 +126,7 @@ def test_text_only_run_loads_no_image_encoder(tmp_path, monkeypatch):
         asked.append(image)
         return encoders(None)
 
-    monkeypatch.setattr(stage.Encoders, "load", classmethod(load))
+    monkeypatch.setattr(Encoders, "load", classmethod(load))
     stage.run_encode(settings, QUICK)
     assert asked == [False]
 
@@ -142,7 +144,7 @@ def test_labels_outside_the_vocabulary_are_counted(tmp_path):
     assert report.ignored_category_tags == {"mystery": 6, "gadgets": 1}
     saved = read_json(settings.artifacts_dir / "content" / "encode_report.json")
     assert saved["ignored_category_tags"] == {"mystery": 6, "gadgets": 1}
-    tags = read_source(settings, stage.ITEM_TAGS)
+    tags = read_source(settings, ITEM_TAGS)
     assert tags.category_tags.map(lambda t: set(t) <= set(CATEGORIES)).all()
 
 
@@ -170,8 +172,8 @@ def test_a_missing_cover_falls_back_to_text_an_unreadable_one_is_skipped(tmp_pat
         "unreadable_cover": 1,
         "video_without_frames": 1,
     }
-    assert report.encoder_name == stage.ENCODER_NAME
-    emb = read_source(settings, stage.ITEM_EMBEDDINGS).set_index("item_id")
+    assert report.encoder_name == ENCODER_NAME
+    emb = read_source(settings, ITEM_EMBEDDINGS).set_index("item_id")
     assert emb.visual_emb[coverless].isna().all()
     assert emb.visual_emb.drop(coverless).map(len).eq(VISUAL_DIM).all()
     assert emb.fused_emb.map(len).eq(FUSED_DIM).all()
@@ -182,13 +184,13 @@ def test_a_missing_cover_falls_back_to_text_an_unreadable_one_is_skipped(tmp_pat
 def test_without_frames_videos_are_encoded_from_their_cover(tmp_path):
     settings = make_settings(tmp_path)
     defects = write_world(settings.raw_dir, 16, seed=26)
-    with_frames = stage.spec_version(stage.encoder_spec(QUICK, encoders()))
+    with_frames = spec_version(encoder_spec(QUICK, encoders()))
     write_manifest(settings.raw_dir, frames=False)
     report = stage.run_encode(settings, QUICK, encoders())
     assert report.encoder_spec["video"] == "cover"
     assert report.encoder_version != with_frames
     assert "video_without_frames" not in report.skipped_by_reason
-    emb = read_source(settings, stage.ITEM_EMBEDDINGS).set_index("item_id")
+    emb = read_source(settings, ITEM_EMBEDDINGS).set_index("item_id")
     video = defects.video_without_frames[0]  # no frames, but a cover
     media = _media(settings).to_pandas().set_index("item_id")
     expected = encoders().image.encode([decode_image(media.cover_png[video])])[0]
@@ -208,6 +210,6 @@ def test_an_image_catalog_where_no_item_has_a_cover_fuses_text_alone(tmp_path):
     write_world(settings.raw_dir, 12, seed=27, defects=False, video_share=0.0)
     _null_covers(settings, list(range(1, 13)))
     report = stage.run_encode(settings, QUICK, encoders())
-    assert report.n_ok == 12 and report.encoder_name == stage.ENCODER_NAME
+    assert report.n_ok == 12 and report.encoder_name == ENCODER_NAME
     assert tuple(report.tag_metrics["config"]["modalities"]) == ("text",)
-    assert read_source(settings, stage.ITEM_EMBEDDINGS).visual_emb.isna().all()
+    assert read_source(settings, ITEM_EMBEDDINGS).visual_emb.isna().all()

@@ -11,7 +11,7 @@ import pytest
 from content_fixtures import encoders, write_world
 
 from content import tag_heads as th
-from content.encode import EncodeConfig, encode_batch
+from content.encoding import EncodeConfig, encode_batch
 from content.inputs import Prepared, prepare, read_items
 from mmrec.vocab import CATEGORIES, FUSED_DIM, QUALITY_LABELS
 
@@ -135,6 +135,11 @@ def test_metric_functions():
     mc = th.multiclass(np.array([0, 1, 2, 2]), np.array([0, 2, 2, 2]), 3)
     assert mc["accuracy"] == 0.75
     assert mc["macro_f1"] == pytest.approx((1.0 + 0.0 + 0.8) / 3)
+    # a label neither true nor predicted anywhere has no F1: left out of the macro mean
+    never = np.zeros((2, 1), bool)
+    wider = th.multilabel_f1(np.hstack([truth, never]), np.hstack([pred, never]))
+    assert wider == scores
+    assert th.multiclass(np.array([0, 1, 2, 2]), np.array([0, 2, 2, 2]), 5) == mc
 
 
 def test_labels_outside_the_vocabulary():

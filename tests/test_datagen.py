@@ -14,7 +14,7 @@ from cli.main import app
 from datagen.world import WorldExistsError, generate_world
 from mmrec.settings import Settings
 from mmrec.vocab import CATEGORIES, EVENT_TYPES, MATERIALS, POSITIONS, SOURCES
-from tests.conftest import TINY_SEED
+from tests.conftest import TINY_SEED, data_workspace, make_workspace
 
 
 def _all_events(settings: Settings) -> pd.DataFrame:
@@ -156,26 +156,29 @@ def test_hidden_structure_is_learnable(tiny_world: Settings) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "data"),
     [
-        (["generate", "--scale", "huge"], "unknown scale"),
-        (["generate", "--scale", "tiny", "--seed", "-1"], "seed must be >= 0"),
-        (["generate", "--scale", "tiny", "--modality-taste", "weak"], "unknown modality taste"),
-        (["features", "build"], "mmrec generate"),
-        (["features", "materialize"], "mmrec generate"),
-        (["features", "materialize", "--end", "yesterday"], "not an ISO time"),
-        (["features", "show", "--user-id", "1", "--item-id", "1"], "mmrec features apply"),
-        (["features", "apply", "--online-store", "mongo"], "not supported"),
-        (["features", "apply", "--offline-store", "bigquery"], "MMREC_OFFLINE_STORE"),
+        (["generate", "--scale", "huge"], "unknown scale", False),
+        (["generate", "--scale", "tiny", "--seed", "-1"], "seed must be >= 0", False),
+        (["generate", "--scale", "tiny", "--modality-taste", "weak"], "unknown modality taste",
+         False),
+        (["features", "build"], "mmrec generate", False),
+        (["features", "materialize"], "mmrec generate", False),
+        (["features", "materialize", "--end", "yesterday"], "not an ISO time", True),
+        (["features", "show", "--user-id", "1", "--item-id", "1"], "mmrec features apply", True),
+        (["features", "apply", "--online-store", "mongo"], "not supported", False),
+        (["features", "apply", "--offline-store", "bigquery"], "MMREC_OFFLINE_STORE", False),
         (
             ["features", "show", "--user-id", "1", "--item-id", "1", "--offline-store", "spark"],
             "mmrec features apply --offline-store spark",
+            True,
         ),
     ],
-)
+)  # fmt: skip
 def test_bad_arguments_exit_non_zero_with_a_message(
-    args: list[str], message: str, tmp_path: Path
+    args: list[str], message: str, data: bool, tmp_path: Path
 ) -> None:
+    (data_workspace if data else make_workspace)(tmp_path)  # data: past the workspace check
     result = CliRunner().invoke(app, [*args, "--workspace", str(tmp_path)])
     assert result.exit_code == 2
     assert message in result.output

@@ -5,13 +5,14 @@ with a clear message."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from cli.main import app
 from mmrec.feast_store import FeatureStoreError, apply_repo, materialize, open_store
 from mmrec.settings import Settings, SettingsError
 from mmrec.world_manifest import world_end
@@ -89,6 +90,18 @@ def test_unknown_entities_read_as_nulls_not_errors(feature_store) -> None:
     assert online["cdr_item_category_affinity"] == [0.0]
 
 
+def test_features_show_names_an_unknown_service_and_the_known_ones(tiny_world: Settings) -> None:
+    """Feast's FeatureServiceNotFoundException is the user's typo (exit 2, the known names);
+    nothing else Feast raises is relabelled as one."""
+    args = ["features", "show", "--user-id", "3", "--item-id", "5", "--service", "rankng_v1"]
+    result = CliRunner().invoke(app, [*args, "-w", str(tiny_world.workspace)])
+    assert result.exit_code == 2, result.output
+    assert "unknown feature service 'rankng_v1'" in result.output
+    assert "ranking_v1" in result.output.replace("'rankng_v1'", "")
+    shown = CliRunner().invoke(app, [*args[:-1], "ranking_v1", "-w", str(tiny_world.workspace)])
+    assert shown.exit_code == 0, shown.output
+
+
 def test_malformed_feature_store_yaml_gives_a_clear_error(
     tiny_world: Settings, tmp_path: Path
 ) -> None:
@@ -127,7 +140,7 @@ def test_redis_with_a_password_and_a_key_ttl(tiny_world: Settings, tmp_path: Pat
     server = redis_server(tmp_path / "redis", options=("--requirepass", REDIS_PASSWORD))
     url = server.url
     try:
-        settings = replace(copy, online_store="redis", redis_url=f"{url},password={REDIS_PASSWORD}")
+        settings = copy.replace(online_store="redis", redis_url=f"{url},password={REDIS_PASSWORD}")
         apply_repo(settings)
         store = open_store(settings)
         materialize(store, world_end(settings), ["item_stats", "user_behavior_seq"])
@@ -139,7 +152,7 @@ def test_redis_with_a_password_and_a_key_ttl(tiny_world: Settings, tmp_path: Pat
         ttls = [client.ttl(key) for key in keys]
         assert keys and all(0 < ttl <= KEY_TTL_S for ttl in ttls), sorted(set(ttls))[:5]
 
-        no_password = open_store(replace(settings, redis_url=url))
+        no_password = open_store(settings.replace(redis_url=url))
         with pytest.raises(redis.exceptions.AuthenticationError):
             no_password.get_online_features(
                 features=["item_stats:ctr_7d"], entity_rows=[{"item_id": 1}]

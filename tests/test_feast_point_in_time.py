@@ -29,7 +29,7 @@ CASES = [
 def expected_asof(
     source: pd.DataFrame, rows: pd.DataFrame, key: str, ttl: pd.Timedelta
 ) -> pd.DataFrame:
-    """The reference answer, computed without Feast."""
+    """The reference answer, computed without Feast (a TTL of 0: values never expire)."""
     left = rows.reset_index().sort_values("event_timestamp")
     right = source.rename(columns={"event_timestamp": "feature_ts"}).sort_values("feature_ts")
     joined = pd.merge_asof(
@@ -39,7 +39,7 @@ def expected_asof(
         right_on="feature_ts",
         by=key,
         direction="backward",
-        tolerance=ttl,
+        tolerance=ttl if ttl > pd.Timedelta(0) else None,
     )
     return joined.set_index("index").sort_index()
 

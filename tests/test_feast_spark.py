@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +77,7 @@ def worlds(tiny_world: Settings, tmp_path_factory: pytest.TempPathFactory):
     """A copy of the tiny world applied under both offline profiles; its online store emptied
     and materialized again from Spark (the original keeps DuckDB's)."""
     duck = copy_world(tiny_world, tmp_path_factory.mktemp("spark") / "ws")
-    spark = replace(duck, offline_store="spark")
+    spark = duck.replace(offline_store="spark")
     (duck.data_dir / "feast" / "online_store.db").unlink()
     apply_repo(spark)  # a fresh registry (registry.spark.db) and empty online tables
     return duck, spark

@@ -22,9 +22,10 @@ from typer.testing import CliRunner
 from bench.import_bench import FORMATS, bench
 from ingest.cli import app
 from ingest.contract import CONTRACT, CONTRACT_DOC, RAW_SCHEMAS, DataContractError
-from ingest.importer import STAGING, WorkspaceHasDataError, import_data
+from ingest.importer import WorkspaceHasDataError, import_data
 from ingest.movielens import CLICK_RATING, load_movielens
-from mmrec.io import read_json, write_json
+from mmrec.errors import UserError
+from mmrec.io import previous_folder, read_json, staging_folder, write_json
 from mmrec.settings import REPO_ROOT, Settings
 from mmrec.vocab import MATERIALS
 
@@ -328,8 +329,8 @@ def _set(column: str, row: int, value):
     [
         (lambda f: f.drop(columns="event_ts"), "event_ts", "required column missing"),
         (lambda f: f.drop(columns="item_id"), "item_id or sku_id", "required column missing"),
-        (_set("user_id", 6, "u7"), "user_id", "row 7: 'u7'"),
-        (_set("user_id", 6, 7.5), "user_id", "not a whole number"),
+        (_set("user_id", 6, "u\x077"), "user_id", "row 7: 'u\\x077'"),
+        (_set("user_id", 6, "u" * 129), "user_id", "128 characters"),
         (_set("event_type", 3, "view"), "event_type", "row 4: 'view'"),
         (_set("source", 3, "ads"), "source", "use one of search, rec"),
         (_set("position", 3, "footer"), "position", "footer"),
@@ -356,7 +357,7 @@ def test_bad_events_name_the_column_and_write_nothing(
     [
         ({"material": ["video"] * (N_ITEMS - 1) + ["podcast"]}, "material", "podcast"),
         ({"item_id": [1, *range(1, N_ITEMS)]}, "item_id", "duplicate ids"),
-        ({"sku_ids": ["1|x"] * N_ITEMS}, "sku_ids", "not whole numbers"),
+        ({"sku_ids": ["1|x\ty"] * N_ITEMS}, "sku_ids", "control characters"),
         ({"publish_ts": ["soon"] * N_ITEMS}, "publish_ts", "cannot be parsed"),
     ],
 )
@@ -444,7 +445,7 @@ def test_the_same_files_again_change_nothing(settings: Settings, files: dict[str
     before = hashes(settings.raw_dir)
     report = run(settings, files)
     assert report.unchanged and hashes(settings.raw_dir) == before
-    assert not (settings.data_dir / STAGING).exists()
+    assert not staging_folder(settings.raw_dir).exists()
 
 
 def test_the_same_events_under_another_name_keep_every_file(
@@ -519,22 +520,25 @@ def test_a_failed_import_leaves_the_workspace_unchanged(
     run(settings, files)
     before = hashes(settings.data_dir)
     later = write_csv(event_rows(days=("2025-03-05",), gap=False), tmp_path / "b" / "ev.csv")
-    bad_skus = write_csv(pd.DataFrame({"sku_id": ["s1"], "category": ["x"]}), tmp_path / "s.csv")
+    bad_skus = write_csv(
+        pd.DataFrame({"sku_id": ["s\x071"], "category": ["x"]}), tmp_path / "s.csv"
+    )
     with pytest.raises(DataContractError, match="column 'sku_id'"):
         run(settings, {"events": later, "items": files["items"], "skus": bad_skus})
     assert hashes(settings.data_dir) == before
 
 
 def test_an_interrupted_swap_is_undone(settings: Settings, files: dict[str, Path]) -> None:
-    """Stopped between its two renames: the next import restores the old raw folder first."""
+    """Stopped between the two renames of a swap without the atomic exchange, with a
+    half-built next version beside it: the next import restores the old raw folder first."""
     run(settings, files)
     before = hashes(settings.raw_dir)
-    staging = settings.data_dir / STAGING
-    staging.mkdir()
-    settings.raw_dir.rename(staging / "previous-raw")
+    settings.raw_dir.rename(previous_folder(settings.raw_dir))
+    (staging_folder(settings.raw_dir) / "events").mkdir(parents=True)
     report = run(settings, files)
     assert report.unchanged and hashes(settings.raw_dir) == before
-    assert not staging.exists()
+    assert not previous_folder(settings.raw_dir).exists()
+    assert not staging_folder(settings.raw_dir).exists()
 
 
 def test_a_generated_world_is_replaced_only_on_request(
@@ -618,5 +622,5 @@ def test_the_movielens_adapter_reads_the_bundled_files() -> None:
 
 
 def test_missing_movielens_files_say_where_the_data_comes_from(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="recbole"):
+    with pytest.raises(UserError, match="recbole"):
         load_movielens(tmp_path)

@@ -68,6 +68,18 @@ def import_graph() -> dict[str, set[tuple[int, str]]]:
     return graph
 
 
+def imported_packages(module: str) -> set[str]:
+    """The project packages `module` imports, directly or through other modules, and its own."""
+    graph = {name: {target for _, target in targets} for name, targets in import_graph().items()}
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += graph.get(name, ())
+    return {name.split(".")[0] for name in seen}
+
+
 def allowed(importer: str, imported: str) -> bool:
     source, target = importer.split(".")[0], imported.split(".")[0]
     if source == target:
@@ -165,14 +177,7 @@ def test_the_bento_packs_exactly_what_the_service_imports() -> None:
     names: no training loops, data generation or training-set builders in the bento."""
     import tomllib
 
-    graph = {name: {target for _, target in targets} for name, targets in import_graph().items()}
-    seen, todo = set(), ["serving.service"]
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo += graph.get(name, ())
-    needed = {name.split(".")[0] for name in seen}
+    needed = imported_packages("serving.service")
     build = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["bentoml"]["build"]
     packed = {pattern.split("/")[0] for pattern in build["include"]}
     assert needed == packed

@@ -10,20 +10,16 @@ import torch.nn.functional as F
 
 from mmrec.vocab import RANKING_TASKS
 from models.ranking import (
-    MODALITIES,
-    CandidateInputs,
     ModalityInterest,
-    RankingConfig,
-    RankingLoss,
     RankingModel,
-    UserInputs,
     category_shares,
     log_rate,
-    ranking_parameter_groups,
     score_candidates,
-    score_encoded,
-    train_step,
 )
+from models.ranking_config import RankingConfig
+from models.ranking_loss import RankingLoss, ranking_parameter_groups, train_step
+from models.ranking_tensors import CandidateInputs, UserInputs
+from serving.ranker_split import item_first_layer, score_encoded, split_first_layers
 
 TINY = RankingConfig(
     n_item_buckets=2048,
@@ -136,7 +132,7 @@ def test_forward_returns_logits_per_task_and_gmf_internals() -> None:
         assert out[f"logits_{task}"].shape == (6,)
     for m in ("text", "visual"):
         assert out[f"dsn_real_{m}"].shape == out[f"dsn_fake_{m}"].shape == (6, TINY.embed_dim)
-    assert out["min_weights"].shape == (6, len(MODALITIES))
+    assert out["min_weights"].shape == (6, 1 + len(TINY.content_modalities))  # ID + content
     torch.testing.assert_close(out["min_weights"].sum(1), torch.ones(6))
 
 
@@ -276,8 +272,8 @@ def test_min_match_is_the_interest_weighted_dot_product_with_each_pool() -> None
         dim=1,
     )
     torch.testing.assert_close(match, weights * dots / d**0.5)
-    with pytest.raises(ValueError, match="min_match needs use_min"):
-        RankingConfig(use_min=False, min_match=True)
+    without_min = RankingModel(replace(TINY, use_min=False, min_match=True))
+    assert "min_match" not in [name for name, _, _ in without_min.input_layout()]
 
 
 def test_history_category_shares_count_known_clicks_only() -> None:
@@ -296,7 +292,7 @@ def test_log_rates_feed_logs_of_ctrs_and_shares_to_the_first_layers() -> None:
     torch.testing.assert_close(log_rate(rates), torch.log(rates + 1e-3) + 2.5)
     assert log_rate(torch.tensor([-0.5])).isfinite().all()  # a bad negative rate reads as 0
     user, candidates = random_user(1, length=8), random_candidates(6)
-    config = replace(TINY, use_history_category=True)
+    config = replace(TINY, use_history_category=True, log_rates=False)
     raw, logged = RankingModel(config), RankingModel(replace(config, log_rates=True))
     logged.load_state_dict(raw.state_dict())  # same weights: only the inputs differ
     for model in (raw, logged):
@@ -330,10 +326,10 @@ def test_precomputed_item_side_scores_as_the_full_forward_pass(switches: dict) -
     candidates.is_cold = torch.rand(300) < 0.2
     want = score_candidates(model, user, candidates)
     model.eval()
-    split = model.split_first_layers()
+    split = split_first_layers(model)
     with torch.no_grad():
         catalog = model.encode_items(candidates)  # the catalog, encoded once
-        first = model.item_first_layer(catalog, candidates.ctr_windows, split)
+        first = item_first_layer(model, catalog, candidates.ctr_windows, split)
         rows = torch.randperm(300)[:120]  # one request's candidates
         got = score_encoded(
             model,
@@ -341,7 +337,6 @@ def test_precomputed_item_side_scores_as_the_full_forward_pass(switches: dict) -
             catalog.take(rows),
             model.project_history(user),
             candidates.age_hours[rows],
-            None,
             first[rows],
             split,
         )

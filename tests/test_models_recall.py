@@ -227,7 +227,6 @@ class PlantedWorld:
     """Users who like one latent category, visible only in the items' text embeddings."""
 
     items: ItemInputs
-    item_category: torch.Tensor  # (n_items,)
     users: UserQuery  # histories = training clicks
     train_clicks: torch.Tensor  # (n_users, n_train) item indices
     heldout_clicks: torch.Tensor  # (n_users, n_heldout) item indices
@@ -264,7 +263,7 @@ def planted_world(seed: int = 0, n_latent: int = 4, per_category: int = 30, n_us
         seq_mask=torch.ones_like(train_clicks, dtype=torch.bool),
         category_affinity=torch.rand(n_users, N_CATS, generator=g),  # uninformative
     )
-    return PlantedWorld(items, category, users, train_clicks, heldout_clicks)
+    return PlantedWorld(items, users, train_clicks, heldout_clicks)
 
 
 def pair_batches(world: PlantedWorld, seed: int, n_negatives: int = 4) -> list[RecallBatch]:

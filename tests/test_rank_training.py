@@ -5,7 +5,6 @@ are computed as documented, bad input exits 2."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +16,11 @@ from typer.testing import CliRunner
 from cli.main import app
 from mmrec.settings import Settings
 from mmrec.world_manifest import data_profile
-from models.ranking import RankingConfig, RankingModel, score_candidates
+from models.ranking import RankingModel, score_candidates
+from models.ranking_config import RankingConfig
 from models.ranking_inputs import require_content
 from models.store import load_model, save_model
+from tests.conftest import data_workspace
 from training.rank_ablation import VARIANT_NAMES, VARIANTS, run_ablation
 from training.rank_eval import PREFERENCES, gauc, oracle_scores, oracle_summary, truth_groups
 from training.rank_train import (
@@ -217,7 +218,7 @@ def test_the_oracle_scores_rows_by_the_worlds_hidden_click_utility(
 def test_the_ablation_reports_groups_the_oracle_and_costs(
     tiny_world: Settings, small_splits: RankingSplits, tmp_path: Path
 ) -> None:
-    settings = replace(tiny_world, workspace=tmp_path)  # its artifacts, the tiny world's truth
+    settings = tiny_world.replace(workspace=tmp_path)  # its artifacts, the tiny world's truth
     for name in ("truth", "raw"):
         (tmp_path / "data").mkdir(exist_ok=True)
         (tmp_path / "data" / name).symlink_to(getattr(tiny_world, f"{name}_dir"))
@@ -272,6 +273,7 @@ def test_rank_cli_bad_input_exits_2_with_a_message(
 
 
 def test_rank_cli_without_a_training_set_exits_2(tmp_path: Path) -> None:
+    data_workspace(tmp_path)
     result = CliRunner().invoke(app, ["train", "rank", "--workspace", str(tmp_path)])
     assert result.exit_code == 2
     assert "mmrec train build-sets" in result.output

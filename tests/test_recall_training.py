@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -44,14 +43,6 @@ from training.recall_train import (
 from training_sets.build import BuildConfig, build_recall_set
 
 SMALL_MODEL = {"id_dim": 8, "field_dim": 16, "hidden_dims": (32,), "out_dim": 16}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------

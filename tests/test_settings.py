@@ -92,3 +92,55 @@ def test_a_secret_file_that_cannot_be_read_names_the_file_not_a_value(tmp_path: 
         Settings.from_env(environ={"MMREC_API_TOKEN_FILE": str(missing)})
     with pytest.raises(SettingsError, match="not both"):
         Settings.from_env(environ={"MMREC_API_TOKEN": "a", "MMREC_API_TOKEN_FILE": str(missing)})
+
+
+def test_a_failing_setting_never_shows_a_secret(tmp_path: Path) -> None:
+    planted = "planted-s3cret-value"
+    environ = {"MMREC_API_TOKEN": planted, "MMREC_REDIS_URL": planted, "MMREC_TORCH_THREADS": "x"}
+    with pytest.raises(SettingsError, match="MMREC_TORCH_THREADS must be an integer") as caught:
+        Settings.from_env(tmp_path, environ=environ)
+    assert planted not in str(caught.value)
+    settings = Settings.from_env(tmp_path, environ={**environ, "MMREC_TORCH_THREADS": "3"})
+    assert planted not in repr(settings) and planted not in str(settings)
+    assert settings.api_token == settings.redis_url == planted
+
+
+def test_an_empty_variable_is_an_unset_one(tmp_path: Path) -> None:
+    empty = {name: "" for name in ("MMREC_TORCH_THREADS", "MMREC_CHANNEL_QUOTAS", "BENTOML_HOME")}
+    settings = Settings.from_env(tmp_path, environ=empty)
+    assert (settings.torch_threads, settings.channel_quotas, settings.bentoml_home) == (2, {}, None)
+
+
+def test_only_from_env_reads_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MMREC_ONLINE_STORE", "redis")
+    monkeypatch.setenv("MMREC_TORCH_THREADS", "7")
+    assert (Settings(workspace=tmp_path).online_store, Settings().torch_threads) == ("sqlite", 2)
+    assert Settings.from_env(tmp_path).online_store == "redis"
+
+
+def test_replace_checks_the_new_values_as_construction_does(tmp_path: Path) -> None:
+    settings = Settings(workspace=tmp_path)
+    assert settings.replace(online_store="redis").online_store == "redis"
+    assert settings.online_store == "sqlite"  # frozen: replace makes a new one
+    with pytest.raises(SettingsError, match="MMREC_SERVING_WORKERS must be >= 1, got 0"):
+        settings.replace(serving_workers=0)
+    with pytest.raises(SettingsError, match="mongo"):
+        settings.replace(online_store="mongo")
+
+
+@pytest.mark.parametrize(
+    ("value", "flag"),
+    [("1", True), ("true", True), ("yes", True), ("0", False), ("no", False), ("", False)],
+)
+def test_flags_read_yes_and_no(value: str, flag: bool) -> None:
+    assert Settings.from_env(environ={"MMREC_API_TOKEN_READS": value}).api_token_reads is flag
+
+
+def test_every_field_has_a_variable_and_a_description() -> None:
+    from mmrec.settings import FROM_ENVIRONMENT, env_var
+
+    names = [env_var(name) for name in FROM_ENVIRONMENT]
+    assert len(set(names)) == len(names) and "BENTOML_HOME" in names
+    assert all(Settings.model_fields[name].description for name in FROM_ENVIRONMENT)

@@ -7,12 +7,22 @@ from typing import Annotated
 import typer
 
 from mmrec.cli_common import OfflineStore, StageApp, Workspace, cli_settings, console
+from mmrec.errors import UserError
 
 app = StageApp(help="Training sets and models.")
 
 
-ValidDays = Annotated[int, typer.Option(help="Days before the test days held out for validation.")]
-TestDays = Annotated[int, typer.Option(help="Last days of the data held out for testing.")]
+ValidDays = Annotated[
+    int | None,
+    typer.Option(help="Days before the test days held out for validation (default: by share)."),
+]
+TestDays = Annotated[
+    int | None, typer.Option(help="Last days of the data held out for testing (default: by share).")
+]
+ValidShare = Annotated[
+    float, typer.Option(help="Share of the events, before the test days, held out for validation.")
+]
+TestShare = Annotated[float, typer.Option(help="Share of the newest events held out for testing.")]
 
 
 @app.command("build-sets")
@@ -24,19 +34,29 @@ def build_sets(
     popularity_alpha: Annotated[
         float, typer.Option(help="0 = uniform negatives; 0.75 = popularity-corrected.")
     ] = 0.0,
-    valid_days: ValidDays = 1,
-    test_days: TestDays = 2,
+    valid_days: ValidDays = None,
+    test_days: TestDays = None,
+    valid_share: ValidShare = 0.1,
+    test_share: TestShare = 0.1,
     seed: Annotated[int, typer.Option(help="Negative-sampling seed.")] = 0,
     workspace: Workspace = None,
     offline_store: OfflineStore = None,
 ) -> None:
     """Build the ranking and recall training sets through Feast's feature services."""
     from training_sets.build import BuildConfig, build_ranking_set, build_recall_set
+    from training_sets.splits import SplitSpec
 
-    config = BuildConfig(chunk_rows, valid_days, test_days, negative_ratio, popularity_alpha, seed)
+    config = BuildConfig(
+        chunk_rows=chunk_rows,
+        split=SplitSpec(valid_days, test_days, valid_share, test_share),
+        negative_ratio=negative_ratio,
+        popularity_alpha=popularity_alpha,
+        seed=seed,
+    )
     settings = cli_settings(workspace, offline_store=offline_store)
     for name, build in (("ranking", build_ranking_set), ("recall", build_recall_set)):
         manifest = build(settings, config)
+        console.print(f"{name}: split {manifest['split']}")
         console.print(f"{name}: rows {manifest['rows']} label rates {manifest['label_rates']}")
 
 
@@ -174,7 +194,7 @@ def rank_ablation(
     from training.rank_train import TrainConfig
 
     if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+        raise UserError(f"--seeds must be >= 1, got {seeds}")
     config = TrainConfig(
         epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, max_seq_len=max_seq_len
     )

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from mmrec.errors import UserError
 from mmrec.io import write_json
 from mmrec.settings import Settings
 from mmrec.vocab import RANKING_TASKS
@@ -74,10 +75,10 @@ def run_ablation(
 ) -> dict[str, Any]:
     """Train every variant with every seed; write and return the summary."""
     if not seeds:
-        raise ValueError("the ablation needs at least one seed")
+        raise UserError("the ablation needs at least one seed")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
-        raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+        raise UserError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
     started = time.perf_counter()
     splits = splits or load_splits(settings, train_config.max_seq_len, store)
     groups = truth_groups(settings.truth_dir, splits.test)

@@ -30,17 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmrec.errors import UserError
 from mmrec.feast_store import open_store
 from mmrec.io import progress, write_json
 from mmrec.settings import Settings
+from mmrec.vocab import RANKING_MODEL_NAME
 from mmrec.world_manifest import DataProfile, data_profile, world_end
-from models.ranking import (
-    RankingConfig,
-    RankingLoss,
-    RankingModel,
-    ranking_parameter_groups,
-    train_step,
-)
+from models.ranking import RankingModel
+from models.ranking_config import RankingConfig
 from models.ranking_inputs import (
     CONTENT_VERSION_FIELDS,
     CTR_FEATURES,
@@ -54,6 +51,7 @@ from models.ranking_inputs import (
     referenced_items,
     require_content,
 )
+from models.ranking_loss import RankingLoss, ranking_parameter_groups, train_step
 from models.store import KNOWN_ITEMS, KNOWN_USERS, save_model
 from training.rank_eval import auc, evaluate, headline, predict
 from training_sets.build import read_split
@@ -79,20 +77,20 @@ class TrainConfig:
     max_seq_len: int = 20  # newest clicked items kept per user
     seed: int = 0
     max_pos_weight: float = 50.0  # cap on a sparse task's BCE pos_weight
-    model_name: str = "ranking"  # BentoML model store name
+    model_name: str = RANKING_MODEL_NAME  # BentoML model store name
 
     def __post_init__(self) -> None:
         for name in ("epochs", "patience", "batch_size", "max_seq_len"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "disc_lr"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+                raise UserError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_pos_weight < 1:
-            raise ValueError(f"max_pos_weight must be >= 1, got {self.max_pos_weight}")
+            raise UserError(f"max_pos_weight must be >= 1, got {self.max_pos_weight}")
         # BentoML's rule for a model name, checked before training rather than at the save
         if not re.fullmatch(r"[a-z0-9]([-._a-z0-9]{0,61}[a-z0-9])?", self.model_name):
-            raise ValueError(
+            raise UserError(
                 f"model name {self.model_name!r}: use lower-case letters, digits, '-', '_' and "
                 "'.', starting and ending with a letter or digit (e.g. ranking-no-gmf)"
             )
@@ -169,24 +167,15 @@ def model_config(
     splits: RankingSplits, train_config: TrainConfig, switches: dict[str, bool] | None = None
 ) -> RankingConfig:
     """The RankingConfig for these data: the tasks, categories and content modalities the data
-    has, switches (defaults all on; CDR only with a product domain), pos weights, seed."""
+    has, switches (RankingConfig's defaults: all on but the user ID; CDR only with a product
+    domain), pos weights, seed."""
     switches = switches or {}
     unknown = set(switches) - set(SWITCHES)
     if unknown:
         raise ValueError(f"unknown switches {sorted(unknown)}; known: {SWITCHES}")
     profile = splits.profile
     base = RankingConfig(
-        **{
-            "use_cdr": profile.has_skus,
-            "use_history_category": True,
-            "log_rates": True,
-            # with MIN, its interest-weighted match scores (RankingConfig.min_match)
-            "min_match": switches.get("use_min", True),
-            # measured not to pay on the small world (test click AUC 0.664 / 0.665 with user
-            # dropout 0.1 / 0.5 vs 0.667 without: it overfits after one epoch); opt in
-            "use_user_id": False,
-            **switches,
-        },
+        **{"use_cdr": profile.has_skus, **switches},
         tasks=profile.ranking_tasks,
         n_categories=len(profile.categories),
         content_modalities=profile.content_modalities,
@@ -267,7 +256,10 @@ def valid_click_auc(model: RankingModel, splits: RankingSplits) -> float:
     mask = splits.valid.label_masks["click"].numpy()
     value = auc((splits.valid.labels["click"].numpy()[mask] >= 0.5), scores[mask])
     if value is None:
-        raise ValueError("the valid split has only one click class: early stopping needs both")
+        raise UserError(
+            "the valid split has only one click class: early stopping needs both (more valid "
+            "days: --valid-days)"
+        )
     return value
 
 
@@ -326,7 +318,10 @@ def train_ranking(
     store=None,
 ) -> dict[str, Any]:
     """Load, fit, evaluate, export; returns the metadata saved with the model plus its tag."""
-    RankingConfig(**(switches or {}))  # a bad switch combination fails before any data is read
+    try:  # a bad switch combination fails before any data is read
+        RankingConfig(**(switches or {}))
+    except ValueError as err:
+        raise UserError(f"{err} (the --multimodal/--dsn/--min switches)") from None
     splits = load_splits(settings, train_config.max_seq_len, store)
     config = model_config(splits, train_config, switches)
     result = fit(config, splits, train_config)

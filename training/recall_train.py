@@ -32,9 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmrec.errors import UserError
 from mmrec.feast_store import open_store
 from mmrec.io import progress, read_json
 from mmrec.settings import Settings
+from mmrec.vocab import RECALL_MODEL_NAME
 from mmrec.world_manifest import data_profile, world_end
 from models.recall import CHANNELS, RecallBatch, RecallConfig, RecallLoss, TwoTowerRecall
 from models.recall_inputs import (
@@ -76,18 +78,18 @@ class TrainConfig:
     # 0.158 -> 0.257, U2V recall@50 0.064 -> 0.142)
     logq_correction: bool = True
     seed: int = 0
-    model_name: str = "recall"  # BentoML model store name
+    model_name: str = RECALL_MODEL_NAME  # BentoML model store name
 
     def __post_init__(self) -> None:
         for name in ("epochs", "patience", "batch_size", "max_seq_len"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise UserError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.id_dropout < 1:
-            raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
+            raise UserError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
         if self.softmax_weight < 0:
-            raise ValueError(f"softmax_weight must be >= 0, got {self.softmax_weight}")
+            raise UserError(f"softmax_weight must be >= 0, got {self.softmax_weight}")
 
 
 @dataclass
@@ -314,7 +316,7 @@ def train_recall(
     from training.recall_eval import evaluate_methods, seed_summary, write_report
 
     if seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {seeds}")
+        raise UserError(f"seeds must be >= 1, got {seeds}")
     splits = load_splits(settings, train_config.max_seq_len, store)
     evaluations = []
     for seed in range(train_config.seed, train_config.seed + seeds):

@@ -11,22 +11,21 @@ mmrec/event_log.py); every feature comes from `get_historical_features` with the
 from __future__ import annotations
 
 import logging
-import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 
+from mmrec.errors import UserError
 from mmrec.event_log import events_view, load_served
 from mmrec.feast_store import historical_features, open_store, service_refs_by_entity
-from mmrec.io import progress, write_json, write_parquet
+from mmrec.io import building_folder, progress, write_json, write_parquet
 from mmrec.settings import Settings
 from mmrec.vocab import RANKING_SERVICE, RANKING_TASKS, RECALL_SERVICE
-from mmrec.world_manifest import world_days
 from training_sets.samples import NegativeSampler, ranking_samples, recall_positives
-from training_sets.splits import DaySplit
+from training_sets.splits import DaySplit, SplitSpec
 
 log = logging.getLogger(__name__)
 NO_SKU = 0  # sku ids start at 1: rows of channels without a seed SKU read nulls for it
@@ -35,22 +34,21 @@ NO_SKU = 0  # sku ids start at 1: rows of channels without a seed SKU read nulls
 @dataclass(frozen=True)
 class BuildConfig:
     chunk_rows: int = 200_000  # entity rows per Feast call (memory bound, see README)
-    valid_days: int = 1
-    test_days: int = 2
+    split: SplitSpec = field(default_factory=SplitSpec)  # newest 10% of events test, 10% valid
     negative_ratio: int = 4
     popularity_alpha: float = 0.0  # 0 = uniform negatives; 0.75 = popularity-corrected
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
+            raise UserError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
 
 
 def read_split(settings: Settings, name: str, split: str) -> pd.DataFrame:
     """One split of a built training set."""
     files = sorted((settings.training_set_dir(name) / f"split={split}").glob("*.parquet"))
     if not files:
-        raise FileNotFoundError(
+        raise UserError(
             f"no {name} {split} split in {settings.training_set_dir(name)}: run `mmrec train build-sets`"
         )
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
@@ -95,31 +93,28 @@ ROW_ORDER = (
 
 
 def _write_splits(frame: pd.DataFrame, folder: Path) -> dict[str, int]:
-    """Replace `folder` with the frame split by its split column (re-running is safe)."""
-    tmp = folder.with_name(f".{folder.name}.building")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Replace `folder` with the frame split by its split column, swapped in whole (re-running
+    is safe; a reader sees the old splits or the new ones)."""
     counts = {}
-    for split_name, part in frame.groupby("split", sort=True):
-        write_parquet(
-            part.sort_values([c for c in ROW_ORDER if c in part], kind="stable").reset_index(
-                drop=True
-            ),
-            tmp / f"split={split_name}" / "part-00000.parquet",
-        )
-        counts[str(split_name)] = len(part)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with building_folder(folder) as staging:
+        for split_name, part in frame.groupby("split", sort=True):
+            write_parquet(
+                part.sort_values([c for c in ROW_ORDER if c in part], kind="stable").reset_index(
+                    drop=True
+                ),
+                staging / f"split={split_name}" / "part-00000.parquet",
+            )
+            counts[str(split_name)] = len(part)
     return counts
 
 
 def build_ranking_set(settings: Settings, config: BuildConfig, store=None) -> dict:
     store = store or open_store(settings)
-    split = DaySplit.from_days(world_days(settings), config.valid_days, config.test_days)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    samples = ranking_samples(
-        con, _events(con, settings), str(settings.raw_dir / "items.parquet"), split
-    )
+    events = _events(con, settings)
+    split, summary = data_split(con, events, config.split)
+    samples = ranking_samples(con, events, str(settings.raw_dir / "items.parquet"), split)
     frame = _retrieve(
         store,
         store.get_feature_service(RANKING_SERVICE),
@@ -134,6 +129,7 @@ def build_ranking_set(settings: Settings, config: BuildConfig, store=None) -> di
         "labels": [f"label_{t}" for t in RANKING_TASKS],
         "time_range": [str(frame.event_timestamp.min()), str(frame.event_timestamp.max())],
         "days": {"train": split.train, "valid": split.valid, "test": split.test},
+        "split": summary,
         "rows": counts,
         "label_rates": {t: float(frame[f"label_{t}"].mean()) for t in RANKING_TASKS},
         "cold_item_rows_in_test": int(frame.loc[frame.split == "test", "is_cold"].sum()),
@@ -144,11 +140,11 @@ def build_ranking_set(settings: Settings, config: BuildConfig, store=None) -> di
 
 def build_recall_set(settings: Settings, config: BuildConfig, store=None) -> dict:
     store = store or open_store(settings)
-    split = DaySplit.from_days(world_days(settings), config.valid_days, config.test_days)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     items_file = str(settings.raw_dir / "items.parquet")
     events = _events(con, settings)
+    split, summary = data_split(con, events, config.split)
     positives = recall_positives(con, events, items_file, split)
     catalog = con.execute(
         f"""SELECT i.item_id, epoch_us(i.publish_ts::TIMESTAMPTZ) AS publish_us, count(e.item_id) AS impressions
@@ -192,6 +188,7 @@ def build_recall_set(settings: Settings, config: BuildConfig, store=None) -> dic
         "labels": ["label"],
         "time_range": [str(frame.event_timestamp.min()), str(frame.event_timestamp.max())],
         "days": {"train": split.train, "valid": split.valid, "test": split.test},
+        "split": summary,
         "rows": counts,
         "positives_by_channel": {
             str(k): int(v) for k, v in positives.channel.value_counts().items()
@@ -203,6 +200,24 @@ def build_recall_set(settings: Settings, config: BuildConfig, store=None) -> dic
     }
     write_json(manifest, folder / "manifest.json")
     return manifest
+
+
+def day_event_counts(con: duckdb.DuckDBPyConnection, events: str) -> list[tuple[str, int]]:
+    """(ISO day, events) of every data day, in order."""
+    return con.execute(
+        f"SELECT strftime(CAST(event_timestamp AS DATE), '%Y-%m-%d') AS day, count(*) "
+        f"FROM {events} GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+
+
+def data_split(
+    con: duckdb.DuckDBPyConnection, events: str, spec: SplitSpec
+) -> tuple[DaySplit, str]:
+    """The split `spec` gives the data's days, and its summary (each part's days and share
+    of the events)."""
+    counts = day_event_counts(con, events)
+    split = spec.split(counts)
+    return split, split.summary(dict(counts))
 
 
 def _events(con: duckdb.DuckDBPyConnection, settings: Settings) -> str:

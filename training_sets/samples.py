@@ -12,6 +12,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from mmrec.errors import UserError
 from training_sets.splits import DaySplit
 
 WATCH_COMPLETION = 0.5  # watched share of a video/live that counts as a 'watch'
@@ -173,7 +174,7 @@ class NegativeSampler:
         rng: np.random.Generator,
     ) -> pd.DataFrame:
         if self.ratio < 1:
-            raise ValueError(f"negative ratio must be >= 1, got {self.ratio}")
+            raise UserError(f"negative ratio must be >= 1, got {self.ratio}")
         order = np.argsort(publish_ts, kind="stable")
         items_sorted, published_sorted = item_ids[order], publish_ts[order]
         weights = np.power(popularity[order].astype(np.float64) + 1.0, self.popularity_alpha)
