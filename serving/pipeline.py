@@ -3,6 +3,8 @@
 features (Feast online: the user's `ranking`/`recall` views, seed SKUs' categories) -> seeds
 -> recall channels merged to `ServingConfig.candidates` items -> the candidates' `ranking`
 features -> the MMoE in one forward pass -> mixed ranking across material queues -> top k.
+A request may ask for an experiment's baseline policy instead (popular, random:
+serving/policies.py), and for the ids of the candidates it recalled (`include_candidates`).
 
 Degraded paths, flagged in the response instead of failing: the online store failing gives
 the cold-start path (no history: context SKU, popular, fresh); Milvus failing gives the
@@ -29,8 +31,9 @@ from mmrec.world_manifest import world_end
 from serving.config import ServingConfig
 from serving.mixing import item_values, mix
 from serving.online_features import ONLINE_STORE_ERRORS, CandidateFeatureReader, fail_fast
+from serving.policies import RANKED, baseline_items
 from serving.ranker import OnlineRanker, RankedCandidates, load_ranking_model
-from serving.recall import RecallStage, Seeds
+from serving.recall import RecallResult, RecallStage, Seeds
 from serving.schemas import RecommendedItem, RecommendRequest, RecommendResponse
 from serving.snapshot_files import SnapshotFiles, snapshots_root
 
@@ -171,14 +174,19 @@ class RecommendationPipeline:
             materials=tuple(request.materials) if request.materials else None,
             exclude_ids=frozenset(seeds.clicked_items),
         )
-        recalled = self.recall.recall_candidates(
-            seeds, filters, self.config.candidates, self.ranker.max_seq_len
-        )
+        items: list[RecommendedItem] = []
+        request_ts = self.now()
+        if request.policy == RANKED:
+            recalled = self.recall.recall_candidates(
+                seeds, filters, self.config.candidates, self.ranker.max_seq_len
+            )
+        else:  # an experiment's baseline arm (serving/policies.py): nothing to recall or rank
+            recalled = RecallResult([], ())
+            seed = (request.user_id % 2**64, request_ts)  # an unknown user's key may be < 0
+            items = baseline_items(self.recall, request.policy, filters, request.k, seed)
         degraded += recalled.failed
         lap("recall")
         ranked = None
-        items: list[RecommendedItem] = []
-        request_ts = self.now()
         if recalled.candidates:
             ids = [c.item_id for c in recalled.candidates]
             features = self.reader.read(
@@ -199,6 +207,9 @@ class RecommendationPipeline:
             candidates=len(recalled.candidates),
             timings_ms=timings,
             models=self.models,
+            candidate_ids=(
+                [c.item_id for c in recalled.candidates] if request.include_candidates else None
+            ),
         )
         channels = Counter(c.channel for c in recalled.candidates)
         return Recommendation(response, ranked, request_ts, dict(channels))

@@ -130,6 +130,13 @@ def rank(
             "overfits on the small world)."
         ),
     ] = False,
+    model_name: Annotated[
+        str,
+        typer.Option(
+            help="BentoML store name to save under (e.g. ranking-no-gmf for a model served by a "
+            "bento of its own, MMREC_RANK_MODEL=ranking-no-gmf:latest)."
+        ),
+    ] = "ranking",
     workspace: Workspace = None,
 ) -> None:
     """Train the MMoE ranker on the ranking set, evaluate it, save it to the BentoML store."""
@@ -139,7 +146,7 @@ def rank(
 
     config = TrainConfig(
         epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, max_seq_len=max_seq_len,
-        seed=seed,
+        seed=seed, model_name=model_name,
     )  # fmt: skip
     settings = cli_settings(workspace)
     torch.set_num_threads(settings.torch_threads)
@@ -158,7 +165,7 @@ def rank(
     )
     console.print(
         f"cold items: click AUC {_num(test.get('click_cold_auc'))}; "
-        f"metrics in {settings.artifacts_dir / 'ranking' / 'metrics.json'}"
+        f"metrics in {settings.artifacts_dir / model_name / 'metrics.json'}"
     )
 
 
