@@ -40,7 +40,10 @@ from models.ranking import RankingModel, score_candidates
 from models.ranking_config import RankingConfig
 from models.ranking_inputs import (
     CTR_FEATURES,
+    HISTORY_POPULARITY_FEATURE,
+    POPULARITY_FEATURES,
     SEQUENCE_FEATURE,
+    HistoryPopularity,
     ItemCategories,
     RankingData,
     build_ranking_data,
@@ -56,7 +59,7 @@ from serving.ranker_split import item_first_layer, score_encoded, split_first_la
 FEATURE_COLUMNS = (
     "user_id", "item_id", "material", "category", "category_index", SEQUENCE_FEATURE,
     "cdr_category_affinity",
-    "item_age_hours", *CTR_FEATURES,
+    "item_age_hours", *CTR_FEATURES, *POPULARITY_FEATURES,
 )  # fmt: skip
 CONTENT_COLUMNS = ("text_emb", "visual_emb", *CONTENT_VERSION_FIELDS)
 RANKER_ITEMS = "ranker_items"  # the reader's snapshot.derived key of the catalog's item side
@@ -85,7 +88,9 @@ class CatalogItems:
     included: the pipeline's prior where null); rankable (C + 1,) bool: material and category known
     (the rows build_ranking_data keeps); content_ids: the ids of the content table whose
     projected rows `history` {modality: (R + 1, d)} holds (row 0: no content); categories:
-    every row's category index (the history's categories are looked up here).
+    every row's category index (the history's categories are looked up here); popularity
+    (C + 1,) float32: every row's impressions in 7 days (0 where null; the history's
+    popularity is looked up here, use_popularity).
     """
 
     encoding: ItemEncoding
@@ -94,6 +99,7 @@ class CatalogItems:
     content_ids: np.ndarray
     history: dict[str, Tensor]
     categories: ItemCategories
+    popularity: np.ndarray
 
     def content_rows(self, item_ids: np.ndarray) -> np.ndarray:
         return content_rows(self.content_ids, item_ids)
@@ -168,12 +174,14 @@ class OnlineRanker:
         category = _floats(snapshot.columns["category_index"], -1).astype(np.int64)
         rankable = (material >= 0) & pd.notna(snapshot.columns["category"])
         ctr = np.stack([_floats(snapshot.columns[c], PRIOR_CTR) for c in CTR_FEATURES], axis=1)
+        popularity = np.stack([_floats(snapshot.columns[c], 0.0) for c in POPULARITY_FEATURES], 1)
         content = self._content(snapshot)
         items = CandidateInputs(
             item_id=torch.from_numpy(ids),
             material=torch.from_numpy(np.maximum(material, 0)),
             category=torch.from_numpy(category),
             is_cold=torch.from_numpy(~np.isin(ids, self.known_item_ids)),
+            popularity=torch.from_numpy(popularity.astype(np.float32)),
         )
         rows = content.rows(ids) if content is not None else None
         ctr = torch.from_numpy(ctr.astype(np.float32))
@@ -212,10 +220,13 @@ class OnlineRanker:
             content_ids=content.item_ids if content is not None else np.empty(0, np.int64),
             history=history,
             categories=ItemCategories(self.reader.item_ids, category[:-1]),
+            popularity=popularity[:, POPULARITY_FEATURES.index(HISTORY_POPULARITY_FEATURE)].astype(
+                np.float32
+            ),
         )
 
     def _user(
-        self, features: dict[str, list], scene: str, categories: ItemCategories
+        self, features: dict[str, list], scene: str, catalog: CatalogItems
     ) -> tuple[UserInputs, np.ndarray]:
         """The one user row (as build_ranking_data builds it) and its history's item ids."""
         seq = np.zeros(self.max_seq_len, dtype=np.int64)
@@ -238,8 +249,11 @@ class OnlineRanker:
                 [affinity if affinity is not None else [0.0] * width], dtype=torch.float32
             ),
             user_id=torch.from_numpy(np.where(self._knows_user(user_id), user_id, -1)),
-            seq_category=torch.from_numpy(np.where(mask, categories.of(seq), -1))[None],
+            seq_category=torch.from_numpy(np.where(mask, catalog.categories.of(seq), -1))[None],
         )
+        if self.config.use_popularity:  # the history items' stats, as the candidates'
+            popularity = catalog.popularity[self.reader.positions(seq)]
+            user.seq_popularity = torch.from_numpy(np.where(mask, popularity, 0.0))[None]
         return user, seq
 
     def _knows_user(self, user_ids: np.ndarray) -> np.ndarray:
@@ -255,7 +269,7 @@ class OnlineRanker:
         if not len(ids):
             raise ValueError("no candidate has item attributes online")
         rows = torch.from_numpy(positions)
-        user, seq = self._user(features, scene, catalog.categories)
+        user, seq = self._user(features, scene, catalog)
         histories = {
             m: projected[torch.from_numpy(catalog.content_rows(seq))][None]
             for m, projected in catalog.history.items()
@@ -282,9 +296,12 @@ class OnlineRanker:
         frame["position"], frame["source"] = scene, SOURCE
         frame["is_cold"] = ~np.isin(frame.item_id.to_numpy(np.int64), self.known_item_ids)
         catalog: CatalogItems = self.reader.snapshot().derived[RANKER_ITEMS]
+        # one day of item stats: the snapshot's, for the history as for the candidates
+        frame["event_timestamp"] = now = np.datetime64(0, "us")
+        popularity = HistoryPopularity.on_day(self.reader.item_ids, catalog.popularity[:-1], now)
         data = build_ranking_data(
             frame, content, self.max_seq_len, tasks=(), n_categories=self.config.n_categories,
-            categories=catalog.categories,
+            categories=catalog.categories, history_popularity=popularity,
         )  # fmt: skip
         data.user_known = torch.from_numpy(self._knows_user(data.user_id.numpy()))
         # one user: every row carries the same user side, so take it (and its history's

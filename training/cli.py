@@ -73,6 +73,9 @@ def _switches(
     timeliness: bool,
     history_category: bool,
     user_id: bool,
+    popularity: bool,
+    recall_vector: bool,
+    dsn_in_min: bool,
 ) -> dict[str, bool]:
     """The model switches; CDR unset = on exactly when the data has a product domain."""
     switches = {
@@ -83,6 +86,9 @@ def _switches(
         "use_timeliness": timeliness,
         "use_history_category": history_category,
         "use_user_id": user_id,
+        "use_popularity": popularity,
+        "use_recall_vector": recall_vector,
+        "dsn_in_min": dsn_in_min,
     }
     return {name: value for name, value in switches.items() if value is not None}
 
@@ -130,6 +136,27 @@ def rank(
             "overfits on the small world)."
         ),
     ] = False,
+    popularity: Annotated[
+        bool,
+        typer.Option(
+            help="The user's taste for popular items: the candidate's impressions, the "
+            "history's mean log impressions and their product."
+        ),
+    ] = False,
+    recall_vector: Annotated[
+        bool,
+        typer.Option(
+            help="The recall item tower's vectors (the index's, of `recall:latest`) as an "
+            "input: the candidate's and its match with the history's."
+        ),
+    ] = False,
+    dsn_in_min: Annotated[
+        bool,
+        typer.Option(
+            help="DSN's residual matched with the user's history inside MIN instead of a raw "
+            "input block (needs --dsn and --min)."
+        ),
+    ] = False,
     workspace: Workspace = None,
 ) -> None:
     """Train the MMoE ranker on the ranking set, evaluate it, save it to the BentoML store."""
@@ -143,11 +170,11 @@ def rank(
     )  # fmt: skip
     settings = cli_settings(workspace)
     torch.set_num_threads(settings.torch_threads)
-    report = train_ranking(
-        settings,
-        config,
-        _switches(multimodal, dsn, min_, cdr, timeliness, history_category, user_id),
-    )
+    switches = _switches(
+        multimodal, dsn, min_, cdr, timeliness, history_category, user_id, popularity,
+        recall_vector, dsn_in_min,
+    )  # fmt: skip
+    report = train_ranking(settings, config, switches)
     test = report["metrics"]["test"]
     console.print(
         f"saved {report['tag']} ({report['train']['samples_per_s']} samples/s); test "
@@ -175,7 +202,8 @@ def rank_ablation(
         typer.Option(
             help="Comma-separated variants: the cumulative id_only,+multimodal,+dsn,+min,+cdr,"
             "+timeliness,full (default), the leave-one-out full-dsn,full-min,"
-            "full-history_category and full+user_id."
+            "full-history_category, full with any +x/-x of the blocks (full+popularity, "
+            "full-dsn+recall_vector, full+dsn_in_min, full+user_id) and gbdt (LightGBM)."
         ),
     ] = "id_only,+multimodal,+dsn,+min,+cdr,+timeliness,full",
     workspace: Workspace = None,
