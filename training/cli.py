@@ -8,6 +8,7 @@ import typer
 
 from mmrec.cli_common import OfflineStore, StageApp, Workspace, cli_settings, console
 from mmrec.errors import UserError
+from mmrec.vocab import LATEST_RECALL_MODEL
 
 app = StageApp(help="Training sets and models.")
 
@@ -206,6 +207,9 @@ def rank_ablation(
             "full-dsn+recall_vector, full+dsn_in_min, full+user_id) and gbdt (LightGBM)."
         ),
     ] = "id_only,+multimodal,+dsn,+min,+cdr,+timeliness,full",
+    recall_model: Annotated[
+        str, typer.Option(help="The recall model whose vectors the +recall_vector variants read.")
+    ] = LATEST_RECALL_MODEL,
     workspace: Workspace = None,
 ) -> None:
     """What each ranking block buys: variants trained on the same split, over seeds."""
@@ -222,7 +226,7 @@ def rank_ablation(
     settings = cli_settings(workspace)
     torch.set_num_threads(settings.torch_threads)
     chosen = tuple(name.strip() for name in variants.split(",") if name.strip())
-    summary = run_ablation(settings, config, tuple(range(seeds)), chosen)
+    summary = run_ablation(settings, config, tuple(range(seeds)), chosen, recall_model=recall_model)
     for variant, stats in summary["summary"].items():
         console.print(
             f"{variant:>12}: click AUC {_num(stats['click_all_auc']['mean'])} "

@@ -102,8 +102,10 @@ def run_ablation(
     variants: tuple[str, ...] = VARIANT_NAMES,
     splits: RankingSplits | None = None,
     store=None,
+    recall_model: str = LATEST_RECALL_MODEL,
 ) -> dict[str, Any]:
-    """Train every variant with every seed; write and return the summary."""
+    """Train every variant with every seed; write and return the summary. `recall_model`:
+    whose item vectors the variants with use_recall_vector read."""
     if not seeds:
         raise UserError("the ablation needs at least one seed")
     switches = {v: variant_switches(v) for v in variants if v != GBDT}
@@ -112,9 +114,10 @@ def run_ablation(
     if splits is None:
         from training.rank_gbdt import TABULAR_COLUMNS
 
-        recall_model = LATEST_RECALL_MODEL if recall else None
         keep = TABULAR_COLUMNS if GBDT in variants else ()
-        splits = load_splits(settings, train_config.max_seq_len, store, recall_model, keep)
+        splits = load_splits(
+            settings, train_config.max_seq_len, store, recall_model if recall else None, keep
+        )
     groups = truth_groups(settings.truth_dir, splits.test)
     oracle = oracle_summary(settings.truth_dir, settings.raw_dir, splits.test, groups)
     runs = []
@@ -148,6 +151,7 @@ def run_ablation(
         "train_config": asdict(train_config),
         "data_stats": {s: splits[s].stats for s in ("train", "valid", "test")},
         "content_versions": splits.content.versions if splits.content else None,
+        "recall_model": splits.vectors.model_tag if splits.vectors is not None else None,
         "runs": runs,
         "summary": summarize(runs, variants),
         "oracle": oracle,
