@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml requirements-dev.lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# pip warns about every package missing from this machine's local mirrors: keep errors only
 	$(BIN)/pip install --quiet --upgrade pip 2> >(grep -v 'is ignored' >&2)
-	$(BIN)/pip install --quiet $(PIN_CONSTRAINTS) -e '.[dev,spark,baselines]' 2> >(grep -v 'is ignored' >&2)
+	$(BIN)/pip install --quiet $(PIN_CONSTRAINTS) -e '.[dev,spark,milvus,baselines]' 2> >(grep -v 'is ignored' >&2)
 	# MovieLens-100k ships inside the recbole wheel; only its data files are read, so skip its
 	# dependencies (ray<=2.6.3, tensorboard, pinned colorama/colorlog) that nothing here uses
 	$(BIN)/pip install --quiet --no-deps recbole==1.2.1 2> >(grep -v 'is ignored' >&2)
@@ -81,6 +81,11 @@ docs: venv
 bench-features: venv
 	$(BIN)/python -m bench.feature_store_bench --rows 1000000
 
+## simulate: simulated shoppers through the served bento, 3 days x 2 seeds, parity checked (after make demo); report to bench/reported
+.PHONY: simulate
+simulate: venv
+	$(BIN)/mmrec simulate --days 3 --seeds 2 --check-parity --out bench/reported --name simulation-$(SCALE)
+
 ## bench-ranking: ranking train samples/s and 500-candidate scoring p50/p99 on the demo world (after make demo)
 .PHONY: bench-ranking
 bench-ranking: venv
@@ -91,9 +96,10 @@ bench-ranking: venv
 bench-serving: venv
 	$(BIN)/python -m bench.serving_bench --levels 1,8,32
 
-## bench-serving-100k: the bento on the 104k-item catalog (bench world, 1 user in 100), 2 workers, beside the trivial-endpoint floor; figures to bench/reported/
+## bench-serving-100k: the bento on the 104k-item catalog (bench world, 1 user in 100), 2 workers, milvus-lite and a Milvus server side by side beside the trivial-endpoint floor; memory at 2 catalog sizes; HNSW recall vs FLAT; each lever alone; figures to bench/reported/
 BENCH_WS := bench/workspace
 SERVING_WS := bench/workspace-serving
+SMALL_WS := bench/workspace-small
 .PHONY: bench-serving-100k
 bench-serving-100k: venv
 	# the bench world (about 20 min to generate) is reused when it exists
@@ -101,9 +107,18 @@ bench-serving-100k: venv
 	$(BIN)/python -m bench.serving_world --source $(BENCH_WS) --target $(SERVING_WS)
 	# encoding 104k items' media takes ~45 min the first time; every stage is skipped on a rerun
 	$(BIN)/mmrec run -w $(SERVING_WS)
-	$(BIN)/python -m bench.serving_bench --workspace $(SERVING_WS) --workers 2 --name serving-100k
+	# the small world: the second catalog size of the memory bench
+	test -f $(SMALL_WS)/data/raw/manifest.json || (mkdir -p $(SMALL_WS) && cp -r feature_repo $(SMALL_WS)/ && $(BIN)/mmrec generate --scale small --seed $(SEED) -w $(SMALL_WS))
+	$(BIN)/mmrec run -w $(SMALL_WS)
+	$(BIN)/python -m bench.serving_bench --workspace $(SERVING_WS) --workers 2 --engines lite,standalone --name serving-100k
+	$(BIN)/python -m bench.serving_memory_bench --workspaces $(SMALL_WS),$(SERVING_WS)
+	$(BIN)/python -m bench.hnsw_recall_bench --workspace $(SERVING_WS)
+	$(BIN)/python -m bench.serving_levers_bench --workspace $(SERVING_WS)
 	mkdir -p bench/reported
 	cp bench/results/serving-100k.json bench/results/serving-100k.png bench/reported/
+	cp bench/results/serving-memory.json bench/reported/serving-memory.json
+	cp bench/results/hnsw-recall.json bench/reported/hnsw-recall.json
+	cp bench/results/serving-levers.json bench/reported/serving-levers-100k.json
 
 ## bench-soak: mixed /recommend + /events at concurrency 8 for MINUTES (default 10) on 2 workers (after make demo); 5xx, p99 and worker RSS per minute to bench/results/soak.json
 MINUTES ?= 10
@@ -130,4 +145,4 @@ clean:
 ## clean-bench: remove the bench-scale world and benchmark results (slow to rebuild)
 .PHONY: clean-bench
 clean-bench:
-	rm -rf bench/results bench/workspace bench/workspace-soak
+	rm -rf bench/results bench/workspace bench/workspace-soak bench/workspace-small

@@ -13,10 +13,19 @@ mix; medians and p99 of `timings_ms` in the responses).
 Before the service, the same levels run against a trivial BentoML endpoint with the same
 request/response shapes and process settings (bench/floor_service.py): the framework's and the
 client's own share, measured in the same run; each level reports its p99 over the floor's.
-Also reported: start-up to /readyz, each worker's resident memory after the levels, and per
-level the CPU time each request cost the service's processes, the milvus-lite server and the
-client (`cpu_ms_per_request`): with 2 cores, 2,000 ms over their sum is the most requests a
-second the machine can answer (`cpu_bound_rps`), whatever the concurrency.
+Also reported: start-up to /readyz, each worker's memory after the levels (`rss_mb_per_worker`,
+`pss_mb_per_worker`: pages shared between workers counted once across them,
+`uss_mb_per_worker`: pages only that worker has; psutil's memory_full_info), and per level the
+CPU time each request cost the service's processes, the index server and the client
+(`cpu_ms_per_request`): with 2 cores, 2,000 ms over their sum is the most requests a second
+the machine can answer (`cpu_bound_rps`), whatever the concurrency.
+
+`--engines lite,standalone` serves the same bento once per index engine, side by side under
+`engines` in the JSON: `lite` (the workspace's milvus-lite file behind `LiteServer`, FLAT) and
+`standalone` (a Milvus 2.3.5 server from PyPI's `milvus` wheel, data under the workspace's
+`data/index/milvus-standalone`, HNSW; the index and its neighbour lists are built there by
+`index.build.build_index` the first time, reused after). The first engine's figures are also
+the JSON's top-level keys (the layout of earlier runs).
 
 Writes bench/results/NAME.json and .png (default serving, serving-workers<N> with --workers
 N). The client runs on the same 2 cores as the server; the JSON keeps the 1-minute load
@@ -176,8 +185,7 @@ def run_levels(url: str, users: list[int], args: argparse.Namespace, label: str)
 
 
 def worker_rss_by_pid(server: BentoServer) -> dict[int, float]:
-    """Resident memory (MB) of each service worker (the children of `bentoml serve` that
-    loaded it), by process id."""
+    """Resident memory (MB) of each service worker, by process id (bench/soak_bench.py)."""
     import psutil
 
     children = psutil.Process(server.pid).children(recursive=True)
@@ -188,9 +196,79 @@ def worker_rss_by_pid(server: BentoServer) -> dict[int, float]:
     }
 
 
-def worker_rss_mb(server: BentoServer) -> list[float]:
-    """Resident memory (MB) of each service worker, smallest first."""
-    return sorted(worker_rss_by_pid(server).values())
+def worker_memory_mb(server: BentoServer) -> dict[str, list[float]]:
+    """{rss, pss, uss}_mb_per_worker of the service workers (the children of `bentoml serve`
+    that loaded it), each smallest first. PSS counts a page shared by n processes as 1/n of
+    it in each, so the sum over workers counts shared pages once; USS is what a worker alone
+    holds (what stopping it would free)."""
+    import psutil
+
+    children = psutil.Process(server.pid).children(recursive=True)
+    rows = [c.memory_full_info() for c in children if "worker" in " ".join(c.cmdline())]
+    return {
+        f"{kind}_mb_per_worker": sorted(round(getattr(r, kind) / 2**20, 1) for r in rows)
+        for kind in ("rss", "pss", "uss")
+    }
+
+
+@contextlib.contextmanager
+def index_engine(engine: str, settings: Settings, env: dict[str, str]):
+    """Serve the workspace's index with `engine` for the block; yields the variables that
+    point the service at it (and the server, for its process id)."""
+    if engine == "lite":
+        with LiteServer(settings.index_uri) as lite:
+            yield lite.environment()
+        return
+    from dataclasses import replace
+
+    from index.build import build_index, load_recall_model, neighbours_root
+    from index.collections import ContentIndex
+    from index.connection import connect
+    from index.errors import UnknownCollectionError
+    from index.neighbours import NeighbourLists
+    from index.standalone import StandaloneServer, default_data_dir
+
+    with StandaloneServer(default_data_dir(settings.data_dir)) as server:
+        remote = replace(settings, milvus_uri=server.uri, milvus_token=server.token)
+        model = load_recall_model(remote, env.get("MMREC_RECALL_MODEL", "recall:latest"))
+        try:
+            record = ContentIndex(connect(server.uri, token=server.token)).record()
+            ready = record.collection.endswith(f"_v{model.version}") and (
+                NeighbourLists.load(neighbours_root(settings), record.build_id) is not None
+            )
+        except UnknownCollectionError:
+            ready = False
+        if not ready:
+            print(f"building the index of {model.tag} on the Milvus server (reused next time)")
+            build_index(remote, model.tag)
+        yield server.environment()
+
+
+def serve_engine(
+    engine: str, tag: str, settings: Settings, env: dict[str, str], users: list[int], args
+) -> dict:
+    """One engine's run: start-up to /readyz, the levels, the workers' memory.
+
+    `startup_s` is a start with the item snapshot's files already written (what every start
+    after the first materialize is); when there were none, a first start writes them and its
+    time is `first_startup_s`."""
+    from serving.snapshot_files import snapshots_root
+
+    out: dict = {"engine": engine}
+    with index_engine(engine, settings, env) as variables:
+        log = RESULTS / f"serving-serve-{engine}.log"
+        if not any(snapshots_root(settings).glob("*/manifest.json")):
+            started = time.monotonic()
+            with BentoServer(tag, {**env, **variables}, log):
+                out["first_startup_s"] = round(time.monotonic() - started, 1)
+        started = time.monotonic()
+        with BentoServer(tag, {**env, **variables}, log) as server:
+            out["startup_s"] = round(time.monotonic() - started, 1)
+            print(f"{engine}: service ready in {out['startup_s']} s")
+            out["levels"] = run_levels(server.url, users, args, f"{engine:<10}")
+            out |= worker_memory_mb(server)
+    print(f"{engine}: startup {out['startup_s']} s, worker memory {out}")
+    return out
 
 
 def main() -> None:
@@ -200,8 +278,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="per concurrency level")
     parser.add_argument("--seconds", type=float, default=60.0, help="time cap per level")
     parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=1, help="service processes")
     parser.add_argument(
-        "--workers", type=int, default=1, help="service processes (>1 serves the index by URI)"
+        "--engines", default="lite", help="index engines, comma-separated: lite, standalone"
     )
     parser.add_argument("--name", default=None, help="results file name (default by workers)")
     parser.add_argument(
@@ -224,29 +303,26 @@ def main() -> None:
     if args.floor:
         log = RESULTS / "serving-floor-serve.log"
         with BentoServer("bench.floor_service:Floor", env, log, working_dir=REPO_ROOT) as server:
-            floor = run_levels(server.url, users, args, "floor  ")
-    with contextlib.ExitStack() as stack:
-        if args.workers > 1:  # a milvus-lite file opens in one process: share it over a URI
-            lite = stack.enter_context(LiteServer(env["MMREC_MILVUS_URI"]))
-            env["MMREC_MILVUS_URI"] = lite.uri
-        started = time.monotonic()
-        server = stack.enter_context(BentoServer(tag, env, RESULTS / "serving-serve.log"))
-        startup_s = round(time.monotonic() - started, 1)
-        print(f"service ready in {startup_s} s")
-        levels = run_levels(server.url, users, args, "service")
-        rss = worker_rss_mb(server)
+            floor = run_levels(server.url, users, args, "floor     ")
+    engines = {}
+    for engine in args.engines.split(","):
+        engines[engine] = serve_engine(engine, tag, settings, env, users, args)
+        for level, base in zip(engines[engine]["levels"], floor, strict=False):
+            level["p99_over_floor"] = round(
+                level["latency_ms"]["p99"] / base["latency_ms"]["p99"], 2
+            )
     catalog = len(pd.read_parquet(settings.raw_dir / "items.parquet", columns=["item_id"]))
-    for level, base in zip(levels, floor, strict=False):
-        level["p99_over_floor"] = round(level["latency_ms"]["p99"] / base["latency_ms"]["p99"], 2)
+    first = engines[args.engines.split(",")[0]]
     result = {
         "bento": tag, "catalog_items": catalog, "k": args.k, "workers": args.workers,
-        "startup_s": startup_s, "rss_mb_per_worker": rss, "levels": levels,
+        **{key: value for key, value in first.items() if key != "engine"},
+        "engines": engines,
         "floor": {"service": "bench.floor_service:Floor", "levels": floor},
     }  # fmt: skip
     name = args.name or ("serving" if args.workers == 1 else f"serving-workers{args.workers}")
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
-    plot(levels, floor, RESULTS / f"{name}.png")
-    print(f"startup {startup_s} s, worker RSS {rss} MB; wrote {RESULTS / name}.json and .png")
+    plot(first["levels"], floor, RESULTS / f"{name}.png")
+    print(f"wrote {RESULTS / name}.json and .png")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,16 @@ workspace's milvus-lite file free (no bento serving it), one torch thread:
   click sequence (up to 50, what the service did before; this one changes answers);
 - fresh + popular: a prefix of the precomputed ranking vs a scan of the whole catalog table;
 - U2V known ids: a binary search in the model's sorted known ids vs `np.isin` over them;
-- Milvus index type (changes answers, so reported beside the levers, not as one): copies of
-  the active collection indexed FLAT and IVF_FLAT in a scratch milvus-lite file, searched with
-  the requests' own U2V/V2V/S2V queries and filters; latency, and each channel's overlap with
-  FLAT's (exact) answer;
+- neighbour lists (issue #29): the vector channels of a request with V2V and S2V read from
+  the index build's lists vs every row searched live (same candidates: a test pins it); the
+  query rows each search sends, and for N = 100, 150, 200 (prefixes of the stored lists) the
+  share of V2V / S2V rows a list answers (the rest search live: the choice of N);
+- item snapshot at start-up: reading a snapshot version's files (Arrow columns, the ranker's
+  item side memory-mapped) vs reading the online store and deriving the ranker's item side;
+- recall catalog at start-up: the index build's stored copy vs a scan of the collection;
 - the pipeline's own stage timings (features, recall, rank, mix, total) as it now runs.
+
+Milvus index types and HNSW parameters (they change answers) are bench/hnsw_recall_bench.py's.
 
     python -m bench.serving_levers_bench --workspace DIR [--requests 200]
 
@@ -30,7 +35,6 @@ import argparse
 import json
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -40,15 +44,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from index.build import neighbours_root, v2v_queries
 from index.channels import Candidate, RecallFilter, multi_channel_recall, seed_item_vectors
-from index.collections import ContentIndex, build_content_index
-from index.schema import METADATA_COLUMNS, IndexSpec
+from index.neighbours import TOP_N, NeighbourLists, NeighbourTable
+from index.term_recall import TAG_COLUMNS
 from mmrec.settings import REPO_ROOT, Settings
-from mmrec.vocab import FRESH, POPULAR, V2V
+from mmrec.vocab import FRESH, MATERIALS, POPULAR, S2V, V2V
 from serving.config import ServingConfig
 from serving.pipeline import RecommendationPipeline
+from serving.ranker import CatalogItems
 from serving.recall import Seeds
 from serving.schemas import RecommendRequest
+from serving.snapshot_files import decode_columns
 
 RESULTS = REPO_ROOT / "bench" / "results"
 
@@ -93,43 +100,30 @@ def whole_table_fallback(catalog: pd.DataFrame, limit: int, filters: RecallFilte
     return [Candidate(int(i), 1.0, FRESH) for i in catalog["item_id"].to_numpy(np.int64)[rows]]
 
 
-INDEX_TYPES = {
-    "FLAT": IndexSpec(),
-    "IVF_FLAT nlist=1024 nprobe=16": IndexSpec("IVF_FLAT", {"nlist": 1024}, {"nprobe": 16}),
-    "IVF_FLAT nlist=256 nprobe=64": IndexSpec("IVF_FLAT", {"nlist": 256}, {"nprobe": 64}),
-}
-
-
-def index_types(index: ContentIndex, cases: list[tuple[dict, RecallFilter]]) -> dict:
-    """Each of INDEX_TYPES over a copy of the active collection, on the same vector queries:
-    p50/p99 ms of the one search a request makes, and per channel the mean share of FLAT's
-    (exact) answer it returns."""
-    frame = index.scan([*(c for c in METADATA_COLUMNS if c != "item_id"), "vector"])
-    vectors = np.stack(frame.pop("vector").to_numpy()).astype(np.float32)
-    out: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        copies = {}
-        for number, (name, spec) in enumerate(INDEX_TYPES.items()):
-            uri = f"{scratch}/copy{number}.db"
-            build_content_index(uri, vectors, frame, "copy", spec=spec, show_progress=False)
-            copies[name] = ContentIndex(uri)
-        exact = [multi_channel_recall(copies["FLAT"], q, filters=f) for q, f in cases]
-        for name, copy in copies.items():
-            times, overlap = [], {}
-            for (queries, filters), truth in zip(cases, exact, strict=True):
-                started = time.perf_counter()
-                found = multi_channel_recall(copy, queries, filters=filters)
-                times.append((time.perf_counter() - started) * 1000)
-                for channel, hits in truth.items():
-                    if hits:
-                        got = {c.item_id for c in found[channel]}
-                        share = len(got & {c.item_id for c in hits}) / len(hits)
-                        overlap.setdefault(channel, []).append(share)
-            out[name] = {
-                "search_ms": pcts(times),
-                "overlap_with_exact": {c: round(float(np.mean(v)), 4) for c, v in overlap.items()},
-            }
-            print(name, out[name])
+def list_coverage(stage, cases: list, max_seq_len: int) -> dict:
+    """Share of V2V / S2V query rows a neighbour list answers, for prefixes N of the lists."""
+    stored = stage.lists
+    out = {}
+    for top_n in (100, 150, 200):
+        tables = {
+            channel: NeighbourTable(
+                t.keys,
+                t.tags,
+                t.ids[:, :top_n],
+                t.scores[:, :top_n],
+                t.materials[:, :top_n],
+                t.queries,
+            )
+            for channel, t in stored.tables.items()
+        }
+        stage.lists = NeighbourLists(stored.build_id, tables)
+        listed: dict[str, list[float]] = {V2V: [], S2V: []}
+        for seeds, filters in cases:
+            for channel, (rows, _) in stage.vector_queries(seeds, max_seq_len, filters).items():
+                if channel in listed and rows:
+                    listed[channel].append(np.mean([isinstance(r, list) for r in rows]))
+        out[str(top_n)] = {c: round(float(np.mean(v)), 4) for c, v in listed.items() if v}
+    stage.lists = stored
     return out
 
 
@@ -148,9 +142,31 @@ def main() -> None:
     print(f"pipeline loaded in {result['pipeline_start_s']} s, {len(reader.item_ids)} items")
 
     levers: dict[str, dict] = {}
-    now = timed(lambda: reader._load_snapshot(version=2))
+    now = timed(lambda: reader._read_online(version=2))
     levers["snapshot_load"] = lever(timed(lambda: feast_snapshot(pipeline)), now)
     print("snapshot load", levers["snapshot_load"])
+
+    def derive_all() -> None:
+        online = reader._read_online(version=2)
+        for hook in reader._hooks.values():
+            hook(online)
+
+    def from_files() -> None:
+        key = reader.snapshot().key
+        arrays, table = reader.files.read(key)
+        decode_columns(table, reader.layout.item_arrays)
+        CatalogItems.from_arrays({k.split(".", 1)[1]: a for k, a in arrays.items()})
+
+    if reader.snapshot().key is not None:
+        levers["snapshot_start"] = lever(timed(derive_all), timed(from_files))
+        print("snapshot at start-up", levers["snapshot_start"])
+    if recall.lists is not None and recall.lists.catalog is not None:
+        columns = [*(c for c in TAG_COLUMNS if c != "item_id"), "category", "vector"]
+        levers["recall_catalog_start"] = lever(
+            timed(lambda: recall.index.scan(columns)),
+            timed(lambda: NeighbourLists.load(neighbours_root(settings), recall.build_id)),
+        )
+        print("recall catalog at start-up", levers["recall_catalog_start"])
 
     users = pd.read_parquet(settings.raw_dir / "users.parquet", columns=["user_id"]).user_id
     rng = random.Random(0)
@@ -192,7 +208,7 @@ def main() -> None:
     histories = [h for h in histories if h]
     seeds = [(h,) for h in histories]
     levers["v2v_seed_vectors"] = lever(
-        each(lambda h: recall._v2v_adapted(seed_item_vectors(recall.index, h[:5])), seeds),
+        each(lambda h: v2v_queries(recall.recall, seed_item_vectors(recall.index, h[:5])), seeds),
         each(lambda h: recall._v2v_vectors(Seeds(clicked_items=h)), seeds),
     )
     print("v2v seed vectors", levers["v2v_seed_vectors"])
@@ -238,15 +254,35 @@ def main() -> None:
     print("u2v known ids", levers["u2v_known_ids"])
 
     cases = []
-    for request, _ in recs:
+    for i, (request, _) in enumerate(recs):
         user = pipeline.reader.read_user(request.user_id)
         seeds_of_request, _ = pipeline.seeds(request, user)
-        queries = recall.vector_queries(seeds_of_request, ranker.max_seq_len)
-        if queries:
-            cases.append(
-                (queries, RecallFilter(exclude_ids=frozenset(seeds_of_request.clicked_items)))
-            )
-    result["milvus_index_types"] = index_types(recall.index, cases)
+        # every 10th with a material filter, as the feed page sends: lists run short there
+        materials = (MATERIALS[i % len(MATERIALS)],) if i % 10 == 9 else None
+        filters = RecallFilter(materials, frozenset(seeds_of_request.clicked_items))
+        cases.append((seeds_of_request, filters))
+
+    def vector_recall(seeds, filters) -> None:
+        queries = recall.vector_queries(seeds, ranker.max_seq_len, filters)
+        rows_live.append(sum(isinstance(r, np.ndarray) for q, _ in queries.values() for r in q))
+        multi_channel_recall(recall.index, queries, filters=filters)
+
+    if recall.lists is not None:
+        rows_live = []
+        recall.use_lists = False
+        before = each(vector_recall, cases)
+        live_before = list(rows_live)
+        recall.use_lists, rows_live = True, []
+        levers["neighbour_lists"] = lever(before, each(vector_recall, cases))
+        levers["neighbour_lists"]["rows_searched_p50"] = {
+            "before": float(np.median(live_before)),
+            "after": float(np.median(rows_live)),
+        }
+        levers["neighbour_lists"]["top_n"] = TOP_N
+        levers["neighbour_lists"]["rows_from_lists_by_top_n"] = list_coverage(
+            recall, cases, ranker.max_seq_len
+        )
+        print("neighbour lists", levers["neighbour_lists"])
 
     result["levers"] = levers
     result["load_avg_1m"] = round(os.getloadavg()[0], 2)

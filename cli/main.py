@@ -23,6 +23,7 @@ from index.cli import app as index_app
 from ingest.cli import app as data_app
 from mmrec.cli_common import show_user_error_tracebacks
 from serving.cli import app as serve_app
+from simulation.cli import simulate
 from training.cli import app as train_app
 
 app = typer.Typer(
@@ -64,3 +65,4 @@ app.add_typer(analyze_app, name="analyze")
 app.add_typer(serve_app, name="serve")
 app.command("sql")(sql)
 app.command("run")(run)
+app.command("simulate")(simulate)

@@ -7,7 +7,7 @@ Every channel returns `Candidate`s (item id, score, channel name), best first, a
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,7 +111,7 @@ def vector_recall(
     return multi_channel_recall(index, {channel: (queries, limit)}, filters=filters)[channel]
 
 
-def _ids_and_scores(row_hits, limit: int) -> Iterable[tuple[int, float]]:
+def ids_and_scores(row_hits, limit: int) -> Iterable[tuple[int, float]]:
     """(id, score) of one query's first `limit` hits. pymilvus 2.6 keeps them as two plain
     lists beside its per-hit dicts: reading those is ~10x faster than the dicts."""
     ids, scores = getattr(row_hits, "ids", None), getattr(row_hits, "distances", None)
@@ -120,39 +120,56 @@ def _ids_and_scores(row_hits, limit: int) -> Iterable[tuple[int, float]]:
     return zip(ids[:limit], scores[:limit], strict=True)
 
 
+# A query row of a channel: a vector (d,) to search, or its hits already known (the first
+# `limit` that pass the request's filters, best first: index.neighbours' precomputed lists).
+QueryRow = np.ndarray | list[tuple[int, float]]
+
+
 def multi_channel_recall(
     index: ContentIndex,
-    queries: dict[str, tuple[np.ndarray, int]],
+    queries: Mapping[str, tuple[np.ndarray | Sequence[QueryRow], int]],
     *,
     filters: RecallFilter = NO_FILTER,
 ) -> dict[str, list[Candidate]]:
-    """`vector_recall` of several channels {channel: (queries (Q, d), limit)} in ONE search.
+    """`vector_recall` of several channels {channel: (query rows, limit)} in ONE search.
 
-    Same results as one `vector_recall` per channel (each query row asks for the largest
-    limit, each channel keeps its own `limit` best), in one round trip to Milvus instead of
-    one per channel: the serving path calls this per request.
+    Query rows are a (Q, d) array, or a sequence mixing vectors and known hits (`QueryRow`).
+    Same results as one `vector_recall` per channel (each vector row asks for the largest
+    limit, each channel keeps its own `limit` best of each row, and an item found by several
+    rows keeps its best score), in one round trip to Milvus instead of one per channel: the
+    serving path calls this per request. No vector rows at all: no round trip.
     """
-    checked = {
-        channel: (check_queries(q, index.dim), check_limit(limit))
-        for channel, (q, limit) in queries.items()
-    }
-    checked = {c: (q, n) for c, (q, n) in checked.items() if len(q) and n}
-    if not checked or filters.keeps_nothing():
-        return {channel: [] for channel in queries}
-    stacked = np.concatenate([q for q, _ in checked.values()])
-    hits = index.search(stacked, max(n for _, n in checked.values()), filters.milvus_expr())
+    rows = {channel: _rows(q, index.dim) for channel, (q, _) in queries.items()}
+    limits = {channel: check_limit(limit) for channel, (_, limit) in queries.items()}
     out: dict[str, list[Candidate]] = {channel: [] for channel in queries}
-    start = 0
-    for channel, (q, limit) in checked.items():
+    if filters.keeps_nothing():
+        return out
+    live = [(c, r) for c, rs in rows.items() if limits[c] for r in rs if isinstance(r, np.ndarray)]
+    hits = []
+    if live:
+        stacked = np.stack([r for _, r in live])
+        limit = max(limits[c] for c, _ in live)
+        hits = iter(index.search(stacked, limit, filters.milvus_expr()))
+    for channel, channel_rows in rows.items():
+        limit = limits[channel]
+        if not limit:
+            continue
         best: dict[int, float] = {}
-        for row_hits in hits[start : start + len(q)]:
-            for item, score in _ids_and_scores(row_hits, limit):
+        for row in channel_rows:
+            found = ids_and_scores(next(hits), limit) if isinstance(row, np.ndarray) else row
+            for item, score in found:
                 if score > best.get(item, -np.inf):
                     best[item] = score
-        start += len(q)
         ranked = sorted(best.items(), key=lambda kv: kv[1], reverse=True)[:limit]
         out[channel] = [Candidate(item, score, channel) for item, score in ranked]
     return out
+
+
+def _rows(queries: np.ndarray | Sequence[QueryRow], dim: int) -> list[QueryRow]:
+    """A channel's query rows, vectors checked (`check_queries`), known hits as given."""
+    if isinstance(queries, np.ndarray) or not any(isinstance(q, list) for q in queries):
+        return list(check_queries(queries, dim))
+    return [q if isinstance(q, list) else check_queries(q, dim)[0] for q in queries]
 
 
 def s2v(

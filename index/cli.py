@@ -1,5 +1,5 @@
-"""`mmrec index ...`: build the content index from the trained item tower, serve a milvus-lite
-file to many processes, show what the alias points at."""
+"""`mmrec index ...`: build the content index from the trained item tower, serve it (a
+milvus-lite file to many processes, or a Milvus server), show what the alias points at."""
 
 from __future__ import annotations
 
@@ -43,28 +43,56 @@ def build(
     )
 
 
+ENGINES = ("lite", "standalone")
+
+
 @app.command()
 def serve(
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="lite: one milvus-lite file shared over a URI; standalone: a Milvus server "
+            "(PyPI's `milvus` wheel, HNSW, token auth) with its data under the workspace."
+        ),
+    ] = "lite",
     db_file: Annotated[
-        Path | None, typer.Option(help="milvus-lite file to serve (default: the workspace's).")
+        Path | None, typer.Option(help="lite: the milvus-lite file (default: the workspace's).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="standalone: the server's data (default: <workspace>/data/index/milvus-standalone)."
+        ),
     ] = None,
     host: Annotated[
-        str, typer.Option(help="Address to listen on (loopback by default).")
+        str, typer.Option(help="lite: address to listen on (loopback by default).")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one.")] = 0,
+    port: Annotated[
+        int, typer.Option(help="TCP port; 0 picks a free one (standalone: 19530 or the next free).")
+    ] = 0,
     workspace: Workspace = None,
 ) -> None:
-    """Serve one milvus-lite file at http://HOST:PORT until Ctrl-C (many processes, one file)."""
+    """Serve the index at http://HOST:PORT until Ctrl-C: a milvus-lite file to many processes,
+    or a Milvus server; prints the variables that point `mmrec index build` and the bento at it."""
     from index.server import LiteServer
+    from index.standalone import StandaloneServer, default_data_dir
 
-    path = db_file or Path(cli_settings(workspace, needs="nothing").index_uri)
+    if engine not in ENGINES:
+        raise fail(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    settings = cli_settings(workspace, needs="nothing")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    server = LiteServer(path, host=host, port=port or None).start()
-    console.print(
-        f"serving {server.db_file} at {server.uri} (MMREC_MILVUS_URI={server.uri}); Ctrl-C stops"
-    )
+    if engine == "lite":
+        server = LiteServer(db_file or Path(settings.index_uri), host=host, port=port or None)
+        where = server.db_file
+    else:
+        server = StandaloneServer(data_dir or default_data_dir(settings.data_dir), port or None)
+        where = server.data_dir
+    server.start()
+    console.print(f"serving {where} at {server.uri}; Ctrl-C stops. Point clients at it:")
+    for name, value in server.environment().items():
+        console.print(f"export {name}={value}", soft_wrap=True)
     try:
         stop.wait()
     finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +21,7 @@ from pymilvus.exceptions import MilvusException
 from rich.progress import Progress
 
 from index import registry
-from index.connection import as_client
+from index.connection import as_client, is_server
 from index.errors import InvalidContentError, UnknownCollectionError, VersionInUseError
 from index.schema import (
     CONTENT_ALIAS,
@@ -67,12 +67,17 @@ def build_content_index(
     keep: int = 2,
     batch_size: int = INSERT_BATCH,
     show_progress: bool = True,
+    before_swap: Callable[[ContentIndex], None] | None = None,
 ) -> BuildReport:
     """Build `<alias>_v<version>` from item vectors (N, d) and metadata, then point `alias` at it.
 
     `metadata` has one row per vector (columns in `index.schema.METADATA_COLUMNS`);
     `version` is the embedding version (the tower's), written on every row. `spec` defaults
-    to the measured choice for the row count (`IndexSpec.for_rows`). Keeps the
+    to the measured choice for the row count and engine (`IndexSpec.for_rows`). On a Milvus
+    server the rows are flushed into sealed segments and the index built on them before the
+    collection loads (an unflushed collection searches its growing segments without it).
+    `before_swap(reader)`: runs on a reader of the complete new collection before the alias
+    moves (index.neighbours' lists are computed there). Keeps the
     newest `keep` (>= 1) builds including the active one and drops older ones. Raises
     VersionInUseError when `version` is the active one (build under a new version),
     InvalidContentError for malformed inputs.
@@ -86,7 +91,8 @@ def build_content_index(
     frame = check_metadata(metadata, len(vectors))
     if len(frame) == 0:
         raise InvalidContentError("no items to index: vectors and metadata are empty")
-    spec = spec or IndexSpec.for_rows(len(frame))
+    server = is_server(client)
+    spec = spec or IndexSpec.for_rows(len(frame), server)
     active = registry.resolve(client, alias)
     if active is not None and active.collection == name:
         raise VersionInUseError(
@@ -97,16 +103,25 @@ def build_content_index(
         client.drop_collection(name)
     client.create_collection(name, schema=content_schema(vectors.shape[1]))
     _insert(client, name, vectors, frame, version, batch_size, show_progress)
+    if server:
+        client.flush(name)
     params = client.prepare_index_params()
     params.add_index(
         "vector", index_type=spec.index_type, metric_type=spec.metric_type, params=dict(spec.params)
     )
     client.create_index(name, params)
+    if server:
+        _wait_for_index(client, name, len(frame))
     client.load_collection(name)
     rows = _count(client, name)
     if rows != len(frame):
         raise RuntimeError(f"{name} holds {rows} rows after inserting {len(frame)}; not swapping")
-    record = registry.record_version(client, alias, name, rows, vectors.shape[1], spec)
+    record = registry.VersionRecord(name, time.time_ns(), rows, vectors.shape[1], spec)
+    if before_swap is not None:
+        before_swap(ContentIndex.pinned(client, record, alias))
+    record = registry.record_version(
+        client, alias, name, rows, vectors.shape[1], spec, record.built_at_ns
+    )
     registry.point(client, alias, record)
     logger.info("%s now points at %s (%d rows, %d-d)", alias, name, rows, vectors.shape[1])
     dropped = _prune(client, alias, name, keep)
@@ -129,6 +144,21 @@ def _insert(
         for rows in row_batches(vectors, frame, version, batch_size):
             client.insert(name, rows)
             progress.advance(task, len(rows))
+
+
+def _wait_for_index(client: MilvusClient, name: str, rows: int, timeout_s: float = 3600) -> None:
+    """Wait until a server has indexed all `rows` of `name` (it builds on sealed segments in
+    the background)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = client.describe_index(name, "vector")
+        if int(state.get("indexed_rows", 0)) >= rows or state.get("state") == "Failed":
+            if state.get("state") == "Failed":
+                raise RuntimeError(f"Milvus failed to index {name}: {state}")
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} was not indexed in {timeout_s:.0f} s: {state}")
+        time.sleep(0.5)
 
 
 def _count(client: MilvusClient, name: str) -> int:
@@ -184,6 +214,16 @@ class ContentIndex:
         self._record: registry.VersionRecord | None = None
         self._resolved_at = -float("inf")
 
+    @classmethod
+    def pinned(
+        cls, client: MilvusClient, record: registry.VersionRecord, alias: str = CONTENT_ALIAS
+    ) -> ContentIndex:
+        """A reader of `record`'s collection itself, whatever the alias points at (a build's
+        new collection before the swap)."""
+        reader = cls(client, alias, refresh_s=float("inf"))
+        reader._record, reader._resolved_at = record, time.monotonic()
+        return reader
+
     def record(self, *, refresh: bool = False) -> registry.VersionRecord:
         """The active build (collection, dim, spec); re-read when stale or `refresh`."""
         now = time.monotonic()
@@ -227,16 +267,16 @@ class ContentIndex:
         """Top-`limit` hits per query row (inputs checked by the caller): [{id, distance, entity}]."""
 
         def op(record: registry.VersionRecord) -> list[list[dict]]:
+            params = dict(record.spec.search_params)
+            if "ef" in params:  # HNSW refuses ef < limit
+                params["ef"] = max(int(params["ef"]), limit)
             return self.client.search(
                 record.collection,
                 data=list(queries),
                 limit=limit,
                 filter=filter_expr,
                 output_fields=list(output_fields),
-                search_params={
-                    "metric_type": record.spec.metric_type,
-                    "params": record.spec.search_params,
-                },
+                search_params={"metric_type": record.spec.metric_type, "params": params},
             )
 
         return self._retrying(op)

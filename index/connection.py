@@ -188,6 +188,24 @@ def _locked(path: str) -> IndexLockedError:
     )
 
 
+def is_server(client: MilvusClient) -> bool:
+    """Whether `client` talks to a Milvus server (standalone or distributed: sealed segments,
+    HNSW) rather than milvus-lite (embedded or `LiteServer`), which answers UNIMPLEMENTED to
+    GetVersion. pymilvus logs that answer as an error: it is expected here, so not shown."""
+    quiet = logging.getLogger("pymilvus.decorators")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        client.get_server_version()
+        return True
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.UNIMPLEMENTED:
+            raise
+        return False
+    finally:
+        quiet.setLevel(level)
+
+
 def as_client(client_or_uri: MilvusClient | str) -> MilvusClient:
     """`client_or_uri` itself when it is a client, else `connect(client_or_uri)`."""
     return client_or_uri if isinstance(client_or_uri, MilvusClient) else connect(client_or_uri)

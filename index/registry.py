@@ -35,6 +35,11 @@ class VersionRecord:
     dim: int
     spec: IndexSpec
 
+    @property
+    def build_id(self) -> str:
+        """This build among all builds of its name (files stored beside it are named so)."""
+        return f"{self.collection}_{self.built_at_ns}"
+
 
 def _ensure(client: MilvusClient) -> None:
     if client.has_collection(REGISTRY):
@@ -85,11 +90,18 @@ _FIELDS = ["key", "target", "spec", "built_at_ns", "swapped_at_ns", "rows", "dim
 
 
 def record_version(
-    client: MilvusClient, alias: str, collection: str, rows: int, dim: int, spec: IndexSpec
+    client: MilvusClient,
+    alias: str,
+    collection: str,
+    rows: int,
+    dim: int,
+    spec: IndexSpec,
+    built_at_ns: int | None = None,
 ) -> VersionRecord:
-    """Note a finished build of `collection` for `alias` (not yet active)."""
+    """Note a finished build of `collection` for `alias` (not yet active); `built_at_ns`
+    (default now) tells this build from another of the same name."""
     _ensure(client)
-    now = time.time_ns()
+    now = built_at_ns or time.time_ns()
     row = _row(f"version:{alias}:{collection}", collection, spec, now, rows, dim)
     client.upsert(REGISTRY, [row])
     return VersionRecord(collection, now, rows, dim, spec)

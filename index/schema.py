@@ -28,7 +28,11 @@ MAX_TAGS = 32  # ARRAY capacity: tags beyond this are an input error, not silent
 MAX_TAG_CHARS = 64
 MAX_TEXT_CHARS = 64
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
-IVF_FROM_ROWS = 300_000  # FLAT up to here (see IndexSpec.for_rows)
+IVF_FROM_ROWS = 300_000  # FLAT up to here in milvus-lite (see IndexSpec.for_rows)
+# HNSW on a Milvus server, chosen by measurement (IndexSpec.for_rows). A search asks for
+# ef >= its limit (Milvus refuses less): ContentIndex.search raises ef to the limit.
+HNSW_BUILD = {"M": 16, "efConstruction": 200}
+HNSW_SEARCH = {"ef": 256}
 _VERSION = re.compile(r"^[A-Za-z0-9_]{1,48}$")
 
 
@@ -52,14 +56,21 @@ class IndexSpec:
         return cls(**json.loads(text)) if text else cls()
 
     @classmethod
-    def for_rows(cls, n_rows: int) -> IndexSpec:
-        """The measured choice for a collection of `n_rows` in milvus-lite 2.5.1.
+    def for_rows(cls, n_rows: int, server: bool = False) -> IndexSpec:
+        """The measured choice for a collection of `n_rows`, on a Milvus server (`server`) or
+        in milvus-lite 2.5.1.
+
+        Milvus server (2.3.5 standalone): HNSW on sealed segments at every size, M and
+        efConstruction and the search's ef from HNSW_PARAMS (bench/hnsw_recall_bench.py:
+        candidate recall vs FLAT on the service's own queries, bench/reported/).
 
         100k x 64-d: FLAT, exact (recall@100 1.0), ~4 ms p50; IVF_FLAT there searches the
         unsealed segments' interim index (nprobe ignored, filtered recall 0.80).
         1M x 64-d: FLAT ~31 ms p50; IVF_FLAT nlist=4096 nprobe=16: recall@100 0.998
         (0.998 filtered), ~2.8 ms p50. The switch point between is not measured finer.
         """
+        if server:
+            return cls("HNSW", dict(HNSW_BUILD), dict(HNSW_SEARCH))
         if n_rows <= IVF_FROM_ROWS:
             return cls()
         nlist = 2 ** round(math.log2(4 * math.sqrt(n_rows)))  # ~4*sqrt(n) lists

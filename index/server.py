@@ -10,17 +10,14 @@ exactly as they would a Milvus standalone server.
 from __future__ import annotations
 
 import logging
-import signal
-import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 from milvus_lite.server import Server
 
 from index.connection import check_uri, connect, held_by_another_process
 from index.errors import IndexConnectionError, IndexLockedError
-from mmrec.loopback import LOOPBACK, free_port
+from mmrec.loopback import LOOPBACK, free_port, terminate
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +38,10 @@ class LiteServer:
     @property
     def uri(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        """The variables that point a process (`mmrec index build`, the bento) at this server."""
+        return {"MMREC_MILVUS_URI": self.uri}
 
     def start(self, timeout_s: float = 30.0) -> LiteServer:
         """Launch the server and return once it answers a request; raise if it cannot."""
@@ -79,24 +80,12 @@ class LiteServer:
         if server is None:
             return
         # Server.stop() alone waits 2 s then SIGKILLs; SIGTERM first lets the binary exit cleanly.
-        proc: subprocess.Popen | None = server._p
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(server._p, timeout_s)
         server.stop()
         logger.info("milvus-lite server for %s stopped", self.db_file)
 
     def __enter__(self) -> LiteServer:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()

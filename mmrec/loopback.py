@@ -26,6 +26,18 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
+def terminate(proc: subprocess.Popen | None, timeout_s: float) -> None:
+    """SIGTERM a child server and wait for it to exit cleanly; SIGKILL after `timeout_s`."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def redis_installed() -> bool:
     """Whether `redis-server` is on PATH."""
     return shutil.which(REDIS_BINARY) is not None

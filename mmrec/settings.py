@@ -38,6 +38,7 @@ ONLINE_STORES = ("sqlite", "redis")
 OFFLINE_STORES = ("duckdb", "spark")
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: 1,000 events with every field at its longest are 400 kB
 ENV_PREFIX = "MMREC_"
+DEFAULT_SNAPSHOT_REFRESH_S = 600.0  # how old the serving item snapshot may get (the one default)
 
 
 class SettingsError(UserError):
@@ -111,7 +112,8 @@ class Settings(BaseSettings):
     serving_workers: int = Field(1, ge=1, description="Service worker processes.")
     candidates: int = Field(500, description="Items ranked per request (1..5000).")
     snapshot_refresh_s: float = Field(
-        600.0, description="Seconds the service's item-feature snapshot may age before a reload."
+        DEFAULT_SNAPSHOT_REFRESH_S,
+        description="Seconds the service's item-feature snapshot may age before a reload.",
     )
     channel_quotas: JsonObject = Field(
         default_factory=dict,

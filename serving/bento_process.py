@@ -18,7 +18,7 @@ from types import TracebackType
 import httpx
 
 from mmrec.errors import UserError
-from mmrec.loopback import free_port
+from mmrec.loopback import free_port, terminate
 from mmrec.settings import REPO_ROOT, Settings
 
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
@@ -26,10 +26,10 @@ BENTOML = str(Path(sys.executable).with_name("bentoml"))
 # distribution `[project] dependencies` pulls in, as installed where the bento is built.
 # `make pins` rewrites it; tests/test_serving_pins.py fails when it drifts from the venv.
 PINS_FILE = REPO_ROOT / "serving" / "requirements.lock.txt"
-# The same for the development venv (`.[dev,spark,baselines]`): `make venv` installs under it as pip
+# The same for the development venv (`.[dev,spark,milvus,baselines]`): `make venv` installs under it as pip
 # constraints, so a clean clone gets these versions, not whatever PyPI released since.
 DEV_PINS_FILE = REPO_ROOT / "requirements-dev.lock.txt"
-DEV_EXTRAS = ("dev", "spark", "baselines")
+DEV_EXTRAS = ("dev", "spark", "milvus", "baselines")
 
 
 def workspace_env(settings: Settings) -> dict[str, str]:
@@ -146,14 +146,7 @@ class BentoServer:
 
     def stop(self, timeout_s: float = 30) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, timeout_s)
 
     def __enter__(self) -> BentoServer:
         return self.start()

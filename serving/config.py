@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmrec.settings import Settings, SettingsError
+from mmrec.settings import DEFAULT_SNAPSHOT_REFRESH_S, Settings, SettingsError
 from mmrec.vocab import (
     FRESH,
     LATEST_RANKING_MODEL,
@@ -50,7 +50,7 @@ class ServingConfig:
     seed_items: int = 5  # newest clicked items used as V2V seeds
     seed_skus: int = 5  # newest clicked SKUs used as S2V seeds (after the context SKU)
     interest_tags: int = 3  # top CDR categories used as term-recall tags
-    snapshot_refresh_s: float = 600.0  # how old the item-feature snapshot may get
+    snapshot_refresh_s: float = DEFAULT_SNAPSHOT_REFRESH_S  # how old the item snapshot may get
     # How often the index alias is re-resolved. A resolve is a strongly consistent Milvus
     # query (~300 ms in milvus-lite): at 1 s it was the p99 of recall. A dropped collection
     # is re-resolved at once anyway (index.collections.ContentIndex).

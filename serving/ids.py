@@ -47,8 +47,9 @@ class ServedIds:
 
     def answer(self, request: RecommendRequest, response: RecommendResponse) -> RecommendResponse:
         """`response` (of the keyed request) with the data's ids: the request's user, each
-        item's own id."""
+        item's own id (and each candidate's, when asked for)."""
         items = self.ids.item.externals([item.item_id for item in response.items])
+        candidates = response.candidate_ids
         return response.model_copy(
             update={
                 "user_id": self.ids.user.parse(request.user_id, "user_id"),
@@ -56,6 +57,9 @@ class ServedIds:
                     item.model_copy(update={"item_id": own})
                     for item, own in zip(response.items, items, strict=True)
                 ],
+                "candidate_ids": None
+                if candidates is None
+                else self.ids.item.externals(candidates),
             }
         )
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import sqlite3
 import threading
 import time
 import weakref
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import redis.exceptions
+from feast.errors import FeatureServiceNotFoundException
 from feast.types import Float32, Float64, Int32, Int64
 
 from mmrec.arrays import find_sorted
@@ -40,12 +43,23 @@ from mmrec.feast_internals import (
     redis_client,
 )
 from mmrec.feast_store import ON_DEMAND, service_refs_by_entity
+from mmrec.settings import DEFAULT_SNAPSHOT_REFRESH_S
+from serving.snapshot_files import Persisted, SnapshotFiles, decode_columns
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_CHUNK = 2_000
 OLD_SNAPSHOT_WAIT_S = 5.0  # how long a reload waits for requests to let go of the old one
 NUMPY_TYPES = {Float32: np.float32, Float64: np.float64, Int32: np.int32, Int64: np.int64}
+# What the online stores raise when they cannot answer (Feast passes its backends' errors on):
+# SQLite's (a missing, locked or broken file), Redis's (down, unreachable, slow, refused
+# credentials: AuthenticationError is a ConnectionError). A request answers degraded on
+# these; anything else is a bug and raises.
+ONLINE_STORE_ERRORS: tuple[type[Exception], ...] = (
+    sqlite3.Error,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 
 class OnlineFeatureError(UserError):
@@ -110,10 +124,16 @@ class ItemSnapshot:
     loaded_at: float  # time.monotonic()
     version: int  # 1 for the first load, +1 for each reload
     derived: dict[str, Any] = field(default_factory=dict)  # what on_load hooks returned
+    key: str | None = None  # the snapshot files' version (serving/snapshot_files.py), if any
 
     def column(self, name: str) -> np.ndarray:
         """One feature for the catalog, without the trailing row."""
         return self.columns[name][:-1]
+
+    def retried(self) -> ItemSnapshot:
+        """This snapshot, marked loaded now: a failed reload is tried again after another
+        refresh period, not on every request."""
+        return ItemSnapshot(self.columns, time.monotonic(), self.version, self.derived, self.key)
 
 
 class CandidateFeatureReader:
@@ -127,12 +147,18 @@ class CandidateFeatureReader:
     """
 
     def __init__(
-        self, store, service: str, item_ids: Sequence[int], refresh_seconds: float = 300.0
+        self,
+        store,
+        service: str,
+        item_ids: Sequence[int],
+        refresh_seconds: float = DEFAULT_SNAPSHOT_REFRESH_S,
+        files: SnapshotFiles | None = None,
     ) -> None:
         self.store = store
+        self.files = files
         try:
             self.service = store.get_feature_service(service)
-        except Exception as err:  # Feast raises FeatureServiceNotFoundException
+        except FeatureServiceNotFoundException as err:
             raise OnlineFeatureError(f"unknown feature service {service!r}: {err}") from None
         self.layout = self._split(self.service)
         self.item_ids = np.unique(np.asarray(item_ids, dtype=np.int64))
@@ -142,6 +168,7 @@ class CandidateFeatureReader:
         self._reloading = threading.Lock()  # held by the background reload while it runs
         self._reload_thread: threading.Thread | None = None
         self._hooks: dict[str, Callable[[ItemSnapshot], Any]] = {}
+        self._persisted: dict[str, Persisted] = {}
         self._consumed: set[str] = set()
 
     def _split(self, service) -> _ServiceLayout:
@@ -180,6 +207,49 @@ class CandidateFeatureReader:
         return [(self.store.get_feature_view(view), features) for view, features in names.items()]
 
     def _load_snapshot(self, version: int) -> ItemSnapshot:
+        """The current item features and what the hooks derive from them: from the online
+        store, or with `files`, from the snapshot version's files (written first by whichever
+        process needs them first: serving/snapshot_files.py)."""
+        key = (
+            None
+            if self.files is None
+            else self.files.key(self.store, self._item_views(), self.item_ids)
+        )
+        if key is None:
+            snapshot = self._read_online(version)
+            for name, hook in self._hooks.items():
+                snapshot.derived[name] = hook(snapshot)
+            for name in self._consumed:
+                snapshot.columns.pop(name, None)
+            return snapshot
+        current = self._snapshot
+        if current is not None and current.key == key:  # nothing was materialized since
+            return current.retried()
+        with self.files.lock(key):
+            if self.files.read(key) is None:
+                online = self._read_online(version)
+                arrays = {
+                    f"{name}.{part}": array
+                    for name, persisted in self._persisted.items()
+                    for part, array in persisted.to_arrays(self._hooks[name](online)).items()
+                }
+                kept = {n: c for n, c in online.columns.items() if n not in self._consumed}
+                self.files.write(key, kept, arrays)
+                del online, arrays
+            arrays, table = self.files.read(key)
+        snapshot = ItemSnapshot(
+            decode_columns(table, self.layout.item_arrays), time.monotonic(), version, key=key
+        )
+        for name, hook in self._hooks.items():
+            if name in self._persisted:
+                prefix = f"{name}."
+                own = {k.removeprefix(prefix): a for k, a in arrays.items() if k.startswith(prefix)}
+                snapshot.derived[name] = self._persisted[name].from_arrays(own)
+            else:
+                snapshot.derived[name] = hook(snapshot)
+        return snapshot
+
+    def _read_online(self, version: int) -> ItemSnapshot:
         """Read the item views for the whole catalog, into columns that a request indexes
         with numpy (a pandas reindex per column costs more than the read).
 
@@ -202,12 +272,7 @@ class CandidateFeatureReader:
                         parts[name].append(self._python_value((values or {}).get(name), name))
         # the trailing None also keeps equal-length arrays as elements (not a 2-D array)
         columns = {name: np.array([*column, None], dtype=object) for name, column in parts.items()}
-        snapshot = ItemSnapshot(columns, time.monotonic(), version)
-        for name, hook in self._hooks.items():
-            snapshot.derived[name] = hook(snapshot)
-        for name in self._consumed:
-            columns.pop(name, None)
-        return snapshot
+        return ItemSnapshot(columns, time.monotonic(), version)
 
     def _python_value(self, value: Value | None, name: str) -> Any:
         """A stored value as get_online_features().to_dict() has it (numeric lists: numpy)."""
@@ -219,14 +284,23 @@ class CandidateFeatureReader:
         return python_value(value)
 
     def on_load(
-        self, name: str, hook: Callable[[ItemSnapshot], Any], consumes: Sequence[str] = ()
+        self,
+        name: str,
+        hook: Callable[[ItemSnapshot], Any],
+        consumes: Sequence[str] = (),
+        persisted: Persisted | None = None,
     ) -> None:
         """Run `hook(snapshot)` on every snapshot before it is served, keeping its result in
         `snapshot.derived[name]`; runs now on the current snapshot if there is one (which
         must still hold the columns it consumes). `consumes`: columns only the hooks read,
         dropped from the snapshot once they ran (`read` no longer returns them): the 1,664
-        embedding floats per item are 864 MB at 104k items, their projections far less."""
+        embedding floats per item are 864 MB at 104k items, their projections far less.
+        `persisted`: with snapshot files, the result is written once per snapshot version
+        and every process maps it instead of running the hook (register before the first
+        snapshot loads)."""
         self._hooks[name] = hook
+        if persisted is not None:
+            self._persisted[name] = persisted
         self._consumed.update(consumes)
         if self._snapshot is not None:
             self._snapshot.derived[name] = hook(self._snapshot)
@@ -253,16 +327,20 @@ class CandidateFeatureReader:
 
     def _reload(self) -> None:
         """Load the next snapshot and swap it in; once requests have let go of the old one
-        (they hold it for one request), give the freed memory back (`release_free_heap`)."""
+        (they hold it for one request), give the freed memory back (`release_free_heap`).
+        A failed load keeps the current snapshot and tries again after another
+        refresh_seconds: the online store failing is logged, anything else (a bug) raises
+        on this thread after that."""
         current = self._snapshot
         try:
             self._snapshot = self._load_snapshot(current.version + 1)
-        except Exception:  # the online store is down or changing: keep serving the old one
+        except ONLINE_STORE_ERRORS:  # the online store is down or changing
             log.exception("item snapshot reload failed; serving version %d", current.version)
-            # try again after another refresh_seconds, not on every request
-            self._snapshot = ItemSnapshot(
-                current.columns, time.monotonic(), current.version, current.derived
-            )
+            self._snapshot = current.retried()
+        except BaseException:
+            self._snapshot = current.retried()
+            self._reloading.release()
+            raise
         try:
             old = weakref.ref(current)
             del current

@@ -3,6 +3,8 @@
 features (Feast online: the user's `ranking`/`recall` views, seed SKUs' categories) -> seeds
 -> recall channels merged to `ServingConfig.candidates` items -> the candidates' `ranking`
 features -> the MMoE in one forward pass -> mixed ranking across material queues -> top k.
+A request may ask for an experiment's baseline policy instead (popular, random:
+serving/policies.py), and for the ids of the candidates it recalled (`include_candidates`).
 
 Degraded paths, flagged in the response instead of failing: the online store failing gives
 the cold-start path (no history: context SKU, popular, fresh); Milvus failing gives the
@@ -19,7 +21,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from index.build import load_recall_model
+from index.build import load_recall_model, neighbours_root
 from index.channels import RecallFilter
 from index.collections import ContentIndex
 from index.connection import open_index
@@ -28,10 +30,12 @@ from mmrec.settings import Settings
 from mmrec.world_manifest import world_end
 from serving.config import ServingConfig
 from serving.mixing import item_values, mix
-from serving.online_features import CandidateFeatureReader, fail_fast
+from serving.online_features import ONLINE_STORE_ERRORS, CandidateFeatureReader, fail_fast
+from serving.policies import RANKED, baseline_items
 from serving.ranker import OnlineRanker, RankedCandidates, load_ranking_model
-from serving.recall import RecallStage, Seeds
+from serving.recall import RecallResult, RecallStage, Seeds
 from serving.schemas import RecommendedItem, RecommendRequest, RecommendResponse
+from serving.snapshot_files import SnapshotFiles, snapshots_root
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,11 @@ class RecommendationPipeline:
             open_index(settings, milvus_uri), refresh_s=self.config.index_refresh_s
         )
         self.recall = RecallStage(
-            self.recall_model, self.index, self.config.quotas, self.config.seed_items
+            self.recall_model,
+            self.index,
+            self.config.quotas,
+            self.config.seed_items,
+            lists_root=neighbours_root(settings),
         )
         ranking_model = load_ranking_model(settings, self.config.rank_model)
         self.reader = CandidateFeatureReader(
@@ -77,6 +85,8 @@ class RecommendationPipeline:
             ranking_model.feature_service,
             self.recall.catalog.item_id.to_numpy(np.int64),
             self.config.snapshot_refresh_s,
+            # one snapshot version for every worker: the ranker's item side depends on its model
+            files=SnapshotFiles(snapshots_root(settings), depends_on=str(ranking_model.tag)),
         )
         # the popular fallback follows each snapshot's clicks (ranked on the reload's thread)
         self.reader.on_load(
@@ -102,7 +112,7 @@ class RecommendationPipeline:
         """The user's online features and whether the online store answered."""
         try:
             return self.reader.read_user(user_id), True
-        except Exception as err:  # any backend error (sqlite, redis): serve without history
+        except ONLINE_STORE_ERRORS as err:  # serve without history
             log.warning("online store failed for user %d: %s", user_id, err)
             names = [ref.split(":", 1)[1] for ref in self.reader.layout.user_refs]
             return {"user_id": [user_id], **{n: [None] for n in names}}, False
@@ -124,7 +134,7 @@ class RecommendationPipeline:
         ok = True
         try:
             categories = self._sku_categories(skus)
-        except Exception as err:  # the online store failed: S2V has no seeds this time
+        except ONLINE_STORE_ERRORS as err:  # S2V has no seeds this time
             log.warning("sku lookup failed: %s", err)
             categories, skus, ok = [], [], False
         tags = self.recall.interest_tags(
@@ -164,14 +174,19 @@ class RecommendationPipeline:
             materials=tuple(request.materials) if request.materials else None,
             exclude_ids=frozenset(seeds.clicked_items),
         )
-        recalled = self.recall.recall_candidates(
-            seeds, filters, self.config.candidates, self.ranker.max_seq_len
-        )
+        items: list[RecommendedItem] = []
+        request_ts = self.now()
+        if request.policy == RANKED:
+            recalled = self.recall.recall_candidates(
+                seeds, filters, self.config.candidates, self.ranker.max_seq_len
+            )
+        else:  # an experiment's baseline arm (serving/policies.py): nothing to recall or rank
+            recalled = RecallResult([], ())
+            seed = (request.user_id % 2**64, request_ts)  # an unknown user's key may be < 0
+            items = baseline_items(self.recall, request.policy, filters, request.k, seed)
         degraded += recalled.failed
         lap("recall")
         ranked = None
-        items: list[RecommendedItem] = []
-        request_ts = self.now()
         if recalled.candidates:
             ids = [c.item_id for c in recalled.candidates]
             features = self.reader.read(
@@ -192,6 +207,9 @@ class RecommendationPipeline:
             candidates=len(recalled.candidates),
             timings_ms=timings,
             models=self.models,
+            candidate_ids=(
+                [c.item_id for c in recalled.candidates] if request.include_candidates else None
+            ),
         )
         channels = Counter(c.channel for c in recalled.candidates)
         return Recommendation(response, ranked, request_ts, dict(channels))

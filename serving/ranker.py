@@ -59,6 +59,7 @@ from models.recall_vectors import RECALL_MODEL_KEY, ItemVectors
 from models.store import LoadedModel, load_stored
 from serving.online_features import CandidateFeatureReader, ItemSnapshot
 from serving.ranker_split import item_first_layer, score_encoded, split_first_layers
+from serving.snapshot_files import Persisted
 
 # What build_ranking_data reads from the online rows (besides the context columns).
 FEATURE_COLUMNS = (
@@ -110,6 +111,42 @@ class CatalogItems:
 
     def content_rows(self, item_ids: np.ndarray) -> np.ndarray:
         return content_rows(self.content_ids, item_ids)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """As named arrays, for the snapshot's files (`from_arrays` reads them back)."""
+        arrays = {
+            f"encoding.{name}": tensor.numpy()
+            for name, tensor in vars(self.encoding).items()
+            if tensor is not None
+        }
+        arrays |= {f"history.{m}": projected.numpy() for m, projected in self.history.items()}
+        return arrays | {
+            "first_layer": self.first_layer.numpy(),
+            "rankable": self.rankable,
+            "content_ids": self.content_ids,
+            "categories.item_ids": self.categories.item_ids,
+            "categories.category": self.categories.category,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> CatalogItems:
+        """From `to_arrays`'s arrays (memory maps: the tensors share their pages)."""
+
+        def part(prefix: str) -> dict[str, Tensor]:
+            return {
+                name.removeprefix(prefix): torch.from_numpy(array)
+                for name, array in arrays.items()
+                if name.startswith(prefix)
+            }
+
+        return cls(
+            encoding=ItemEncoding(**part("encoding.")),
+            first_layer=torch.from_numpy(arrays["first_layer"]),
+            rankable=arrays["rankable"],
+            content_ids=arrays["content_ids"],
+            history=part("history."),
+            categories=ItemCategories(arrays["categories.item_ids"], arrays["categories.category"]),
+        )
 
 
 def load_ranking_model(settings: Settings, ref: Any) -> LoadedModel:
@@ -169,7 +206,8 @@ class OnlineRanker:
         self.reader = reader
         # the embeddings are consumed here: the snapshot keeps their projections, not them
         content = CONTENT_COLUMNS if self.config.use_multimodal else ()
-        reader.on_load(RANKER_ITEMS, self._catalog_items, consumes=content)
+        persisted = Persisted(CatalogItems.to_arrays, CatalogItems.from_arrays)
+        reader.on_load(RANKER_ITEMS, self._catalog_items, consumes=content, persisted=persisted)
 
     def _content(self, snapshot: ItemSnapshot) -> ItemContent | None:
         """The snapshot's embeddings as dense tables, built by the same function as in

@@ -12,6 +12,8 @@ from mmrec.vocab import EVENT_TYPES, SOURCES
 Scene = Literal["home", "inner", "detail"]  # mmrec.vocab.POSITIONS
 Material = Literal["video", "live", "shop", "aggregated"]  # mmrec.vocab.MATERIALS
 Source = Literal["search", "rec"]  # mmrec.vocab.SOURCES
+# What answers a request (serving/policies.py): an experiment arm's policy
+Policy = Literal["ranked", "popular", "random"]
 EventType = Literal[
     "impression", "click", "watch", "share", "comment", "cart", "favorite", "sku_click",
     "sku_cart", "sku_purchase",
@@ -45,6 +47,25 @@ class RecommendRequest(BaseModel):
     materials: list[Material] | None = Field(
         None, min_length=1, max_length=4, description="Only these material types (default all)."
     )
+    policy: Policy = Field(
+        "ranked",
+        description="An experiment arm's policy: ranked (recall, this bento's ranker, mixed "
+        "ranking; the default), popular (the catalog's most clicked items of the last 7 days) "
+        "or random (uniform over the catalog). Clicked items and `materials` filter all three.",
+    )
+    include_candidates: bool = Field(
+        False,
+        description="Also answer with the ids of every recalled candidate (`candidate_ids`), "
+        "e.g. to re-rank the same set offline; ranked policy only.",
+    )
+
+    @model_validator(mode="after")
+    def _candidates_need_recall(self) -> RecommendRequest:
+        if self.include_candidates and self.policy != "ranked":
+            raise ValueError(
+                f"include_candidates needs policy ranked: the {self.policy} policy recalls nothing"
+            )
+        return self
 
 
 class RecommendedItem(BaseModel):
@@ -67,6 +88,11 @@ class RecommendResponse(BaseModel):
     candidates: int = Field(description="Items recalled and ranked.")
     timings_ms: dict[str, float]
     models: dict[str, str]
+    candidate_ids: list[int | str] | None = Field(
+        None,
+        description="Every recalled candidate, by the data's own ids, in recall order, when "
+        "the request asked (include_candidates); null otherwise.",
+    )
 
 
 class BehaviourEvent(BaseModel):

@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("training",),
     ("index",),
     ("serving", "analysis"),
+    ("simulation",),  # builds and serves bentos; never packed in one
     ("cli",),
 )
 LAYER_OF = {package: level for level, packages in enumerate(LAYERS) for package in packages}

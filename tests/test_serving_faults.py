@@ -7,7 +7,7 @@ milvus-lite server, under mixed /recommend + /events traffic.
   with its append-only file fsync'd per write, as a production online store would).
 - The milvus-lite server killed and started again on its port: the same, flagged
   `vector_index`.
-- A failing item-snapshot reload (serving/online_features.py) keeps the previous snapshot.
+- Snapshot reloads while Redis is down keep the previous snapshot (serving/online_features.py).
 - The event log's disk full: 503 naming the cause, nothing acknowledged that is not on disk.
 """
 
@@ -241,13 +241,14 @@ def test_index_server_killed_and_restarted_degrades_then_recovers(service: Servi
     assert_answered_in_time(traffic, VECTOR_INDEX)
 
 
-def _reload_failures(service: Service) -> int:
-    return service.log_file.read_text().count("item snapshot reload failed")
-
-
-def test_a_failing_snapshot_reload_keeps_serving_the_previous_snapshot(service: Service) -> None:
+def test_snapshot_reloads_while_redis_is_down_keep_serving_the_previous_snapshot(
+    service: Service,
+) -> None:
     """With Redis down every request is served without user features, so the answer to one
-    request depends only on the item snapshot: it must not change while reloads fail."""
+    request depends only on the item snapshot: it must not change across reloads. The workers
+    serve a snapshot version's files (serving/snapshot_files.py): a reload with nothing
+    materialized since reads nothing, so Redis being down cannot fail it (a reload that must
+    read a new version and fails is tests/test_serving_snapshot_files.py's)."""
 
     def ask(redis_down: bool = True) -> list[tuple[int, float]]:
         body = {"user_id": service.users[0], "scene": "home", "k": 10}
@@ -263,18 +264,13 @@ def test_a_failing_snapshot_reload_keeps_serving_the_previous_snapshot(service: 
     while len({tuple(ask(redis_down=False)) for _ in range(8)}) > 1:
         assert time.monotonic() < deadline, "the two workers' answers never agreed"
         time.sleep(SNAPSHOT_REFRESH_S)
-    failures = _reload_failures(service)
     service.redis.kill()
     try:
         first = ask()
-        deadline = time.monotonic() + 60
-        while _reload_failures(service) < failures + 2:  # each worker, or one of them twice
-            assert time.monotonic() < deadline, (
-                "no snapshot reload failed:\n" + service.log_file.read_text()[-3000:]
-            )
-            ask()
+        for _ in range(4):  # several refresh periods: each worker reloads meanwhile
             time.sleep(SNAPSHOT_REFRESH_S)
-        assert [ask() for _ in range(8)] == [first] * 8  # both workers, after failed reloads
+            assert [ask() for _ in range(4)] == [first] * 4
+        assert "item snapshot reload failed" not in service.log_file.read_text()
     finally:
         service.redis.start()
 

@@ -31,6 +31,21 @@ def test_recommend_answers_with_ranked_items(server: str) -> None:
     assert out["models"]["recall"].startswith("recall:")
 
 
+def test_experiment_fields_over_http(server: str) -> None:
+    """An A/B client's fields (serving/policies.py): a baseline policy, the recalled set."""
+    ask = {"user_id": 3, "scene": "home", "k": 5}
+    plain = httpx.post(f"{server}/recommend", json=ask, timeout=30).json()
+    assert plain["candidate_ids"] is None
+    full = httpx.post(f"{server}/recommend", json={**ask, "include_candidates": True}, timeout=30)
+    assert full.status_code == 200, full.text
+    ids = full.json()["candidate_ids"]
+    assert len(ids) == full.json()["candidates"] and {i["item_id"] for i in plain["items"]} <= set(
+        ids
+    )
+    popular = httpx.post(f"{server}/recommend", json={**ask, "policy": "popular"}, timeout=30)
+    assert {i["channel"] for i in popular.json()["items"]} == {"popular"}
+
+
 def test_events_then_recommend(server: str) -> None:
     event = {"user_id": 5, "event_type": "click", "item_id": 11}
     resp = httpx.post(f"{server}/events", json={"events": [event]}, timeout=30)
@@ -52,6 +67,11 @@ def test_events_then_recommend(server: str) -> None:
         ({"user_id": 1, "scene": "home", "materials": ["podcast"]}, "materials"),
         ({"user_id": 1, "scene": "home", "colour": "red"}, "colour"),
         ({"user_id": -4, "scene": "home"}, "user_id"),
+        ({"user_id": 1, "scene": "home", "policy": "best"}, "policy"),
+        (
+            {"user_id": 1, "scene": "home", "policy": "random", "include_candidates": True},
+            "include_candidates needs policy ranked",
+        ),
     ],
 )
 def test_bad_requests_get_400_naming_the_field(server: str, body: dict, needle: str) -> None:

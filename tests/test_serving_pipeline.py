@@ -8,7 +8,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from index.build import build_index
+from index.build import build_index, v2v_queries
 from index.server import LiteServer
 from mmrec.settings import Settings
 from mmrec.vocab import FRESH, MATERIALS, POPULAR, S2V, TERM, U2V, V2V
@@ -92,7 +92,7 @@ def test_v2v_seeds_are_the_newest_clicked_items_as_milvus_stores_them(pipeline) 
     for seeds in (clicked, [unknown, *clicked]):
         got = stage._v2v_vectors(Seeds(clicked_items=seeds))
         newest = seeds[: pipeline.config.seed_items]
-        want = stage._v2v_adapted(seed_item_vectors(stage.index, newest))
+        want = v2v_queries(stage.recall, seed_item_vectors(stage.index, newest))
         assert len(got) == len([i for i in newest if i != unknown]) > 0
         np.testing.assert_allclose(got, want, atol=1e-6)
 
@@ -156,3 +156,22 @@ def test_the_online_store_failing_gives_a_flagged_cold_start_answer(
         RecommendRequest(user_id=1, scene="detail", k=10, context_sku_id=3)
     ).response
     assert ONLINE_STORE in out.degraded and out.cold_start and len(out.items) == 10
+
+
+@pytest.mark.parametrize("broken", ["read_user", "sku_lookup"])
+def test_a_bug_reading_features_raises_instead_of_answering_degraded(
+    pipeline, monkeypatch, broken: str
+) -> None:
+    """Only the online stores' own errors (serving.online_features.ONLINE_STORE_ERRORS) make
+    an answer degraded: a bug (here a TypeError) is not relabelled as the store failing."""
+
+    def bug(*args, **kwargs):
+        raise TypeError("a bug, not the online store")
+
+    user_id, _ = active_user(pipeline)
+    if broken == "read_user":
+        monkeypatch.setattr(pipeline.reader, "read_user", bug)
+    else:
+        monkeypatch.setattr(pipeline, "_sku_categories", bug)
+    with pytest.raises(TypeError, match="a bug"):
+        pipeline.recommend(RecommendRequest(user_id=user_id, scene="home", k=5, context_sku_id=3))

@@ -158,6 +158,13 @@ def rank(
             "input block (needs --dsn and --min)."
         ),
     ] = False,
+    model_name: Annotated[
+        str,
+        typer.Option(
+            help="BentoML store name to save under (e.g. ranking-no-gmf for a model served by a "
+            "bento of its own, MMREC_RANK_MODEL=ranking-no-gmf:latest)."
+        ),
+    ] = "ranking",
     workspace: Workspace = None,
 ) -> None:
     """Train the MMoE ranker on the ranking set, evaluate it, save it to the BentoML store."""
@@ -167,7 +174,7 @@ def rank(
 
     config = TrainConfig(
         epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, max_seq_len=max_seq_len,
-        seed=seed,
+        seed=seed, model_name=model_name,
     )  # fmt: skip
     settings = cli_settings(workspace)
     torch.set_num_threads(settings.torch_threads)
@@ -186,7 +193,7 @@ def rank(
     )
     console.print(
         f"cold items: click AUC {_num(test.get('click_cold_auc'))}; "
-        f"metrics in {settings.artifacts_dir / 'ranking' / 'metrics.json'}"
+        f"metrics in {settings.artifacts_dir / model_name / 'metrics.json'}"
     )
 
 

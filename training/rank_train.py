@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -89,6 +90,12 @@ class TrainConfig:
                 raise UserError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_pos_weight < 1:
             raise UserError(f"max_pos_weight must be >= 1, got {self.max_pos_weight}")
+        # BentoML's rule for a model name, checked before training rather than at the save
+        if not re.fullmatch(r"[a-z0-9]([-._a-z0-9]{0,61}[a-z0-9])?", self.model_name):
+            raise UserError(
+                f"model name {self.model_name!r}: use lower-case letters, digits, '-', '_' and "
+                "'.', starting and ending with a letter or digit (e.g. ranking-no-gmf)"
+            )
 
 
 @dataclass
@@ -370,5 +377,6 @@ def train_ranking(
     }
     tag = save_model(settings, train_config.model_name, result.model, config, metadata, known)
     report = {"tag": tag, **metadata, "metrics_detail": metrics}
-    write_json(report, settings.artifacts_dir / "ranking" / "metrics.json")
+    # a model saved under another name (ranking-no-gmf) keeps its report beside the default's
+    write_json(report, settings.artifacts_dir / train_config.model_name / "metrics.json")
     return report

@@ -15,7 +15,8 @@ seen AS (
         count(DISTINCT r.entity_id) FILTER (
             r.layer = 'offline'
             AND r.event_timestamp <= w.world_end
-            AND epoch(r.event_timestamp) > epoch(w.world_end) - c.ttl_s
+            -- a TTL of 0 never expires (Feast's convention)
+            AND (c.ttl_s = 0 OR epoch(r.event_timestamp) > epoch(w.world_end) - c.ttl_s)
         ) AS live_entities,
         count(DISTINCT r.entity_id) FILTER (r.layer = 'online') AS online_entities
     FROM feature_rows AS r
