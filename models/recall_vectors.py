@@ -75,6 +75,25 @@ class ItemVectors:
         padded = np.vstack([np.zeros((1, vectors.shape[1]), np.float32), vectors])
         return cls(table.item_id.copy(), torch.from_numpy(padded), recall.tag)
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """As named arrays (a serving snapshot's files); `from_arrays` reads them back."""
+        return {
+            "vectors.item_ids": self.item_ids,
+            "vectors.vectors": self.vectors.numpy(),
+            "vectors.model_tag": np.array([self.model_tag]),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ItemVectors | None:
+        """From `to_arrays`'s arrays (memory maps share their pages); None without them."""
+        if "vectors.item_ids" not in arrays:
+            return None
+        return cls(
+            arrays["vectors.item_ids"],
+            torch.from_numpy(arrays["vectors.vectors"]),
+            str(arrays["vectors.model_tag"][0]),
+        )
+
     @property
     def dim(self) -> int:
         return int(self.vectors.shape[1])

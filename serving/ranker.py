@@ -120,13 +120,18 @@ class CatalogItems:
             if tensor is not None
         }
         arrays |= {f"history.{m}": projected.numpy() for m, projected in self.history.items()}
-        return arrays | {
-            "first_layer": self.first_layer.numpy(),
-            "rankable": self.rankable,
-            "content_ids": self.content_ids,
-            "categories.item_ids": self.categories.item_ids,
-            "categories.category": self.categories.category,
-        }
+        return (
+            arrays
+            | {
+                "first_layer": self.first_layer.numpy(),
+                "rankable": self.rankable,
+                "content_ids": self.content_ids,
+                "categories.item_ids": self.categories.item_ids,
+                "categories.category": self.categories.category,
+                "popularity": self.popularity,
+            }
+            | (self.vectors.to_arrays() if self.vectors is not None else {})
+        )
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> CatalogItems:
@@ -146,6 +151,8 @@ class CatalogItems:
             content_ids=arrays["content_ids"],
             history=part("history."),
             categories=ItemCategories(arrays["categories.item_ids"], arrays["categories.category"]),
+            popularity=arrays["popularity"],
+            vectors=ItemVectors.from_arrays(arrays),
         )
 
 
