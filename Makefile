@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml requirements-dev.lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# pip warns about every package missing from this machine's local mirrors: keep errors only
 	$(BIN)/pip install --quiet --upgrade pip 2> >(grep -v 'is ignored' >&2)
-	$(BIN)/pip install --quiet $(PIN_CONSTRAINTS) -e '.[dev,spark,milvus]' 2> >(grep -v 'is ignored' >&2)
+	$(BIN)/pip install --quiet $(PIN_CONSTRAINTS) -e '.[dev,spark,milvus,baselines]' 2> >(grep -v 'is ignored' >&2)
 	# MovieLens-100k ships inside the recbole wheel; only its data files are read, so skip its
 	# dependencies (ray<=2.6.3, tensorboard, pinned colorama/colorlog) that nothing here uses
 	$(BIN)/pip install --quiet --no-deps recbole==1.2.1 2> >(grep -v 'is ignored' >&2)

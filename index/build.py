@@ -36,12 +36,11 @@ from mmrec.errors import UserError
 from mmrec.feast_store import open_store
 from mmrec.settings import Settings
 from mmrec.vocab import LATEST_RECALL_MODEL, MATERIALS, S2V, V2V
-from mmrec.world_manifest import world_end
-from models.item_content import ContentVersionError, check_content_versions
+from models.item_content import ContentVersionError
 from models.layers import inference
-from models.recall import RecallConfig, SkuQuery, TwoTowerRecall, encode_items, encode_queries
-from models.recall_inputs import VERSION_FIELDS, catalog_ids, load_item_table
-from models.store import LoadedModel, load_stored
+from models.recall import SkuQuery, encode_queries
+from models.recall_vectors import catalog_table, item_vectors, load_recall
+from models.store import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +56,9 @@ class ModelMismatchError(VectorIndexError):
 def load_recall_model(settings: Settings, ref: Any = DEFAULT_MODEL) -> LoadedModel:
     """The recall model `ref` (a tag in the workspace's BentoML store, or a stored model)."""
     try:
-        loaded = load_stored(settings, ref, TwoTowerRecall, RecallConfig, "mmrec train recall")
-    except UserError as err:  # not in the store, or not a tag
+        return load_recall(settings, ref)
+    except UserError as err:  # not in the store, not a tag, or without its known items
         raise ModelMismatchError(str(err)) from None
-    if loaded.known_item_ids is None:
-        raise ModelMismatchError(
-            f"{loaded.tag} was saved without its known item ids: retrain with `mmrec train recall`"
-        )
-    return loaded
 
 
 def neighbours_root(settings: Settings) -> Path:
@@ -147,15 +141,11 @@ def build_index(
     """Encode the catalog with the recall model's item tower and swap it in (module docstring)."""
     recall = load_recall_model(settings, model_tag)
     store = store or open_store(settings)
-    table = load_item_table(store, catalog_ids(settings), world_end(settings), recall.categories)
-    try:
-        check_content_versions(
-            recall.tag, recall.metadata, table.versions, VERSION_FIELDS, "mmrec train recall"
-        )
+    table = catalog_table(settings, recall, store)
+    try:  # the one way vectors are made: the ranker's shared encoder input reads the same
+        vectors = item_vectors(recall, table)
     except ContentVersionError as err:
         raise ModelMismatchError(str(err)) from None
-    table.set_known(recall.known_item_ids)
-    vectors = encode_items(recall.model, table.inputs(np.arange(len(table)))).numpy()
     log.info(
         "encoded %d items (%d known to the ID table) with %s",
         len(table), table.stats["items_known"], recall.tag,

@@ -25,6 +25,14 @@ Feature blocks, each switched by `RankingConfig` (all off = the ID-only MMoE bas
 - `use_cdr`: the user's product-domain category affinities (n_categories floats) and the
   affinity at the candidate's category (a scalar).
 - `use_timeliness`: log1p(item age in hours) and windowed CTRs (`n_ctr_windows` floats).
+- `use_history_category`: the click history's share per category and at the candidate's.
+- `use_popularity`: the candidate's log impressions (1 and 7 days), the user's taste for
+  popular items (the history items' mean log impressions) and the product of the two.
+- `use_recall_vector` (the talk's shared encoder): the recall item tower's vector of the
+  candidate (the one the vector index holds) and its dot product with the history's mean
+  vector: recall and ranking read one item space.
+- `dsn_in_min`: DSN's residuals are matched with the user's pools inside MIN instead of
+  entering the MMoE as raw item blocks.
 
 Cold start: a candidate with `is_cold` True gets an all-zero ID embedding, so it is ranked by
 its modality projections (and DSN residuals, which become real - G(0)). During training
@@ -115,6 +123,7 @@ class ModalityInterest(nn.Module):
         queries: dict[str, Tensor],
         histories: dict[str, Tensor],
         mask: Tensor,
+        residuals: dict[str, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """
         Args:
@@ -124,9 +133,12 @@ class ModalityInterest(nn.Module):
             queries: {modality} -> (N, d) candidate projections.
             histories: {modality} -> (B, L, d) projected history.
             mask: (B, L) bool.
+            residuals: {modality} -> (N, d) the candidate's DSN residuals (dsn_in_min), each
+                matched with the modality's pool as the query is.
         Returns:
             fused (N, d), the interest weights (B, M) over ("id", *modalities), M <= 3, and
-            the weighted matches (N, M): w_m * <query_m, pool_m> / sqrt(d).
+            the weighted matches (N, M [+ M - 1 with residuals]): w_m * <query_m, pool_m> /
+            sqrt(d), then w_m * <residual_m, pool_m> / sqrt(d) per content modality.
         """
         weights = torch.softmax(self.interest(user_vec), dim=-1)  # (B, M)
         pools = [id_pool] + [
@@ -135,8 +147,12 @@ class ModalityInterest(nn.Module):
         stacked = torch.stack(pools, dim=1)  # (N, M, d)
         fused = (weights.unsqueeze(-1) * stacked).sum(1)  # (B, M, 1) * (N, M, d) -> (N, d)
         targets = torch.stack([id_query] + [queries[m] for m in self.modalities], dim=1)
-        match = (targets * stacked).sum(-1) / stacked.shape[-1] ** 0.5  # (N, M)
-        return fused, weights, weights * match
+        match = weights * (targets * stacked).sum(-1) / stacked.shape[-1] ** 0.5  # (N, M)
+        if residuals is not None:
+            residual = torch.stack([residuals[m] for m in self.modalities], dim=1)  # (N, M-1, d)
+            residual_match = (residual * stacked[:, 1:]).sum(-1) / stacked.shape[-1] ** 0.5
+            match = torch.cat([match, weights[:, 1:] * residual_match], dim=1)
+        return fused, weights, match
 
 
 class MMoE(nn.Module):
@@ -253,6 +269,10 @@ class RankingModel(nn.Module):
         enc = ItemEncoding(id_emb=id_emb, material_emb=self.material_embedding(items.material))
         if c.use_cdr or c.use_history_category:
             enc.category = items.category
+        if c.use_popularity:
+            enc.popularity = log_count(items.popularity)  # (N, 2)
+        if c.use_recall_vector:
+            enc.recall_vector = items.recall_vector  # (N, recall_dim)
         if c.use_multimodal:
             projections = {"text": self.text_proj, "visual": self.visual_proj}
             fake = self.dsn(id_emb) if self.dsn is not None else {}
@@ -301,12 +321,13 @@ class RankingModel(nn.Module):
         layout += [("item_id", d, "item"), ("id_interest", d, "pair")]
         layout += [("material", c.context_dim, "item")]
         layout += [(m, d, "item") for m in modalities]
-        if c.use_dsn:
+        if c.use_dsn and not c.dsn_in_min:
             layout += [(f"{m}_residual", d, "item") for m in modalities]
         if c.use_min:
             layout.append(("min_fused", d, "pair"))
             if c.min_match:
-                layout.append(("min_match", 1 + len(modalities), "pair"))
+                width = 1 + len(modalities) + (len(modalities) if c.dsn_in_min else 0)
+                layout.append(("min_match", width, "pair"))
         if c.use_cdr:
             layout.append(("category_affinity", 1, "pair"))
         if c.use_timeliness:
@@ -314,6 +335,11 @@ class RankingModel(nn.Module):
         if c.use_history_category:
             layout += [("history_categories", c.n_categories, "user")]
             layout += [("history_category_share", 1, "pair")]
+        if c.use_popularity:
+            layout += [("popularity", 2, "item"), ("popularity_taste", 2, "user")]
+            layout += [("popularity_match", 1, "pair")]
+        if c.use_recall_vector:
+            layout += [("recall_vector", c.recall_dim, "item"), ("recall_match", 1, "pair")]
         if c.use_user_id:
             layout.append(("user_id", d, "user"))
             layout += [(f"user_x_{m}", d, "pair") for m in ("item_id", *modalities)]
@@ -331,14 +357,24 @@ class RankingModel(nn.Module):
     def item_blocks(self, enc: ItemEncoding, ctr_windows: Tensor | None) -> dict[str, Tensor]:
         """The "item" blocks of the MMoE input, (N, width) each: what depends on the candidate
         alone."""
+        c = self.config
         blocks = {"item_id": enc.id_emb, "material": enc.material_emb}
-        for m in self.config.content_modalities if self.config.use_multimodal else ():
+        for m in c.content_modalities if c.use_multimodal else ():
             blocks[m] = getattr(enc, m)
-            if self.dsn is not None:
-                blocks[f"{m}_residual"] = getattr(enc, m) - getattr(enc, f"{m}_fake")
-        if self.config.use_timeliness:
-            blocks["ctr"] = log_rate(ctr_windows) if self.config.log_rates else ctr_windows
+            if self.dsn is not None and not c.dsn_in_min:
+                blocks[f"{m}_residual"] = self.residual(enc, m)
+        if c.use_timeliness:
+            blocks["ctr"] = log_rate(ctr_windows) if c.log_rates else ctr_windows
+        if c.use_popularity:
+            blocks["popularity"] = enc.popularity
+        if c.use_recall_vector:
+            blocks["recall_vector"] = enc.recall_vector
         return blocks
+
+    @staticmethod
+    def residual(enc: ItemEncoding, modality: str) -> Tensor:
+        """(N, d) DSN's residual of one modality: the real projection minus the generated."""
+        return getattr(enc, modality) - getattr(enc, f"{modality}_fake")
 
     def forward_encoded(
         self,
@@ -396,8 +432,9 @@ class RankingModel(nn.Module):
             if c.use_cdr:
                 user_parts.append(user.category_affinity)
             user_vec = torch.cat(user_parts, dim=1)  # (B, (1 + M) d [+ n_categories])
+            residuals = {m: self.residual(enc, m) for m in modalities} if c.dsn_in_min else None
             blocks["min_fused"], out["min_weights"], blocks["min_match"] = self.min(
-                user_vec, enc.id_emb, id_interest, real, histories, user.seq_mask
+                user_vec, enc.id_emb, id_interest, real, histories, user.seq_mask, residuals
             )
         if c.use_cdr:
             blocks["affinity"] = user.category_affinity
@@ -411,6 +448,14 @@ class RankingModel(nn.Module):
             blocks["history_category_share"] = _at_category(shares, enc.category)
         if c.use_timeliness:
             blocks["age"] = torch.log1p(age_hours.clamp(min=0)).unsqueeze(1)  # (N, 1)
+        if c.use_popularity:
+            taste = popularity_taste(user.seq_popularity, user.seq_mask)  # (B, 2)
+            blocks["popularity_taste"] = taste
+            # the user x item product: the history's mean log popularity x the candidate's (7d)
+            blocks["popularity_match"] = taste[:, :1] * enc.popularity[:, 1:]  # (N, 1)
+        if c.use_recall_vector:
+            history = masked_mean(user.seq_recall_vector, user.seq_mask)  # (B, recall_dim)
+            blocks["recall_match"] = (enc.recall_vector * history).sum(1, keepdim=True)  # (N, 1)
         if c.use_user_id:
             user_emb = self.user_embedding(user.user_id)  # (B, d)
             blocks["user_id"] = user_emb
@@ -438,6 +483,23 @@ def log_rate(rate: Tensor) -> Tensor:
     values sit near 0 (a CTR of 0.08 and a share of 1/12 are both about e^-2.5); a floor of
     1e-3 keeps 0 finite."""
     return torch.log(rate.clamp(min=0) + 1e-3) + 2.5
+
+
+# log1p(impressions) - 3: an item shown about e^3 = 20 times sits near 0
+POPULARITY_SHIFT = 3.0
+
+
+def log_count(count: Tensor) -> Tensor:
+    """A count (impressions) as an MMoE input: log1p, shifted so typical values sit near 0."""
+    return torch.log1p(count.clamp(min=0)) - POPULARITY_SHIFT
+
+
+def popularity_taste(seq_popularity: Tensor, seq_mask: Tensor) -> Tensor:
+    """(B, 2): the mean `log_count` of the history items' impressions (0 without history)
+    and a flag for "no history" (so that 0 does not read as a taste)."""
+    taste = masked_mean(log_count(seq_popularity).unsqueeze(-1), seq_mask)  # (B, 1)
+    empty = (~seq_mask.any(1, keepdim=True)).to(taste.dtype)
+    return torch.cat([taste, empty], dim=1)
 
 
 def _at_category(per_category: Tensor, category: Tensor) -> Tensor:
@@ -481,6 +543,8 @@ __all__ = [
     "ModalityInterest",
     "RankingModel",
     "category_shares",
+    "log_count",
     "log_rate",
+    "popularity_taste",
     "score_candidates",
 ]

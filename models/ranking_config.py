@@ -73,6 +73,19 @@ class RankingConfig:
     # candidate with its attention pool over the user's history in that space: the user x item
     # product an MLP over concatenated vectors learns slowly.
     min_match: bool = True
+    # The user's taste for popular items: the candidate's impressions in 1 and 7 days (the
+    # world shows items by popularity), the mean log impressions of the history's items, and
+    # their product (the user x item term a popularity-seeker's clicks follow).
+    use_popularity: bool = False
+    # The talk's shared encoder: the recall item tower's vector of the candidate (the one the
+    # vector index holds for the recall model the ranker records) and its match with the mean
+    # vector of the history's items.
+    use_recall_vector: bool = False
+    recall_dim: int = 64  # the recall model's out_dim
+    # With use_dsn and use_min: the DSN residual meets the user inside MIN (its match with the
+    # user's pool in that modality, as MIN's match scores) instead of entering the MMoE as a
+    # raw item block.
+    dsn_in_min: bool = False
     # Training-only probability of zeroing a candidate's ID embedding (the cold path).
     id_dropout: float = 0.1
     # Training-only probability of zeroing a user's embedding (the path of users unseen in
@@ -122,6 +135,7 @@ class RankingConfig:
             "n_ctr_windows": self.n_ctr_windows,
             "attention_hidden": self.attention_hidden,
             "n_experts": self.n_experts,
+            "recall_dim": self.recall_dim,
         }
         for name, value in positive.items():
             if value < 1:
@@ -136,6 +150,8 @@ class RankingConfig:
         for name in ("use_dsn", "use_min"):
             if getattr(self, name) and not self.use_multimodal:
                 raise ValueError(f"RankingConfig.{name} needs use_multimodal=True")
+        if self.dsn_in_min and not (self.use_dsn and self.use_min):
+            raise ValueError("RankingConfig.dsn_in_min needs use_dsn and use_min")
         for name in ("id_dropout", "user_id_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(

@@ -30,6 +30,10 @@ class UserInputs(TensorBatch):
             embedding is zero); needed by use_user_id.
         seq_category: (B, L) int64 category index of each clicked item, -1 = unknown or
             padding; needed by use_history_category.
+        seq_popularity: (B, L) float impressions in 7 days of each clicked item (0 = none or
+            padding); needed by use_popularity.
+        seq_recall_vector: (B, L, recall_dim) float the recall item tower's vectors of the
+            clicked items (0 for padding); needed by use_recall_vector.
     """
 
     seq_item_ids: Tensor
@@ -41,6 +45,8 @@ class UserInputs(TensorBatch):
     seq_visual_emb: Tensor | None = None
     user_id: Tensor | None = None
     seq_category: Tensor | None = None
+    seq_popularity: Tensor | None = None
+    seq_recall_vector: Tensor | None = None
 
 
 @dataclass
@@ -56,6 +62,9 @@ class CandidateInputs(TensorBatch):
         age_hours: (N,) float hours since the item was published; use_timeliness.
         ctr_windows: (N, n_ctr_windows) float windowed CTRs (e.g. 1h, 6h, 1d, 7d); use_timeliness.
         is_cold: (N,) bool, True = no interaction history, ID embedding is zeroed. Optional.
+        popularity: (N, 2) float impressions in 1 and 7 days; use_popularity.
+        recall_vector: (N, recall_dim) float the recall item tower's vector (the one the
+            vector index holds); use_recall_vector.
     """
 
     item_id: Tensor
@@ -66,6 +75,8 @@ class CandidateInputs(TensorBatch):
     age_hours: Tensor | None = None
     ctr_windows: Tensor | None = None
     is_cold: Tensor | None = None
+    popularity: Tensor | None = None
+    recall_vector: Tensor | None = None
 
 
 @dataclass
@@ -76,7 +87,9 @@ class ItemEncoding(TensorBatch):
 
     Fields: id_emb (N, d) ID embeddings (zero for cold items); material_emb (N, context_dim);
     category (N,) for CDR; text / visual (N, d) projected modality vectors (multimodal);
-    text_fake / visual_fake (N, d) the DSN generators' output from the ID embedding.
+    text_fake / visual_fake (N, d) the DSN generators' output from the ID embedding;
+    popularity (N, 2) log impressions (use_popularity); recall_vector (N, recall_dim)
+    (use_recall_vector).
     """
 
     id_emb: Tensor
@@ -86,6 +99,8 @@ class ItemEncoding(TensorBatch):
     visual: Tensor | None = None
     text_fake: Tensor | None = None
     visual_fake: Tensor | None = None
+    popularity: Tensor | None = None
+    recall_vector: Tensor | None = None
 
 
 def check_inputs(config: RankingConfig, user: UserInputs, items: CandidateInputs) -> int:
@@ -147,5 +162,14 @@ def check_inputs(config: RankingConfig, user: UserInputs, items: CandidateInputs
         check_tensor("candidates.age_hours", items.age_hours, (n,), kind="float")
         check_tensor(
             "candidates.ctr_windows", items.ctr_windows, (n, c.n_ctr_windows), kind="float"
+        )
+    if c.use_popularity:
+        check_tensor("candidates.popularity", items.popularity, (n, 2), kind="float")
+        check_tensor("user.seq_popularity", user.seq_popularity, (b, length), kind="float")
+    if c.use_recall_vector:
+        width = c.recall_dim
+        check_tensor("candidates.recall_vector", items.recall_vector, (n, width), kind="float")
+        check_tensor(
+            "user.seq_recall_vector", user.seq_recall_vector, (b, length, width), kind="float"
         )
     return n

@@ -26,10 +26,10 @@ BENTOML = str(Path(sys.executable).with_name("bentoml"))
 # distribution `[project] dependencies` pulls in, as installed where the bento is built.
 # `make pins` rewrites it; tests/test_serving_pins.py fails when it drifts from the venv.
 PINS_FILE = REPO_ROOT / "serving" / "requirements.lock.txt"
-# The same for the development venv (`.[dev,spark,milvus]`): `make venv` installs under it as pip
+# The same for the development venv (`.[dev,spark,milvus,baselines]`): `make venv` installs under it as pip
 # constraints, so a clean clone gets these versions, not whatever PyPI released since.
 DEV_PINS_FILE = REPO_ROOT / "requirements-dev.lock.txt"
-DEV_EXTRAS = ("dev", "spark", "milvus")
+DEV_EXTRAS = ("dev", "spark", "milvus", "baselines")
 
 
 def workspace_env(settings: Settings) -> dict[str, str]:

@@ -93,7 +93,7 @@ class RecommendationPipeline:
             "popularity",
             lambda snapshot: self.recall.use_popularity(snapshot.column("clicks_7d").astype(float)),
         )
-        self.ranker = OnlineRanker(ranking_model, self.reader)
+        self.ranker = OnlineRanker(ranking_model, self.reader, self.recall_model)
         self.reader.snapshot()  # load the items (and the ranker's item side) now, not in a request
         self._world_now = (
             int(world_end(settings).timestamp()) if self.config.clock == "world" else None

@@ -2,9 +2,12 @@
 
 Everything the model computes from an item alone (its ID embedding, cold flag, material
 embedding, the text/visual projections and DSN generators; models.ranking.ItemEncoding) and
-its static inputs (category, windowed CTRs) are computed once per item snapshot, for the whole
-catalog, by an `on_load` hook of the reader, as are the projections of every content row (the
-users' histories in MIN). A request then only builds its one user row, gathers its candidates'
+its static inputs (category, windowed CTRs, impressions, the recall vector) are computed once
+per item snapshot, for the whole catalog, by an `on_load` hook of the reader, as are the
+projections of every content row (the users' histories in MIN). A ranker that reads recall
+vectors (use_recall_vector) gets them from the recall model it was trained with, served
+beside it, through the function the index build uses (models/recall_vectors.py): the vectors
+the index holds. A request then only builds its one user row, gathers its candidates'
 rows and runs the user x item part (target attention, MIN, the MMoE): `rank`.
 
 `rank_reference` is the unoptimised path: the online rows through
@@ -40,7 +43,10 @@ from models.ranking import RankingModel, score_candidates
 from models.ranking_config import RankingConfig
 from models.ranking_inputs import (
     CTR_FEATURES,
+    HISTORY_POPULARITY_FEATURE,
+    POPULARITY_FEATURES,
     SEQUENCE_FEATURE,
+    HistoryPopularity,
     ItemCategories,
     RankingData,
     build_ranking_data,
@@ -48,6 +54,8 @@ from models.ranking_inputs import (
     require_content,
 )
 from models.ranking_tensors import CandidateInputs, ItemEncoding, UserInputs
+from models.recall_inputs import item_table_from_frame
+from models.recall_vectors import RECALL_MODEL_KEY, ItemVectors
 from models.store import LoadedModel, load_stored
 from serving.online_features import CandidateFeatureReader, ItemSnapshot
 from serving.ranker_split import item_first_layer, score_encoded, split_first_layers
@@ -57,7 +65,7 @@ from serving.snapshot_files import Persisted
 FEATURE_COLUMNS = (
     "user_id", "item_id", "material", "category", "category_index", SEQUENCE_FEATURE,
     "cdr_category_affinity",
-    "item_age_hours", *CTR_FEATURES,
+    "item_age_hours", *CTR_FEATURES, *POPULARITY_FEATURES,
 )  # fmt: skip
 CONTENT_COLUMNS = ("text_emb", "visual_emb", *CONTENT_VERSION_FIELDS)
 RANKER_ITEMS = "ranker_items"  # the reader's snapshot.derived key of the catalog's item side
@@ -86,7 +94,10 @@ class CatalogItems:
     included: the pipeline's prior where null); rankable (C + 1,) bool: material and category known
     (the rows build_ranking_data keeps); content_ids: the ids of the content table whose
     projected rows `history` {modality: (R + 1, d)} holds (row 0: no content); categories:
-    every row's category index (the history's categories are looked up here).
+    every row's category index (the history's categories are looked up here); popularity
+    (C + 1,) float32: every row's impressions in 7 days (0 where null; the history's
+    popularity is looked up here, use_popularity); vectors: the catalog's recall vectors
+    (use_recall_vector, else None).
     """
 
     encoding: ItemEncoding
@@ -95,6 +106,8 @@ class CatalogItems:
     content_ids: np.ndarray
     history: dict[str, Tensor]
     categories: ItemCategories
+    popularity: np.ndarray
+    vectors: ItemVectors | None = None
 
     def content_rows(self, item_ids: np.ndarray) -> np.ndarray:
         return content_rows(self.content_ids, item_ids)
@@ -107,13 +120,18 @@ class CatalogItems:
             if tensor is not None
         }
         arrays |= {f"history.{m}": projected.numpy() for m, projected in self.history.items()}
-        return arrays | {
-            "first_layer": self.first_layer.numpy(),
-            "rankable": self.rankable,
-            "content_ids": self.content_ids,
-            "categories.item_ids": self.categories.item_ids,
-            "categories.category": self.categories.category,
-        }
+        return (
+            arrays
+            | {
+                "first_layer": self.first_layer.numpy(),
+                "rankable": self.rankable,
+                "content_ids": self.content_ids,
+                "categories.item_ids": self.categories.item_ids,
+                "categories.category": self.categories.category,
+                "popularity": self.popularity,
+            }
+            | (self.vectors.to_arrays() if self.vectors is not None else {})
+        )
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> CatalogItems:
@@ -133,6 +151,8 @@ class CatalogItems:
             content_ids=arrays["content_ids"],
             history=part("history."),
             categories=ItemCategories(arrays["categories.item_ids"], arrays["categories.category"]),
+            popularity=arrays["popularity"],
+            vectors=ItemVectors.from_arrays(arrays),
         )
 
 
@@ -154,13 +174,30 @@ def _floats(values: np.ndarray, fill: float) -> np.ndarray:
 class OnlineRanker:
     """The ranking model from the BentoML store, scoring one user's candidates per call."""
 
-    def __init__(self, loaded: LoadedModel, reader: CandidateFeatureReader) -> None:
-        """`reader` reads the model's own feature service (`loaded.feature_service`)."""
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        reader: CandidateFeatureReader,
+        recall: LoadedModel | None = None,
+    ) -> None:
+        """`reader` reads the model's own feature service (`loaded.feature_service`);
+        `recall`: the served recall model, whose item vectors a ranker with use_recall_vector
+        reads (it must be the one the ranker was trained with)."""
         if reader.service.name != loaded.feature_service:
             raise ValueError(
                 f"{loaded.tag} was trained with feature service {loaded.feature_service!r}, "
                 f"the reader reads {reader.service.name!r}"
             )
+        self.recall = None
+        if loaded.model.config.use_recall_vector:
+            wanted = loaded.metadata.get(RECALL_MODEL_KEY)
+            if recall is None or recall.tag != wanted:
+                raise ValueError(
+                    f"{loaded.tag} reads the item vectors of {wanted}, the service has "
+                    f"{recall.tag if recall is not None else 'no recall model'}: serve that "
+                    "recall model (MMREC_RECALL_MODEL) or retrain the ranker"
+                )
+            self.recall = recall
         self.tag, self.metadata = loaded.tag, loaded.metadata
         self.model: RankingModel = loaded.model
         self.model.eval()
@@ -206,12 +243,16 @@ class OnlineRanker:
         category = _floats(snapshot.columns["category_index"], -1).astype(np.int64)
         rankable = (material >= 0) & pd.notna(snapshot.columns["category"])
         ctr = np.stack([_floats(snapshot.columns[c], PRIOR_CTR) for c in CTR_FEATURES], axis=1)
+        popularity = np.stack([_floats(snapshot.columns[c], 0.0) for c in POPULARITY_FEATURES], 1)
         content = self._content(snapshot)
+        vectors = self._vectors(snapshot)
         items = CandidateInputs(
             item_id=torch.from_numpy(ids),
             material=torch.from_numpy(np.maximum(material, 0)),
             category=torch.from_numpy(category),
             is_cold=torch.from_numpy(~np.isin(ids, self.known_item_ids)),
+            popularity=torch.from_numpy(popularity.astype(np.float32)),
+            recall_vector=vectors.of(torch.from_numpy(ids)) if vectors is not None else None,
         )
         rows = content.rows(ids) if content is not None else None
         ctr = torch.from_numpy(ctr.astype(np.float32))
@@ -250,10 +291,25 @@ class OnlineRanker:
             content_ids=content.item_ids if content is not None else np.empty(0, np.int64),
             history=history,
             categories=ItemCategories(self.reader.item_ids, category[:-1]),
+            popularity=popularity[:, POPULARITY_FEATURES.index(HISTORY_POPULARITY_FEATURE)].astype(
+                np.float32
+            ),
+            vectors=vectors,
+        )
+
+    def _vectors(self, snapshot: ItemSnapshot) -> ItemVectors | None:
+        """The catalog's recall vectors (use_recall_vector): the recall model's item tower
+        over the snapshot's item rows, made as `mmrec index build` makes the index's."""
+        if self.recall is None:
+            return None
+        columns = {name: snapshot.column(name) for name in snapshot.columns}
+        frame = pd.DataFrame({"item_id": self.reader.item_ids, **columns})
+        return ItemVectors.from_table(
+            self.recall, item_table_from_frame(frame, self.recall.categories)
         )
 
     def _user(
-        self, features: dict[str, list], scene: str, categories: ItemCategories
+        self, features: dict[str, list], scene: str, catalog: CatalogItems
     ) -> tuple[UserInputs, np.ndarray]:
         """The one user row (as build_ranking_data builds it) and its history's item ids."""
         seq = np.zeros(self.max_seq_len, dtype=np.int64)
@@ -276,8 +332,14 @@ class OnlineRanker:
                 [affinity if affinity is not None else [0.0] * width], dtype=torch.float32
             ),
             user_id=torch.from_numpy(np.where(self._knows_user(user_id), user_id, -1)),
-            seq_category=torch.from_numpy(np.where(mask, categories.of(seq), -1))[None],
+            seq_category=torch.from_numpy(np.where(mask, catalog.categories.of(seq), -1))[None],
         )
+        if self.config.use_popularity:  # the history items' stats, as the candidates'
+            popularity = catalog.popularity[self.reader.positions(seq)]
+            user.seq_popularity = torch.from_numpy(np.where(mask, popularity, 0.0))[None]
+        if catalog.vectors is not None:
+            history = catalog.vectors.of(torch.from_numpy(seq))  # (L, recall_dim)
+            user.seq_recall_vector = (history * torch.from_numpy(mask)[:, None])[None]
         return user, seq
 
     def _knows_user(self, user_ids: np.ndarray) -> np.ndarray:
@@ -293,7 +355,7 @@ class OnlineRanker:
         if not len(ids):
             raise ValueError("no candidate has item attributes online")
         rows = torch.from_numpy(positions)
-        user, seq = self._user(features, scene, catalog.categories)
+        user, seq = self._user(features, scene, catalog)
         histories = {
             m: projected[torch.from_numpy(catalog.content_rows(seq))][None]
             for m, projected in catalog.history.items()
@@ -320,15 +382,19 @@ class OnlineRanker:
         frame["position"], frame["source"] = scene, SOURCE
         frame["is_cold"] = ~np.isin(frame.item_id.to_numpy(np.int64), self.known_item_ids)
         catalog: CatalogItems = self.reader.snapshot().derived[RANKER_ITEMS]
+        # one day of item stats: the snapshot's, for the history as for the candidates
+        frame["event_timestamp"] = now = np.datetime64(0, "us")
+        popularity = HistoryPopularity.on_day(self.reader.item_ids, catalog.popularity[:-1], now)
         data = build_ranking_data(
             frame, content, self.max_seq_len, tasks=(), n_categories=self.config.n_categories,
-            categories=catalog.categories,
+            categories=catalog.categories, history_popularity=popularity,
         )  # fmt: skip
         data.user_known = torch.from_numpy(self._knows_user(data.user_id.numpy()))
         # one user: every row carries the same user side, so take it (and its history's
         # content, for MIN) from the first row only
-        user = data.batch(slice(0, 1), content, history_content=self.config.use_min).user
-        items = data.batch(slice(None), content, history_content=False).items
+        vectors = catalog.vectors
+        user = data.batch(slice(0, 1), content, self.config.use_min, vectors).user
+        items = data.batch(slice(None), content, False, vectors).items
         probs = score_candidates(self.model, user, items)
         return RankedCandidates(
             data.item_id.numpy(), {t: p.numpy() for t, p in probs.items()}, features, data

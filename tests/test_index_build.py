@@ -15,6 +15,7 @@ from mmrec.settings import Settings
 from mmrec.world_manifest import world_end
 from models.recall import encode_items
 from models.recall_inputs import UNKNOWN_ITEM_ID, catalog_ids, load_item_table
+from models.recall_vectors import load_item_vectors
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,21 @@ def test_stored_vectors_are_the_item_tower_with_unknown_ids_for_items_it_never_l
     expected = encode_items(recall.model, inputs).numpy()
     for i, row in enumerate(rows):
         np.testing.assert_allclose(stored[int(table.item_id[row])], expected[i], atol=1e-5)
+
+
+def test_the_rankers_recall_vectors_are_the_ones_the_index_holds(
+    trained_world: Settings, feature_store, built
+) -> None:
+    """The shared encoder's input (RankingConfig.use_recall_vector) reads, for every item,
+    the vector the index holds for the recall model it records."""
+    recall, table, index = built
+    vectors = load_item_vectors(trained_world, feature_store, recall.tag)
+    assert vectors.model_tag == recall.tag and vectors.dim == index.dim
+    ids = table.item_id
+    stored = index.get_vectors(ids)
+    got = vectors.of(torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(got, np.stack([stored[int(i)] for i in ids]), atol=1e-6)
+    assert not vectors.of(torch.tensor([-5])).any()  # an id outside the catalog: zeros
 
 
 def test_an_item_vector_finds_its_own_item_first(built) -> None:

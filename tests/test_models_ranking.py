@@ -32,6 +32,7 @@ TINY = RankingConfig(
     n_experts=2,
     expert_dims=(16,),
     tower_dims=(8,),
+    recall_dim=6,
 )
 ALL_OFF = {
     "use_multimodal": False,
@@ -42,6 +43,9 @@ ALL_OFF = {
     "use_history_category": False,
     "use_user_id": False,
     "min_match": False,
+    "use_popularity": False,
+    "use_recall_vector": False,
+    "dsn_in_min": False,
 }
 ID_ONLY = replace(TINY, **ALL_OFF)
 SWITCH_CASES = {
@@ -55,6 +59,9 @@ SWITCH_CASES = {
     "timeliness": {"use_timeliness": True},
     "history_category": {"use_history_category": True},
     "user_id": {"use_multimodal": True, "use_user_id": True},
+    "popularity": {"use_popularity": True},
+    "recall_vector": {"use_recall_vector": True},
+    "dsn_in_min": {"use_multimodal": True, "use_dsn": True, "use_min": True, "dsn_in_min": True},
     "all": {k: True for k in ALL_OFF},
 }
 
@@ -77,6 +84,11 @@ def random_user(b: int, length: int = 5, config: RankingConfig = TINY, seed: int
         seq_category=torch.where(
             mask, torch.randint(-1, config.n_categories, (b, length), generator=g), -1
         ),
+        seq_popularity=torch.where(
+            mask, torch.randint(0, 500, (b, length), generator=g), 0
+        ).float(),
+        seq_recall_vector=torch.randn(b, length, config.recall_dim, generator=g)
+        * mask.unsqueeze(-1),
     )
 
 
@@ -91,6 +103,8 @@ def random_candidates(n: int, config: RankingConfig = TINY, seed: int = 1) -> Ca
         age_hours=torch.rand(n, generator=g) * 200,
         ctr_windows=torch.rand(n, config.n_ctr_windows, generator=g) * 0.1,
         is_cold=torch.rand(n, generator=g) < 0.2,
+        popularity=torch.randint(0, 500, (n, 2), generator=g).float(),
+        recall_vector=torch.randn(n, config.recall_dim, generator=g),
     )
 
 

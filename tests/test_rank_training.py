@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from cli.main import app
+from mmrec.errors import UserError
 from mmrec.settings import Settings
 from mmrec.world_manifest import data_profile
 from models.ranking import RankingModel, score_candidates
@@ -21,8 +22,9 @@ from models.ranking_config import RankingConfig
 from models.ranking_inputs import require_content
 from models.store import load_model, save_model
 from tests.conftest import data_workspace
-from training.rank_ablation import VARIANT_NAMES, VARIANTS, run_ablation
+from training.rank_ablation import VARIANT_NAMES, VARIANTS, run_ablation, variant_switches
 from training.rank_eval import PREFERENCES, gauc, oracle_scores, oracle_summary, truth_groups
+from training.rank_gbdt import TABULAR_COLUMNS
 from training.rank_train import (
     SWITCHES,
     RankingSplits,
@@ -43,7 +45,7 @@ FIT_ROWS = 1200  # a slice of the tiny train split: enough for the loss to fall,
 @pytest.fixture(scope="module")
 def splits(tiny_world: Settings, feature_store) -> RankingSplits:
     build_ranking_set(tiny_world, BuildConfig(), feature_store)
-    return load_splits(tiny_world, MAX_SEQ_LEN, feature_store)
+    return load_splits(tiny_world, MAX_SEQ_LEN, feature_store, keep_columns=TABULAR_COLUMNS)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +142,8 @@ def test_exported_model_scores_500_candidates_like_the_trained_one(
     loaded, stored = load_model(settings, tag, RankingModel, RankingConfig)
     assert stored["feature_service"] == "ranking_v1"
     assert stored["encoder_version"] == small_splits.content.versions["encoder_version"]
-    assert stored["switches"] == {name: name != "use_user_id" for name in SWITCHES}  # opt-in
+    opt_in = ("use_user_id", "use_popularity", "use_recall_vector", "dsn_in_min")
+    assert stored["switches"] == {name: name not in opt_in for name in SWITCHES}
 
     test = small_splits.test
     user = test.batch(slice(0, 1), small_splits.content).user  # one user, B = 1
@@ -176,6 +179,36 @@ def test_history_categories_are_the_clicked_items_categories(
     got = data.seq_category.numpy()
     assert mask.any() and (got[~mask] == -1).all()
     np.testing.assert_array_equal(got[mask], want[mask])
+
+
+def test_history_popularity_is_the_item_stats_join_at_each_rows_time(
+    tiny_world: Settings, splits: RankingSplits, feature_store
+) -> None:
+    """Each history item's impressions_7d, looked up per (item, row day), is what Feast's
+    point-in-time join at the row's own time returns for it."""
+    frame = read_split(tiny_world, "ranking_v1", "train")
+    frame = frame[frame.material.notna()].reset_index(drop=True)
+    data = splits.train
+    rows, positions = np.nonzero(data.seq_mask.numpy())
+    pick = np.random.default_rng(0).choice(len(rows), size=min(300, len(rows)), replace=False)
+    rows, positions = rows[pick], positions[pick]
+    entity = pd.DataFrame(
+        {
+            "item_id": data.seq_item_ids.numpy()[rows, positions],
+            "event_timestamp": frame.event_timestamp.iloc[rows].to_numpy(),
+        }
+    )
+    joined = feature_store.get_historical_features(
+        entity_df=entity, features=["item_stats:impressions_7d"]
+    ).to_df()
+    joined = entity.merge(joined, on=["item_id", "event_timestamp"], how="left")
+    want = joined.impressions_7d.astype("float64").fillna(0.0).to_numpy()
+    got = data.seq_popularity.numpy()[rows, positions]
+    assert (want > 0).mean() > 0.5  # most history items were shown in the week before
+    np.testing.assert_array_equal(got, want)
+    assert not data.seq_popularity.numpy()[~data.seq_mask.numpy()].any()  # padding: 0
+    candidate = data.popularity.numpy()
+    np.testing.assert_array_equal(candidate[:, 1], frame.impressions_7d.fillna(0).to_numpy())
 
 
 def test_users_unseen_in_training_are_served_with_a_zero_user_embedding(
@@ -223,15 +256,19 @@ def test_the_ablation_reports_groups_the_oracle_and_costs(
         (tmp_path / "data").mkdir(exist_ok=True)
         (tmp_path / "data" / name).symlink_to(getattr(tiny_world, f"{name}_dir"))
     train_config = TrainConfig(epochs=1, batch_size=256)
-    summary = run_ablation(settings, train_config, (0,), ("full", "full-min"), small_splits)
+    variants = ("full", "full-min+popularity", "gbdt")
+    summary = run_ablation(settings, train_config, (0,), variants, small_splits)
     assert summary["oracle"]["metrics"]["click_all_auc"] > 0.75
     assert set(summary["runs"][0]["groups"]) == set(summary["oracle"]["groups"])
     report = (settings.artifacts_dir / "ranking" / "report.md").read_text()
     for heading in ("click AUC by user group", "The ceiling", "Cost per run"):
         assert heading in report
-    assert (
-        "| full-min |" in report and (settings.artifacts_dir / "ranking" / "ablation.png").exists()
-    )
+    assert "| full-min+popularity |" in report and "| gbdt |" in report
+    assert (settings.artifacts_dir / "ranking" / "ablation.png").exists()
+    gbdt = next(r for r in summary["runs"] if r["variant"] == "gbdt")
+    assert set(gbdt["metrics"]) == set(summary["runs"][0]["metrics"])  # every task scored
+    # 1,200 training rows: above chance, far from the small world's figures
+    assert gbdt["metrics"]["click_all_auc"] > 0.55 and gbdt["features"] > 40
 
 
 def test_gauc_weights_users_by_impressions_and_skips_one_class_users() -> None:
@@ -253,6 +290,17 @@ def test_ablation_variants_add_one_block_at_a_time() -> None:
         off = [s for s, v in VARIANTS[f"full-{block}"].items() if not v]
         assert off == [f"use_{block}"]
     assert VARIANTS["full+user_id"] == {**VARIANTS["full"], "use_user_id": True}
+
+
+def test_full_with_blocks_added_or_removed_names_its_switches() -> None:
+    assert variant_switches("full-dsn") == VARIANTS["full-dsn"]
+    got = variant_switches("full-dsn+popularity+recall_vector")
+    assert got == {**VARIANTS["full"], "use_dsn": False, "use_popularity": True,
+                   "use_recall_vector": True}  # fmt: skip
+    assert variant_switches("full+dsn_in_min")["dsn_in_min"]
+    for bad in ("full+colour", "half-dsn", "+nothing"):
+        with pytest.raises(UserError, match="variant"):
+            variant_switches(bad)
 
 
 @pytest.mark.parametrize(

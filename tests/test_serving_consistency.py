@@ -13,15 +13,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from index.collections import ContentIndex
 from models.ranking_inputs import build_ranking_data
-from serving.ranker import FEATURE_COLUMNS
+from models.store import stored_model
+from serving.config import ServingConfig
+from serving.pipeline import RecommendationPipeline
+from serving.ranker import FEATURE_COLUMNS, RANKER_ITEMS, OnlineRanker, load_ranking_model
 from serving.schemas import RecommendRequest
+from tests.conftest import run_cli
 from tests.test_serving_pipeline import active_user
 
 TOLERANCE = 1e-4
@@ -123,3 +130,38 @@ def test_the_optimised_pipeline_answers_as_the_reference_pipeline(pipeline, monk
             [i.score for i in have.items], [i.score for i in want.items], atol=TOLERANCE
         )
         assert have.candidates == want.candidates and have.degraded == want.degraded
+
+
+def test_a_ranker_on_recall_vectors_reads_the_index_vectors_of_its_recall_model(
+    serving_world, serving_config, index_server
+) -> None:
+    """The shared encoder (--recall-vector): serving's vectors are the active index's, the
+    precomputed path scores as the training path, and another recall model is refused."""
+    ws = str(serving_world.workspace)
+    run_cli("train", "rank", "--epochs", "1", "--recall-vector", "--workspace", ws)
+    tag = str(stored_model(serving_world, "ranking:latest").tag)
+    config = ServingConfig(recall_model=serving_config.recall_model, rank_model=tag)
+    pipeline = RecommendationPipeline(serving_world, config, milvus_uri=index_server.uri)
+    ranker = pipeline.ranker
+    assert ranker.metadata["recall_model"] == pipeline.recall_model.tag
+    vectors = pipeline.reader.snapshot().derived[RANKER_ITEMS].vectors
+    ids = pipeline.reader.item_ids[:50]
+    stored = ContentIndex(index_server.uri).get_vectors(ids)
+    assert len(stored) == len(ids)
+    got = vectors.of(torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(got, np.stack([stored[int(i)] for i in ids]), atol=1e-5)
+
+    user_id, _ = active_user(pipeline)
+    rec = pipeline.recommend(RecommendRequest(user_id=user_id, scene="home", k=10))
+    want = ranker.rank_reference(
+        rec.ranked.features,
+        "home",
+        ranker.reference_content(pipeline.store, datetime.fromtimestamp(rec.request_ts, UTC)),
+    )
+    np.testing.assert_array_equal(rec.ranked.item_ids, want.item_ids)
+    for task, probs in want.task_probs.items():
+        np.testing.assert_allclose(rec.ranked.task_probs[task], probs, atol=TOLERANCE)
+
+    other = dataclasses.replace(pipeline.recall_model, tag="recall:another")
+    with pytest.raises(ValueError, match="reads the item vectors of"):
+        OnlineRanker(load_ranking_model(serving_world, tag), pipeline.reader, other)

@@ -1,7 +1,7 @@
 """Pinned packages (issue #20): serving/requirements.lock.txt, which
 `[tool.bentoml.build.python] requirements_txt` packs, holds exactly the versions installed
 here for every package the project's dependencies need; requirements-dev.lock.txt, which
-`make venv` installs under, does the same for the dev venv (`.[dev,spark,milvus]`)."""
+`make venv` installs under, does the same for the dev venv (`.[dev,spark,milvus,baselines]`)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import typer
 
 from mmrec.cli_common import OfflineStore, StageApp, Workspace, cli_settings, console
 from mmrec.errors import UserError
+from mmrec.vocab import LATEST_RECALL_MODEL
 
 app = StageApp(help="Training sets and models.")
 
@@ -73,6 +74,9 @@ def _switches(
     timeliness: bool,
     history_category: bool,
     user_id: bool,
+    popularity: bool,
+    recall_vector: bool,
+    dsn_in_min: bool,
 ) -> dict[str, bool]:
     """The model switches; CDR unset = on exactly when the data has a product domain."""
     switches = {
@@ -83,6 +87,9 @@ def _switches(
         "use_timeliness": timeliness,
         "use_history_category": history_category,
         "use_user_id": user_id,
+        "use_popularity": popularity,
+        "use_recall_vector": recall_vector,
+        "dsn_in_min": dsn_in_min,
     }
     return {name: value for name, value in switches.items() if value is not None}
 
@@ -130,6 +137,27 @@ def rank(
             "overfits on the small world)."
         ),
     ] = False,
+    popularity: Annotated[
+        bool,
+        typer.Option(
+            help="The user's taste for popular items: the candidate's impressions, the "
+            "history's mean log impressions and their product."
+        ),
+    ] = False,
+    recall_vector: Annotated[
+        bool,
+        typer.Option(
+            help="The recall item tower's vectors (the index's, of `recall:latest`) as an "
+            "input: the candidate's and its match with the history's."
+        ),
+    ] = False,
+    dsn_in_min: Annotated[
+        bool,
+        typer.Option(
+            help="DSN's residual matched with the user's history inside MIN instead of a raw "
+            "input block (needs --dsn and --min)."
+        ),
+    ] = False,
     model_name: Annotated[
         str,
         typer.Option(
@@ -150,11 +178,11 @@ def rank(
     )  # fmt: skip
     settings = cli_settings(workspace)
     torch.set_num_threads(settings.torch_threads)
-    report = train_ranking(
-        settings,
-        config,
-        _switches(multimodal, dsn, min_, cdr, timeliness, history_category, user_id),
-    )
+    switches = _switches(
+        multimodal, dsn, min_, cdr, timeliness, history_category, user_id, popularity,
+        recall_vector, dsn_in_min,
+    )  # fmt: skip
+    report = train_ranking(settings, config, switches)
     test = report["metrics"]["test"]
     console.print(
         f"saved {report['tag']} ({report['train']['samples_per_s']} samples/s); test "
@@ -182,9 +210,13 @@ def rank_ablation(
         typer.Option(
             help="Comma-separated variants: the cumulative id_only,+multimodal,+dsn,+min,+cdr,"
             "+timeliness,full (default), the leave-one-out full-dsn,full-min,"
-            "full-history_category and full+user_id."
+            "full-history_category, full with any +x/-x of the blocks (full+popularity, "
+            "full-dsn+recall_vector, full+dsn_in_min, full+user_id) and gbdt (LightGBM)."
         ),
     ] = "id_only,+multimodal,+dsn,+min,+cdr,+timeliness,full",
+    recall_model: Annotated[
+        str, typer.Option(help="The recall model whose vectors the +recall_vector variants read.")
+    ] = LATEST_RECALL_MODEL,
     workspace: Workspace = None,
 ) -> None:
     """What each ranking block buys: variants trained on the same split, over seeds."""
@@ -201,7 +233,7 @@ def rank_ablation(
     settings = cli_settings(workspace)
     torch.set_num_threads(settings.torch_threads)
     chosen = tuple(name.strip() for name in variants.split(",") if name.strip())
-    summary = run_ablation(settings, config, tuple(range(seeds)), chosen)
+    summary = run_ablation(settings, config, tuple(range(seeds)), chosen, recall_model=recall_model)
     for variant, stats in summary["summary"].items():
         console.print(
             f"{variant:>12}: click AUC {_num(stats['click_all_auc']['mean'])} "

@@ -10,6 +10,10 @@ everything else is there. On the synthetic world every run is also scored per us
 the world's hidden modality preferences (rank_eval.truth_groups). Every run
 trains from scratch with the same `TrainConfig` but its own seed (init, shuffling, ID
 dropout) on the train split and is scored on the test split, which no run selects on.
+Further variants name the full model with blocks added or removed, "full" then any "+x" / "-x"
+of the switches (training.rank_train.SWITCHES, "use_" left out): "full+popularity",
+"full-dsn+recall_vector", "full+dsn_in_min". "gbdt" is the LightGBM baseline on the same
+rows, flattened (training/rank_gbdt.py).
 Output under `artifacts/ranking/`: ablation.json (every run and mean +- std per variant),
 report.md (tables per task: AUC / GAUC on all, warm and cold items) and ablation.png.
 """
@@ -17,6 +21,7 @@ report.md (tables per task: AUC / GAUC on all, warm and cold items) and ablation
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -27,7 +32,7 @@ import numpy as np
 from mmrec.errors import UserError
 from mmrec.io import write_json
 from mmrec.settings import Settings
-from mmrec.vocab import RANKING_TASKS
+from mmrec.vocab import LATEST_RECALL_MODEL, RANKING_TASKS
 from training.rank_eval import (
     SLICES,
     evaluate,
@@ -62,7 +67,32 @@ VARIANTS |= {
     for switch in ("use_dsn", "use_min", "use_history_category")
 }
 VARIANTS["full+user_id"] = {**VARIANTS["full"], "use_user_id": True}  # opt-in, see rank_train
+GBDT = "gbdt"  # the LightGBM baseline (training/rank_gbdt.py)
 METRICS = ("auc", "gauc")
+
+
+def variant_switches(name: str) -> dict[str, bool]:
+    """The switches of a variant: a named one (VARIANTS), or "full" with "+x" / "-x" of the
+    switches (`use_` left out), e.g. "full-dsn+popularity"."""
+    if name in VARIANTS:
+        return VARIANTS[name]
+    base, *changes = re.split(r"(?=[+-])", name)
+    if base != "full" or not changes:
+        raise UserError(
+            f"unknown variant {name!r}; known: {[*VARIANTS, GBDT]} or full with +x / -x of "
+            f"{[s.removeprefix('use_') for s in SWITCHES]}"
+        )
+    switches = dict(VARIANTS["full"])
+    for change in changes:
+        block = change[1:]
+        switch = f"use_{block}" if f"use_{block}" in SWITCHES else block
+        if switch not in SWITCHES:
+            raise UserError(
+                f"variant {name!r}: no block {block!r}; blocks: "
+                f"{[s.removeprefix('use_') for s in SWITCHES]}"
+            )
+        switches[switch] = change[0] == "+"
+    return switches
 
 
 def run_ablation(
@@ -72,36 +102,40 @@ def run_ablation(
     variants: tuple[str, ...] = VARIANT_NAMES,
     splits: RankingSplits | None = None,
     store=None,
+    recall_model: str = LATEST_RECALL_MODEL,
 ) -> dict[str, Any]:
-    """Train every variant with every seed; write and return the summary."""
+    """Train every variant with every seed; write and return the summary. `recall_model`:
+    whose item vectors the variants with use_recall_vector read."""
     if not seeds:
         raise UserError("the ablation needs at least one seed")
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise UserError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    switches = {v: variant_switches(v) for v in variants if v != GBDT}
     started = time.perf_counter()
-    splits = splits or load_splits(settings, train_config.max_seq_len, store)
+    recall = any(s.get("use_recall_vector") for s in switches.values())
+    if splits is None:
+        from training.rank_gbdt import TABULAR_COLUMNS
+
+        keep = TABULAR_COLUMNS if GBDT in variants else ()
+        splits = load_splits(
+            settings, train_config.max_seq_len, store, recall_model if recall else None, keep
+        )
     groups = truth_groups(settings.truth_dir, splits.test)
     oracle = oracle_summary(settings.truth_dir, settings.raw_dir, splits.test, groups)
     runs = []
     for variant in variants:
         for seed in seeds:
-            config_seed = replace(train_config, seed=seed)
-            config = model_config(splits, config_seed, VARIANTS[variant])
-            result = fit(config, splits, config_seed, label=f"{variant} seed {seed}")
-            scoring = time.perf_counter()
-            probs = predict(result.model, splits.test, splits.content)
-            scoring = time.perf_counter() - scoring
+            if variant == GBDT:
+                probs, cost = _gbdt_run(splits, seed)
+            else:
+                probs, cost = _mmoe_run(splits, replace(train_config, seed=seed), switches[variant])
             metrics = evaluate(probs, splits.test)
             runs.append(
                 {
                     "variant": variant,
                     "seed": seed,
-                    "train_seconds": round(result.train_seconds, 2),
-                    "samples_per_s": round(result.samples_per_s, 1),
-                    "epochs": len(result.history),
-                    "score_ms_per_1k_rows": round(1000 * scoring / len(splits.test) * 1000, 2),
-                    "final_loss": result.history[-1]["loss_tasks"],
+                    **cost,
+                    "score_ms_per_1k_rows": round(
+                        1000 * cost.pop("score_seconds") / len(splits.test) * 1000, 2
+                    ),
                     "metrics": headline(metrics),
                     "groups": group_metrics(probs["click"], splits.test, groups),
                     "test_positives": {
@@ -111,12 +145,13 @@ def run_ablation(
             )
             log.info("%s seed %d: %s", variant, seed, _brief(runs[-1]["metrics"]))
     summary = {
-        "variants": {v: VARIANTS[v] for v in variants},
+        "variants": {v: switches.get(v, GBDT) for v in variants},
         "switch_order": list(SWITCHES),
         "seeds": list(seeds),
         "train_config": asdict(train_config),
         "data_stats": {s: splits[s].stats for s in ("train", "valid", "test")},
         "content_versions": splits.content.versions if splits.content else None,
+        "recall_model": splits.vectors.model_tag if splits.vectors is not None else None,
         "runs": runs,
         "summary": summarize(runs, variants),
         "oracle": oracle,
@@ -127,6 +162,39 @@ def run_ablation(
     (out / "report.md").write_text(markdown_report(summary))
     plot_ablation(summary, out / "ablation.png")
     return summary
+
+
+def _mmoe_run(
+    splits: RankingSplits, train_config: TrainConfig, switches: dict[str, bool]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Train one MMoE variant and score the test split: (probabilities, cost)."""
+    config = model_config(splits, train_config, switches)
+    result = fit(config, splits, train_config, label=f"seed {train_config.seed}")
+    scoring = time.perf_counter()
+    probs = predict(result.model, splits.test, splits.content, vectors=splits.vectors)
+    return probs, {
+        "train_seconds": round(result.train_seconds, 2),
+        "samples_per_s": round(result.samples_per_s, 1),
+        "epochs": len(result.history),
+        "best_epoch": max(result.history, key=lambda r: r["valid_click_auc"])["epoch"],
+        "valid_click_auc": [round(r["valid_click_auc"], 4) for r in result.history],
+        "final_loss": result.history[-1]["loss_tasks"],
+        "score_seconds": time.perf_counter() - scoring,
+    }
+
+
+def _gbdt_run(splits: RankingSplits, seed: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Train the GBDT baseline and score the test split: (probabilities, cost)."""
+    from training.rank_gbdt import train_and_score
+
+    probs, cost = train_and_score(splits, seed)
+    return probs, {
+        "train_seconds": round(cost["train_seconds"], 2),
+        "epochs": None,
+        "best_rounds": cost["best_rounds"],
+        "features": cost["features"],
+        "score_seconds": cost["score_seconds"],
+    }
 
 
 def _brief(metrics: dict[str, float | None]) -> str:

@@ -21,6 +21,7 @@ from models.item_content import ItemContent
 from models.layers import inference
 from models.ranking import RankingModel
 from models.ranking_inputs import RankingData
+from models.recall_vectors import ItemVectors
 
 SLICES = ("all", "warm", "cold")
 # The synthetic world's per-user modality preferences (truth/users_latent.parquet): how much a
@@ -33,8 +34,10 @@ def predict(
     data: RankingData,
     content: ItemContent | None,
     batch_size: int = 2048,
+    vectors: ItemVectors | None = None,
 ) -> dict[str, np.ndarray]:
-    """{task: probabilities (N,)} for every row, in eval mode."""
+    """{task: probabilities (N,)} for every row, in eval mode; `vectors`: the recall vectors
+    (a model with use_recall_vector needs them)."""
     needs_content = model.config.use_multimodal
     chunks: dict[str, list[np.ndarray]] = {t: [] for t in model.config.tasks}
     with inference(model):
@@ -43,6 +46,7 @@ def predict(
                 slice(start, start + batch_size),
                 content if needs_content else None,
                 history_content=model.config.use_min,
+                vectors=vectors if model.config.use_recall_vector else None,
             )
             out = model(batch.user, batch.items)
             for task in model.config.tasks:

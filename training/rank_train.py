@@ -34,7 +34,7 @@ from mmrec.errors import UserError
 from mmrec.feast_store import open_store
 from mmrec.io import progress, write_json
 from mmrec.settings import Settings
-from mmrec.vocab import RANKING_MODEL_NAME
+from mmrec.vocab import LATEST_RECALL_MODEL, RANKING_MODEL_NAME
 from mmrec.world_manifest import DataProfile, data_profile, world_end
 from models.ranking import RankingModel
 from models.ranking_config import RankingConfig
@@ -46,12 +46,14 @@ from models.ranking_inputs import (
     ItemContent,
     RankingData,
     build_ranking_data,
+    load_history_popularity,
     load_item_categories,
     load_item_content,
     referenced_items,
     require_content,
 )
 from models.ranking_loss import RankingLoss, ranking_parameter_groups, train_step
+from models.recall_vectors import RECALL_MODEL_KEY, ItemVectors, load_item_vectors
 from models.store import KNOWN_ITEMS, KNOWN_USERS, save_model
 from training.rank_eval import auc, evaluate, headline, predict
 from training_sets.build import read_split
@@ -61,7 +63,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 SWITCHES = (
     "use_multimodal", "use_dsn", "use_min", "use_cdr", "use_timeliness", "use_history_category",
-    "use_user_id",
+    "use_user_id", "use_popularity", "use_recall_vector", "dsn_in_min",
 )  # fmt: skip
 
 
@@ -105,6 +107,8 @@ class RankingSplits:
     test: RankingData
     content: ItemContent | None
     profile: DataProfile  # what the data has: tasks, categories, modalities, SKUs
+    # the recall model's item vectors (use_recall_vector; None unless loaded)
+    vectors: ItemVectors | None = None
 
     def __getitem__(self, split: str) -> RankingData:
         return getattr(self, split)
@@ -118,17 +122,33 @@ class FitResult:
     samples_per_s: float
 
 
-def load_splits(settings: Settings, max_seq_len: int = 20, store=None) -> RankingSplits:
-    """Read the ranking set's splits and look up the content of every item they mention."""
+def load_splits(
+    settings: Settings,
+    max_seq_len: int = 20,
+    store=None,
+    recall_model: str | None = None,
+    keep_columns: tuple[str, ...] = (),
+) -> RankingSplits:
+    """Read the ranking set's splits and look up the content, categories and popularity of
+    every item they mention; with `recall_model` (a recall model tag), the catalog's vectors
+    under it too (use_recall_vector); `keep_columns`: set columns kept in `RankingData.extra`."""
     frames = {split: read_split(settings, FEATURE_SERVICE, split) for split in SPLITS}
     profile = data_profile(settings)
     store = store or open_store(settings)
     referenced = referenced_items(list(frames.values()), max_seq_len)
     content = load_item_content(store, referenced, world_end(settings), profile.content_modalities)
     categories = load_item_categories(store, referenced, world_end(settings))
+    popularity = load_history_popularity(store, list(frames.values()), max_seq_len)
     data = {
         split: build_ranking_data(
-            frame, content, max_seq_len, profile.ranking_tasks, len(profile.categories), categories
+            frame,
+            content,
+            max_seq_len,
+            profile.ranking_tasks,
+            len(profile.categories),
+            categories,
+            popularity,
+            keep_columns,
         )
         for split, frame in frames.items()
     }
@@ -143,7 +163,10 @@ def load_splits(settings: Settings, max_seq_len: int = 20, store=None) -> Rankin
         data[split].stats["rows_cold"] = int(data[split].is_cold.sum())
         data[split].user_known = torch.isin(data[split].user_id, trained_users)
         data[split].stats["rows_user_unseen"] = int((~data[split].user_known).sum())
-    return RankingSplits(**data, content=content, profile=profile)
+    vectors = None
+    if recall_model is not None:
+        vectors = load_item_vectors(settings, store, recall_model)
+    return RankingSplits(**data, content=content, profile=profile, vectors=vectors)
 
 
 def sparse_pos_weights(train: RankingData, tasks: tuple[str, ...], cap: float) -> dict[str, float]:
@@ -179,14 +202,27 @@ def model_config(
         tasks=profile.ranking_tasks,
         n_categories=len(profile.categories),
         content_modalities=profile.content_modalities,
+        recall_dim=splits.vectors.dim if splits.vectors is not None else RankingConfig.recall_dim,
         seed=train_config.seed,
     )
     config = replace(
         base,
         pos_weight=sparse_pos_weights(splits.train, base.tasks, train_config.max_pos_weight),
     )
-    require_content(config, splits.content)
+    require_inputs(config, splits)
     return config
+
+
+def require_inputs(config: RankingConfig, splits: RankingSplits) -> None:
+    """Refuse a config whose inputs the splits lack (content, popularity, recall vectors)."""
+    require_content(config, splits.content)
+    if config.use_popularity and splits.train.seq_popularity is None:
+        raise UserError(
+            f"--popularity needs the {FEATURE_SERVICE} service's item_stats view "
+            f"(impressions): add it and rebuild the sets"
+        )
+    if config.use_recall_vector and splits.vectors is None:
+        raise UserError("--recall-vector needs a recall model: run `mmrec train recall` first")
 
 
 def fit(
@@ -195,7 +231,8 @@ def fit(
     """Train a fresh model over shuffled mini-batches until the valid click AUC has not risen
     for `patience` epochs (or `epochs` have run), halving the learning rate after each epoch
     without a rise (torch's ReduceLROnPlateau); the best epoch's weights are kept."""
-    require_content(config, splits.content)
+    require_inputs(config, splits)
+    vectors = splits.vectors if config.use_recall_vector else None
     torch.manual_seed(train_config.seed)  # ID dropout draws from the global generator
     shuffle = torch.Generator().manual_seed(train_config.seed)
     model = RankingModel(config)
@@ -218,7 +255,7 @@ def fit(
         sums: dict[str, float] = {}
         starts = range(0, len(train), bs)
         for start in progress(starts, f"{label} epoch {epoch}"):
-            batch = train.batch(order[start : start + bs], content, config.use_min)
+            batch = train.batch(order[start : start + bs], content, config.use_min, vectors)
             losses = train_step(
                 loss_fn, batch.user, batch.items, batch.labels, optimizer, disc_optimizer,
                 batch.label_masks,
@@ -252,7 +289,7 @@ def _best_epoch(history: list[dict[str, float]]) -> int:
 
 def valid_click_auc(model: RankingModel, splits: RankingSplits) -> float:
     """Click AUC on the valid split: what early stopping and the LR schedule follow."""
-    scores = predict(model, splits.valid, splits.content)["click"]
+    scores = predict(model, splits.valid, splits.content, vectors=splits.vectors)["click"]
     mask = splits.valid.label_masks["click"].numpy()
     value = auc((splits.valid.labels["click"].numpy()[mask] >= 0.5), scores[mask])
     if value is None:
@@ -268,7 +305,10 @@ def evaluate_splits(
 ) -> dict[str, dict]:
     """{split: evaluate(...)} for the named splits."""
     return {
-        name: evaluate(predict(model, splits[name], splits.content), splits[name]) for name in names
+        name: evaluate(
+            predict(model, splits[name], splits.content, vectors=splits.vectors), splits[name]
+        )
+        for name in names
     }
 
 
@@ -285,9 +325,11 @@ def export_metadata(
         if splits.content is not None
         else dict.fromkeys(CONTENT_VERSION_FIELDS, "none")
     )
+    recall = {RECALL_MODEL_KEY: splits.vectors.model_tag} if config.use_recall_vector else {}
     return {
         "feature_service": FEATURE_SERVICE,
         **versions,
+        **recall,
         "tasks": list(config.tasks),
         "categories": list(splits.profile.categories),
         "switches": {name: getattr(config, name) for name in SWITCHES},
@@ -322,7 +364,8 @@ def train_ranking(
         RankingConfig(**(switches or {}))
     except ValueError as err:
         raise UserError(f"{err} (the --multimodal/--dsn/--min switches)") from None
-    splits = load_splits(settings, train_config.max_seq_len, store)
+    recall_model = LATEST_RECALL_MODEL if (switches or {}).get("use_recall_vector") else None
+    splits = load_splits(settings, train_config.max_seq_len, store, recall_model)
     config = model_config(splits, train_config, switches)
     result = fit(config, splits, train_config)
     metrics = evaluate_splits(result.model, splits)
