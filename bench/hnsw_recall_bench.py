@@ -155,7 +155,7 @@ def main() -> None:
     spec = IndexSpec("HNSW", {"M": args.m, "efConstruction": args.ef_construction}, {"ef": EFS[0]})
     settings_rows = []
     with tempfile.TemporaryDirectory() as scratch, StandaloneServer(Path(scratch)) as server:
-        client = open_index(replace(settings, milvus_uri=server.uri, milvus_token=server.token))
+        client = open_index(settings.replace(milvus_uri=server.uri, milvus_token=server.token))
         report = build_content_index(client, vectors, catalog, "hnsw_copy", spec=spec)
         hnsw = ContentIndex(client)
         for ef in EFS:

@@ -219,7 +219,6 @@ def index_engine(engine: str, settings: Settings, env: dict[str, str]):
         with LiteServer(settings.index_uri) as lite:
             yield lite.environment()
         return
-    from dataclasses import replace
 
     from index.build import build_index, load_recall_model, neighbours_root
     from index.collections import ContentIndex
@@ -229,7 +228,7 @@ def index_engine(engine: str, settings: Settings, env: dict[str, str]):
     from index.standalone import StandaloneServer, default_data_dir
 
     with StandaloneServer(default_data_dir(settings.data_dir)) as server:
-        remote = replace(settings, milvus_uri=server.uri, milvus_token=server.token)
+        remote = settings.replace(milvus_uri=server.uri, milvus_token=server.token)
         model = load_recall_model(remote, env.get("MMREC_RECALL_MODEL", "recall:latest"))
         try:
             record = ContentIndex(connect(server.uri, token=server.token)).record()

@@ -8,7 +8,6 @@ served through it. Skips (one line) only where the server cannot start.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 
 import grpc
 import numpy as np
@@ -46,9 +45,7 @@ def server_world(
     serving_world: Settings, serving_config, milvus_server: StandaloneServer
 ) -> Settings:
     """The module's world with its index built on the server (URI + token, as a remote one)."""
-    settings = replace(
-        serving_world, milvus_uri=milvus_server.uri, milvus_token=milvus_server.token
-    )
+    settings = serving_world.replace(milvus_uri=milvus_server.uri, milvus_token=milvus_server.token)
     build_index(settings, serving_config.recall_model, show_progress=False)
     return settings
 

@@ -110,7 +110,7 @@ def test_posted_events_survive_a_rebuild_and_reach_the_next_training_set(
     assert list(clicked.channel) == ["u2v"]
 
 
-@pytest.mark.parametrize("online_store", ["sqlite", "redis"])
+@pytest.mark.parametrize("online_store", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 def test_materialize_alone_keeps_every_posted_event(
     tiny_world: Settings, tmp_path: Path, online_store: str
 ) -> None:
