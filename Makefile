@@ -81,10 +81,10 @@ docs: venv
 bench-features: venv
 	$(BIN)/python -m bench.feature_store_bench --rows 1000000
 
-## simulate: simulated shoppers through the served bento, 3 days x 2 seeds, parity checked (after make demo); report to bench/reported
+## simulate: simulated shoppers through the served bento, 3 days x 2 seeds, retrained after day 2, parity checked (after make demo); report to bench/reported
 .PHONY: simulate
 simulate: venv
-	$(BIN)/mmrec simulate --days 3 --seeds 2 --check-parity --out bench/reported --name simulation-$(SCALE)
+	$(BIN)/mmrec simulate --days 3 --seeds 2 --retrain-every 2 --check-parity --out bench/reported --name simulation-$(SCALE)
 
 ## bench-ranking: ranking train samples/s and 500-candidate scoring p50/p99 on the demo world (after make demo)
 .PHONY: bench-ranking

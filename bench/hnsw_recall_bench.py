@@ -68,7 +68,7 @@ def service_cases(pipeline: RecommendationPipeline, n: int) -> list[tuple]:
         )
         user, _ = pipeline.user_features(request.user_id)
         seeds, _ = pipeline.seeds(request, user)
-        if seeds.has_history:
+        if seeds.clicked_items:  # a user with history: U2V and V2V have queries
             filters = RecallFilter(
                 materials=tuple(materials) if materials else None,
                 exclude_ids=frozenset(seeds.clicked_items),

@@ -92,7 +92,10 @@ def code_version(packages: Iterable[str]) -> str:
     digest = hashlib.sha256()
     for package in packages:
         spec = importlib.util.find_spec(package)
-        for folder in map(Path, spec.submodule_search_locations or ()):
+        # a namespace package (no __init__.py) lists its folder once per sys.path entry that
+        # holds it, plus the editable install's path hook (not a folder): each folder once
+        locations = {Path(p).resolve() for p in spec.submodule_search_locations or ()}
+        for folder in sorted(path for path in locations if path.is_dir()):
             for path in sorted(folder.rglob("*.py")):
                 digest.update(f"{package}/{path.relative_to(folder).as_posix()}\0".encode())
                 digest.update(path.read_bytes())

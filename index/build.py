@@ -28,7 +28,7 @@ import torch
 
 from index import registry
 from index.collections import BuildReport, ContentIndex, build_content_index
-from index.connection import open_index
+from index.connection import is_server, open_index
 from index.errors import VectorIndexError, VersionInUseError
 from index.neighbours import TOP_N, NeighbourLists, prune, search_table
 from index.schema import CONTENT_ALIAS, check_metadata, collection_name
@@ -155,8 +155,11 @@ def build_index(
     sku_ids = _sku_ids(settings)
     skus = (sku_ids, sku_categories(store, sku_ids, recall.categories))
 
+    engine = "server" if is_server(client) else "lite"
+
     def with_lists(index: ContentIndex) -> None:
-        compute_neighbours(index, recall, vectors, table.attributes, skus).save(root)
+        lists = compute_neighbours(index, recall, vectors, table.attributes, skus)
+        lists.save(root, engine)
 
     try:
         report = build_content_index(
@@ -165,7 +168,7 @@ def build_index(
         )  # fmt: skip
     except VersionInUseError:
         report = _add_missing_lists(client, recall, root, with_lists)
-    prune(root, [r.build_id for r in registry.versions(client, CONTENT_ALIAS)])
+    prune(root, [r.build_id for r in registry.versions(client, CONTENT_ALIAS)], engine)
     return report
 
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from index.channels import ids_and_scores
 from index.collections import ContentIndex
-from mmrec.array_dir import read_array_dir, write_array_dir
+from mmrec.array_dir import read_array_dir, read_manifest, write_array_dir
 from mmrec.io import progress
 from mmrec.vocab import MATERIALS, S2V, V2V
 
@@ -103,7 +103,9 @@ class NeighbourLists:
     tables: Mapping[str, NeighbourTable]
     catalog: pd.DataFrame | None = None
 
-    def save(self, root: Path) -> Path:
+    def save(self, root: Path, engine: str = "lite") -> Path:
+        """Write the lists to `root/<build id>/`; `engine` (`lite` or `server`) names the kind
+        of Milvus the build's collection lives in (see `prune`)."""
         arrays = {
             f"{channel}.{name}": getattr(table, name)
             for channel, table in self.tables.items()
@@ -113,7 +115,7 @@ class NeighbourLists:
         if self.catalog is not None:
             tables["catalog"] = pa.Table.from_pandas(self.catalog, preserve_index=False)
         top_n = {channel: table.top_n for channel, table in self.tables.items()}
-        manifest = {"build_id": self.build_id, "top_n": top_n}
+        manifest = {"build_id": self.build_id, "top_n": top_n, "engine": engine}
         return write_array_dir(root / self.build_id, arrays, manifest, tables)
 
     @classmethod
@@ -167,17 +169,25 @@ def material_codes(materials: Iterable[str]) -> np.ndarray:
     return np.asarray([MATERIALS.index(m) for m in materials], dtype=np.int64)
 
 
-def prune(root: Path, keep: Iterable[str]) -> list[str]:
-    """Remove the lists of builds not in `keep` (build ids of the kept versions)."""
+def prune(root: Path, keep: Iterable[str], engine: str = "lite") -> list[str]:
+    """Remove the lists of `engine`'s builds not in `keep` (build ids of its kept versions).
+
+    One workspace may hold builds on two engines (its milvus-lite file and a Milvus server);
+    each build's lists name their engine, so building on one never removes the other's
+    (folders from before the mark are milvus-lite's)."""
     import shutil
 
     if not root.exists():
         return []
     kept = set(keep)
+
+    def owner(folder: Path) -> str:
+        return (read_manifest(folder) or {}).get("engine", "lite")
+
     gone = [
         p
         for p in root.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and p.name not in kept
+        if p.is_dir() and not p.name.startswith(".") and p.name not in kept and owner(p) == engine
     ]
     for path in gone:
         shutil.rmtree(path, ignore_errors=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmrec.errors import UserError
 from serving.policies import POPULAR, RANDOM, RANKED
 
 FULL_BENTO, NO_GMF_BENTO = "full", "no_gmf"
@@ -68,11 +69,11 @@ ORACLES = tuple(name for name, arm in ARMS.items() if arm.oracle)
 
 
 def parse_arms(text: str) -> tuple[Arm, ...]:
-    """Comma-separated arm names, in ARMS order; ValueError naming the unknown ones."""
+    """Comma-separated arm names, in ARMS order; a UserError naming the unknown ones."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = sorted(set(names) - set(ARMS))
     if unknown or not names:
-        raise ValueError(f"unknown arms {unknown or text!r}: choose from {', '.join(ARMS)}")
+        raise UserError(f"unknown arms {unknown or text!r}: choose from {', '.join(ARMS)}")
     return tuple(arm for name, arm in ARMS.items() if name in names)
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from mmrec.cli_common import Workspace, cli_settings, console, exits_on_user_error
+from mmrec.errors import UserError
 from simulation.arms import ARMS
 
 
@@ -63,7 +64,7 @@ def simulate(
 
     settings = cli_settings(workspace)
     if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+        raise UserError(f"--seeds must be >= 1, got {seeds}")
     HiddenWorld.load(settings)  # imported data: refuse now
     chosen = parse_arms(arms)
     configs = [

@@ -88,20 +88,20 @@ class SimulationConfig:
 
     def __post_init__(self) -> None:
         if self.days < 1 or self.users < 1 or self.users_per_post < 1:
-            raise ValueError(
+            raise UserError(
                 f"days, users and users_per_post must be >= 1, got {self.days}, {self.users}, "
                 f"{self.users_per_post}"
             )
         if not 1 <= self.k <= 200:
-            raise ValueError(f"k must be in 1..200 (the API's limit), got {self.k}")
+            raise UserError(f"k must be in 1..200 (the API's limit), got {self.k}")
         if self.scene not in SCENES:
-            raise ValueError(f"scene must be one of {SCENES}, got {self.scene!r}")
+            raise UserError(f"scene must be one of {SCENES}, got {self.scene!r}")
         if self.retrain_every < 0 or self.seed < 0:
-            raise ValueError(
+            raise UserError(
                 f"retrain_every and seed must be >= 0, got {self.retrain_every}, {self.seed}"
             )
         if not self.arms:
-            raise ValueError("at least one arm")
+            raise UserError("at least one arm")
 
     def retrains_after(self, day: int) -> bool:
         """Whether the models are retrained after simulated day `day` (1-based; never after

@@ -88,7 +88,9 @@ def rebuild(loop: Settings, target: Path) -> Settings:
     if log_dir(loop).exists():
         shutil.copytree(log_dir(loop), log_dir(rebuilt))
     for source in sorted(loop.offline_dir.iterdir()):
-        if source.name not in layout.SOURCES:  # content understanding's: no events in them
+        # content understanding's sources (no events in them); not the build's own record
+        # (build.json, what the last `features build` read): the rebuild starts from scratch
+        if source.is_dir() and source.name not in layout.SOURCES:
             shutil.copytree(source, rebuilt.offline_dir / source.name)
     build_features(rebuilt)
     apply_repo(rebuilt)

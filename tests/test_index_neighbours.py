@@ -115,3 +115,14 @@ def _codes(filters: RecallFilter) -> np.ndarray | None:
     if filters.materials is None:
         return None
     return np.asarray([MATERIALS.index(m) for m in filters.materials], np.int64)
+
+
+def test_a_build_on_one_engine_keeps_the_other_engines_lists(table, tmp_path) -> None:
+    """A workspace's milvus-lite file and a Milvus server each prune only their own builds'
+    lists (a build on the server used to remove the lite index's, so it searched live)."""
+    NeighbourLists("content_vectors_v1_lite", {V2V: table}).save(tmp_path, "lite")
+    NeighbourLists("content_vectors_v1_server", {V2V: table}).save(tmp_path, "server")
+    assert prune(tmp_path, keep=["content_vectors_v1_server"], engine="server") == []
+    assert NeighbourLists.load(tmp_path, "content_vectors_v1_lite") is not None
+    assert prune(tmp_path, keep=[], engine="lite") == ["content_vectors_v1_lite"]
+    assert NeighbourLists.load(tmp_path, "content_vectors_v1_server") is not None

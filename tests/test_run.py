@@ -3,6 +3,7 @@ are those it last ran on, so an upgrade (a pull, an edit, a new dependency) is n
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,3 +62,14 @@ def test_the_code_version_is_the_code_not_where_it_lies(tmp_path: Path) -> None:
             sys.path.remove(str(tmp_path / copy))
             sys.modules.pop("same_code", None)
     assert len(versions) == 1
+
+
+def test_the_code_version_is_the_same_from_any_folder(tmp_path: Path) -> None:
+    """A `mmrec run` started anywhere (the console script in a data folder) and one started in
+    the repo (pytest puts it on sys.path, so a namespace package lists its folder twice) see
+    one version: a second run skips every stage."""
+    code = "from cli.run import STAGE_PACKAGES, code_version; print(code_version(STAGE_PACKAGES))"
+    elsewhere = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert elsewhere.stdout.strip() == run.code_version(run.STAGE_PACKAGES)

@@ -138,7 +138,8 @@ def test_a_ranker_on_recall_vectors_reads_the_index_vectors_of_its_recall_model(
     """The shared encoder (--recall-vector): serving's vectors are the active index's, the
     precomputed path scores as the training path, and another recall model is refused."""
     ws = str(serving_world.workspace)
-    run_cli("train", "rank", "--epochs", "1", "--recall-vector", "--workspace", ws)
+    recall = serving_config.recall_model  # the session's: another test may train a newer one
+    run_cli("train", "rank", "--epochs", "1", "--recall-vector", "--recall-model", recall, "-w", ws)
     tag = str(stored_model(serving_world, "ranking:latest").tag)
     config = ServingConfig(recall_model=serving_config.recall_model, rank_model=tag)
     pipeline = RecommendationPipeline(serving_world, config, milvus_uri=index_server.uri)

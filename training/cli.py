@@ -147,10 +147,13 @@ def rank(
     recall_vector: Annotated[
         bool,
         typer.Option(
-            help="The recall item tower's vectors (the index's, of `recall:latest`) as an "
+            help="The recall item tower's vectors (the index's, of --recall-model) as an "
             "input: the candidate's and its match with the history's."
         ),
     ] = False,
+    recall_model: Annotated[
+        str, typer.Option(help="The recall model whose vectors --recall-vector reads.")
+    ] = LATEST_RECALL_MODEL,
     dsn_in_min: Annotated[
         bool,
         typer.Option(
@@ -182,7 +185,7 @@ def rank(
         multimodal, dsn, min_, cdr, timeliness, history_category, user_id, popularity,
         recall_vector, dsn_in_min,
     )  # fmt: skip
-    report = train_ranking(settings, config, switches)
+    report = train_ranking(settings, config, switches, recall_model=recall_model)
     test = report["metrics"]["test"]
     console.print(
         f"saved {report['tag']} ({report['train']['samples_per_s']} samples/s); test "

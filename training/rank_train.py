@@ -358,14 +358,16 @@ def train_ranking(
     train_config: TrainConfig,
     switches: dict[str, bool] | None = None,
     store=None,
+    recall_model: str = LATEST_RECALL_MODEL,
 ) -> dict[str, Any]:
-    """Load, fit, evaluate, export; returns the metadata saved with the model plus its tag."""
+    """Load, fit, evaluate, export; returns the metadata saved with the model plus its tag.
+    `recall_model`: whose item vectors a ranker with `use_recall_vector` reads."""
     try:  # a bad switch combination fails before any data is read
         RankingConfig(**(switches or {}))
     except ValueError as err:
         raise UserError(f"{err} (the --multimodal/--dsn/--min switches)") from None
-    recall_model = LATEST_RECALL_MODEL if (switches or {}).get("use_recall_vector") else None
-    splits = load_splits(settings, train_config.max_seq_len, store, recall_model)
+    vectors_of = recall_model if (switches or {}).get("use_recall_vector") else None
+    splits = load_splits(settings, train_config.max_seq_len, store, vectors_of)
     config = model_config(splits, train_config, switches)
     result = fit(config, splits, train_config)
     metrics = evaluate_splits(result.model, splits)
