@@ -50,7 +50,7 @@ import pandas as pd
 
 from index.server import LiteServer
 from mmrec.settings import REPO_ROOT, Settings
-from mmrec.vocab import POSITIONS
+from mmrec.vocab import LATEST_RECALL_MODEL, POSITIONS
 from serving.bento_process import BentoServer, build_bento, workspace_env
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -229,7 +229,7 @@ def index_engine(engine: str, settings: Settings, env: dict[str, str]):
 
     with StandaloneServer(default_data_dir(settings.data_dir)) as server:
         remote = settings.replace(milvus_uri=server.uri, milvus_token=server.token)
-        model = load_recall_model(remote, env.get("MMREC_RECALL_MODEL", "recall:latest"))
+        model = load_recall_model(remote, env.get("MMREC_RECALL_MODEL", LATEST_RECALL_MODEL))
         try:
             record = ContentIndex(connect(server.uri, token=server.token)).record()
             ready = record.collection.endswith(f"_v{model.version}") and (

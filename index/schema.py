@@ -32,9 +32,8 @@ IVF_FROM_ROWS = 300_000  # FLAT up to here in milvus-lite (see IndexSpec.for_row
 # HNSW on a Milvus server, chosen by measurement (IndexSpec.for_rows). A search asks for
 # ef >= its limit (Milvus refuses less): ContentIndex.search raises ef to the limit.
 HNSW_BUILD = {"M": 16, "efConstruction": 200}
-HNSW_SEARCH = {
-    "ef": 512
-}  # the smallest ef with candidate recall >= 0.95 vs FLAT (hnsw-recall.json)
+# ef 512: the smallest with candidate recall >= 0.95 vs FLAT (bench/reported/hnsw-recall.json)
+HNSW_SEARCH = {"ef": 512}
 _VERSION = re.compile(r"^[A-Za-z0-9_]{1,48}$")
 
 

@@ -46,6 +46,7 @@ from mmrec.event_log import events_view, load_served, log_days
 from mmrec.feast_store import apply_repo, materialize, open_store
 from mmrec.io import progress
 from mmrec.settings import Settings
+from mmrec.vocab import LATEST_RECALL_MODEL
 from mmrec.world_manifest import world_end
 from models.store import KNOWN_ITEMS, load_arrays, stored_model
 from serving.bento_process import BentoServer, build_bento, workspace_env
@@ -154,7 +155,7 @@ def prepare_workspace(source: Settings, target: Path) -> Settings:
     apply_repo(settings)
     materialize(open_store(settings), world_end(settings))
     if not Path(settings.index_uri).exists():  # the source's index is a Milvus server
-        build_index(settings, "recall:latest", None)
+        build_index(settings, LATEST_RECALL_MODEL, None)
     return settings
 
 
