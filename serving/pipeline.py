@@ -206,7 +206,7 @@ class RecommendationPipeline:
             cold_start=not seeds.clicked_items,
             candidates=len(recalled.candidates),
             timings_ms=timings,
-            models=self.models,
+            models={**self.models, "item_snapshot": str(self.reader.snapshot_version)},
             candidate_ids=(
                 [c.item_id for c in recalled.candidates] if request.include_candidates else None
             ),

@@ -87,7 +87,10 @@ class RecommendResponse(BaseModel):
     cold_start: bool = Field(description="The user had no behaviour history online.")
     candidates: int = Field(description="Items recalled and ranked.")
     timings_ms: dict[str, float]
-    models: dict[str, str]
+    models: dict[str, str] = Field(
+        description="What served the answer: the recall and ranking models' tags, the index "
+        "collection, and the item snapshot's version (item_snapshot)."
+    )
     candidate_ids: list[int | str] | None = Field(
         None,
         description="Every recalled candidate, by the data's own ids, in recall order, when "
