@@ -55,7 +55,7 @@ from serving.pipeline import RecommendationPipeline
 from serving.ranker import CatalogItems
 from serving.recall import Seeds
 from serving.schemas import RecommendRequest
-from serving.snapshot_files import decode_columns
+from serving.snapshot_files import ItemColumns
 
 RESULTS = REPO_ROOT / "bench" / "results"
 
@@ -154,7 +154,7 @@ def main() -> None:
     def from_files() -> None:
         key = reader.snapshot().key
         arrays, table = reader.files.read(key)
-        decode_columns(table, reader.layout.item_arrays)
+        ItemColumns(table, reader.layout.item_arrays)
         CatalogItems.from_arrays({k.split(".", 1)[1]: a for k, a in arrays.items()})
 
     if reader.snapshot().key is not None:

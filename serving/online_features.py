@@ -44,7 +44,7 @@ from mmrec.feast_internals import (
 )
 from mmrec.feast_store import ON_DEMAND, service_refs_by_entity
 from mmrec.settings import DEFAULT_SNAPSHOT_REFRESH_S
-from serving.snapshot_files import Persisted, SnapshotFiles, decode_columns
+from serving.snapshot_files import ItemColumns, Persisted, SnapshotFiles
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class ItemSnapshot:
     """The item features of the whole catalog at one load, aligned with the reader's item_ids
     plus one trailing None row, where unknown items point."""
 
-    columns: dict[str, np.ndarray]  # object arrays
+    columns: ItemColumns
     loaded_at: float  # time.monotonic()
     version: int  # 1 for the first load, +1 for each reload
     derived: dict[str, Any] = field(default_factory=dict)  # what on_load hooks returned
@@ -219,8 +219,7 @@ class CandidateFeatureReader:
             snapshot = self._read_online(version)
             for name, hook in self._hooks.items():
                 snapshot.derived[name] = hook(snapshot)
-            for name in self._consumed:
-                snapshot.columns.pop(name, None)
+            snapshot.columns.drop(self._consumed)
             return snapshot
         current = self._snapshot
         if current is not None and current.key == key:  # nothing was materialized since
@@ -233,12 +232,12 @@ class CandidateFeatureReader:
                     for name, persisted in self._persisted.items()
                     for part, array in persisted.to_arrays(self._hooks[name](online)).items()
                 }
-                kept = {n: c for n, c in online.columns.items() if n not in self._consumed}
-                self.files.write(key, kept, arrays)
+                online.columns.drop(self._consumed)
+                self.files.write(key, online.columns.table, arrays)
                 del online, arrays
             arrays, table = self.files.read(key)
         snapshot = ItemSnapshot(
-            decode_columns(table, self.layout.item_arrays), time.monotonic(), version, key=key
+            ItemColumns(table, self.layout.item_arrays), time.monotonic(), version, key=key
         )
         for name, hook in self._hooks.items():
             if name in self._persisted:
@@ -270,8 +269,7 @@ class CandidateFeatureReader:
                 for _, values in rows:
                     for name in features:
                         parts[name].append(self._python_value((values or {}).get(name), name))
-        # the trailing None also keeps equal-length arrays as elements (not a 2-D array)
-        columns = {name: np.array([*column, None], dtype=object) for name, column in parts.items()}
+        columns = ItemColumns.from_values(parts, self.layout.item_arrays)
         return ItemSnapshot(columns, time.monotonic(), version)
 
     def _python_value(self, value: Value | None, name: str) -> Any:
@@ -304,8 +302,7 @@ class CandidateFeatureReader:
         self._consumed.update(consumes)
         if self._snapshot is not None:
             self._snapshot.derived[name] = hook(self._snapshot)
-            for column in consumes:
-                self._snapshot.columns.pop(column, None)
+            self._snapshot.columns.drop(consumes)
 
     def snapshot(self) -> ItemSnapshot:
         """The current item snapshot: loaded now if there is none; when it is older than
@@ -397,9 +394,7 @@ class CandidateFeatureReader:
         for name, column in user.items():
             if name != "user_id":
                 out[name] = column * n
-        positions = self.positions(ids)
-        for name, column in self.snapshot().columns.items():
-            out[name] = column[positions].tolist()
+        out.update(self.snapshot().columns.rows(self.positions(ids)))
         for name, value in (request or {}).items():
             out[name] = [value] * n
         for view in self.layout.on_demand:

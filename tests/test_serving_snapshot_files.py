@@ -13,7 +13,7 @@ from mmrec.settings import Settings
 from mmrec.world_manifest import world_end
 from models.recall_inputs import catalog_ids
 from serving.online_features import CandidateFeatureReader
-from serving.snapshot_files import Persisted, SnapshotFiles
+from serving.snapshot_files import ItemColumns, Persisted, SnapshotFiles
 
 SERVICE = "ranking_v1"
 
@@ -121,3 +121,32 @@ def test_a_new_version_that_cannot_be_read_keeps_the_previous_snapshot(
     kept = reader.snapshot()
     assert kept.key == first.key and kept.columns is first.columns
     assert not (tmp_path / "snapshots" / "a-newer-version").exists()
+
+
+def test_item_columns_decode_a_requests_rows_as_the_whole_column_has_them() -> None:
+    """A request's rows (`rows`) equal the same rows of the whole decoded column, for every
+    kind of column and null, and a position past the last item reads None."""
+    columns = ItemColumns.from_values(
+        {
+            "clicks": [3, None, 5, 0],
+            "ctr": [0.5, 0.25, None, 1.0],
+            "publish_ts": [10, 20, 30, 40],
+            "material": ["video", None, "live", "shop"],
+            "tags": [["a", "b"], [], None, ["c"]],
+            "emb": [np.array([1, 2], np.float32), None, np.array([3, 4], np.float32), None],
+        },
+        arrays={"emb": np.float32},
+    )
+    positions = np.array([2, 0, 4, 1, 2, 3])  # 4: an unknown item (the trailing row)
+    got = columns.rows(positions)
+    assert set(got) == set(columns)
+    for name in columns:
+        whole = columns[name]
+        assert len(whole) == 5 and whole[-1] is None
+        want = whole[positions]
+        assert all(_same(a, b) for a, b in zip(got[name], want, strict=True)), name
+    assert got["emb"][0].dtype == np.float32 and got["emb"][2] is None
+    assert got["publish_ts"] == [30, 10, None, 20, 30, 40]
+    assert got["tags"] == [None, ["a", "b"], None, [], None, ["c"]]
+    columns.drop(["emb", "missing"])
+    assert list(columns) == ["clicks", "ctr", "publish_ts", "material", "tags"]
