@@ -134,8 +134,9 @@ def test_item_columns_decode_a_requests_rows_as_the_whole_column_has_them() -> N
             "material": ["video", None, "live", "shop"],
             "tags": [["a", "b"], [], None, ["c"]],
             "emb": [np.array([1, 2], np.float32), None, np.array([3, 4], np.float32), None],
+            "skus": [[7, 8, 9], [], None, [4]],
         },
-        arrays={"emb": np.float32},
+        arrays={"emb": np.float32, "skus": np.int64},
     )
     positions = np.array([2, 0, 4, 1, 2, 3])  # 4: an unknown item (the trailing row)
     got = columns.rows(positions)
@@ -148,5 +149,8 @@ def test_item_columns_decode_a_requests_rows_as_the_whole_column_has_them() -> N
     assert got["emb"][0].dtype == np.float32 and got["emb"][2] is None
     assert got["publish_ts"] == [30, 10, None, 20, 30, 40]
     assert got["tags"] == [None, ["a", "b"], None, [], None, ["c"]]
-    columns.drop(["emb", "missing"])
+    assert [None if v is None else v.tolist() for v in got["skus"]] == [
+        None, [7, 8, 9], None, [], None, [4],
+    ]  # fmt: skip
+    columns.drop(["emb", "skus", "missing"])
     assert list(columns) == ["clicks", "ctr", "publish_ts", "material", "tags"]
