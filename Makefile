@@ -96,7 +96,7 @@ bench-ranking: venv
 bench-serving: venv
 	$(BIN)/python -m bench.serving_bench --levels 1,8,32
 
-## bench-serving-100k: the bento on the 104k-item catalog (bench world, 1 user in 100), 2 workers, milvus-lite and a Milvus server side by side beside the trivial-endpoint floor; memory at 2 catalog sizes; HNSW recall vs FLAT; each lever alone; figures to bench/reported/
+## bench-serving-100k: the bento on the 104k-item catalog (bench world, 1 user in 100), 2 workers, milvus-lite and a Milvus server side by side beside the trivial-endpoint floor; memory at 2 catalog sizes; HNSW recall vs FLAT; each lever alone; each stage's parts in-process; figures to bench/reported/
 BENCH_WS := bench/workspace
 SERVING_WS := bench/workspace-serving
 SMALL_WS := bench/workspace-small
@@ -111,12 +111,14 @@ bench-serving-100k: venv
 	test -f $(SMALL_WS)/data/raw/manifest.json || (mkdir -p $(SMALL_WS) && cp -r feature_repo $(SMALL_WS)/ && $(BIN)/mmrec generate --scale small --seed $(SEED) -w $(SMALL_WS))
 	$(BIN)/mmrec run -w $(SMALL_WS)
 	$(BIN)/python -m bench.serving_bench --workspace $(SERVING_WS) --workers 2 --engines lite,standalone --name serving-100k
-	$(BIN)/python -m bench.serving_memory_bench --workspaces $(SMALL_WS),$(SERVING_WS)
+	$(BIN)/python -m bench.serving_memory_bench --workspaces $(SMALL_WS),$(SERVING_WS) --repeats 3
 	$(BIN)/python -m bench.hnsw_recall_bench --workspace $(SERVING_WS)
 	$(BIN)/python -m bench.serving_levers_bench --workspace $(SERVING_WS)
+	$(BIN)/python -m bench.serving_stages_bench --workspace $(SERVING_WS)
 	mkdir -p bench/reported
 	cp bench/results/serving-100k.json bench/results/serving-100k.png bench/reported/
 	cp bench/results/serving-memory.json bench/reported/serving-memory.json
+	cp bench/results/serving-stages.json bench/reported/serving-stages-100k.json
 	cp bench/results/hnsw-recall.json bench/reported/hnsw-recall.json
 	cp bench/results/serving-levers.json bench/reported/serving-levers-100k.json
 

@@ -7,9 +7,13 @@ memory_full_info: PSS counts a page shared by n processes as 1/n in each, USS is
 worker alone holds). The growth per 100k items is the difference between the two sizes over
 their difference in catalog items, scaled to 100k: what a 1M-item catalog adds is ~9 times it.
 
-    python -m bench.serving_memory_bench --workspaces bench/workspace-small,bench/workspace-serving
+    python -m bench.serving_memory_bench --workspaces bench/workspace-small,bench/workspace-serving \
+        [--repeats 3] [--out FILE]
 
-Writes bench/results/serving-memory.json.
+Memory varies from one start to the next (now and then one worker holds ~360 MB more than
+the other), so `--repeats` serves each size that many times and reports, per size, the run
+with the median PSS (every run is under `runs`). Writes bench/results/serving-memory.json
+unless --out says otherwise.
 """
 
 from __future__ import annotations
@@ -58,6 +62,12 @@ def measure(workspace: Path, workers: int, requests: int) -> dict:
     return row
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run whose mean PSS a worker is the median of `runs` (the lower one of an even count)."""
+    ranked = sorted(runs, key=lambda run: float(np.mean(run["pss_mb_per_worker"])))
+    return ranked[(len(ranked) - 1) // 2]
+
+
 def growth_per_100k(small: dict, large: dict, key: str) -> float | None:
     """(large - small) of the per-worker median of `key` (or of `key` itself, a number), per
     100k catalog items; None when both have the same catalog."""
@@ -73,22 +83,29 @@ def main() -> None:
     parser.add_argument("--workspaces", required=True, help="two trained workspaces, small first")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--requests", type=int, default=100, help="before memory is read")
+    parser.add_argument("--repeats", type=int, default=1, help="starts of each size")
+    parser.add_argument("--out", type=Path, default=RESULTS / "serving-memory.json")
     args = parser.parse_args()
     workspaces = [Path(w).resolve() for w in args.workspaces.split(",")]
     if len(workspaces) != 2:
         raise SystemExit("--workspaces takes two workspaces: the small one, then the large one")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    sizes = [measure(w, args.workers, args.requests) for w in workspaces]
+    runs = [
+        [measure(w, args.workers, args.requests) for _ in range(args.repeats)] for w in workspaces
+    ]
+    sizes = [median_run(size_runs) for size_runs in runs]
     small, large = sizes
     result = {
         "sizes": sizes,
+        "runs": runs,
         "growth_per_100k_items": {
             key: growth_per_100k(small, large, key)
             for key in ("rss_mb_per_worker", "pss_mb_per_worker", "uss_mb_per_worker", "startup_s")
         },
     }
-    (RESULTS / "serving-memory.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result["growth_per_100k_items"]), f"wrote {RESULTS / 'serving-memory.json'}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result["growth_per_100k_items"]), f"wrote {args.out}")
 
 
 if __name__ == "__main__":
