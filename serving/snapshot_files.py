@@ -180,12 +180,15 @@ class ItemColumns(Mapping[str, np.ndarray]):
     def _view(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
         """(values, validity, list offsets or None) of a numeric column or numeric list
         column (`arrays`) as numpy arrays: views of the table's buffers, not copies, for a
-        single-chunk column of the numpy dtype; None for other columns."""
+        single-chunk column of the numpy dtype; None for other columns, and for a column
+        with no value at all (Arrow's null type: a feature no item has)."""
         if name not in self._views:
             column = self.table.column(name).combine_chunks()
             kind = column.type
             valid = column.is_valid().to_numpy(zero_copy_only=False)
-            if name in self.arrays:
+            if pa.types.is_null(kind):
+                self._views[name] = None
+            elif name in self.arrays:
                 offsets = column.offsets.to_numpy()
                 values = column.values.to_numpy(zero_copy_only=False).astype(
                     self.arrays[name], copy=False
@@ -201,9 +204,10 @@ class ItemColumns(Mapping[str, np.ndarray]):
     def _values(self, name: str, column: pa.ChunkedArray) -> list:
         """A whole column's Python values, as Feast's `to_dict()` has them (numeric lists:
         numpy arrays)."""
-        if name not in self.arrays:
+        view = self._view(name) if name in self.arrays else None
+        if view is None:
             return column.to_pylist()
-        values, valid, offsets = self._view(name)
+        values, valid, offsets = view
         return _list_rows(values, offsets, np.arange(len(valid)), valid, none=True)
 
 

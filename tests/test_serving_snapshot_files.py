@@ -125,7 +125,8 @@ def test_a_new_version_that_cannot_be_read_keeps_the_previous_snapshot(
 
 def test_item_columns_decode_a_requests_rows_as_the_whole_column_has_them() -> None:
     """A request's rows (`rows`) equal the same rows of the whole decoded column, for every
-    kind of column and null, and a position past the last item reads None."""
+    kind of column and null (a column without any value too: the returning-users world has
+    one), and a position past the last item reads None."""
     columns = ItemColumns.from_values(
         {
             "clicks": [3, None, 5, 0],
@@ -135,8 +136,9 @@ def test_item_columns_decode_a_requests_rows_as_the_whole_column_has_them() -> N
             "tags": [["a", "b"], [], None, ["c"]],
             "emb": [np.array([1, 2], np.float32), None, np.array([3, 4], np.float32), None],
             "skus": [[7, 8, 9], [], None, [4]],
+            "probs": [None, None, None, None],  # a numeric list no item has (Arrow's null type)
         },
-        arrays={"emb": np.float32, "skus": np.int64},
+        arrays={"emb": np.float32, "skus": np.int64, "probs": np.float32},
     )
     positions = np.array([2, 0, 4, 1, 2, 3])  # 4: an unknown item (the trailing row)
     got = columns.rows(positions)
@@ -152,5 +154,6 @@ def test_item_columns_decode_a_requests_rows_as_the_whole_column_has_them() -> N
     assert [None if v is None else v.tolist() for v in got["skus"]] == [
         None, [7, 8, 9], None, [], None, [4],
     ]  # fmt: skip
-    columns.drop(["emb", "skus", "missing"])
+    assert got["probs"] == [None] * 6
+    columns.drop(["emb", "skus", "probs", "missing"])
     assert list(columns) == ["clicks", "ctr", "publish_ts", "material", "tags"]
