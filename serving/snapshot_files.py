@@ -169,10 +169,10 @@ class ItemColumns(Mapping[str, np.ndarray]):
                 continue
             values, valid, offsets = view
             ok = valid[clipped] & known
-            if offsets is None:
-                out[name] = values[clipped].tolist()
-            else:
+            if offsets is not None:
                 out[name] = _list_rows(values, offsets, clipped, ok)
+                continue
+            out[name] = values[clipped].tolist()
             for row in np.flatnonzero(~ok):
                 out[name][row] = None
         return out
@@ -183,7 +183,9 @@ class ItemColumns(Mapping[str, np.ndarray]):
         single-chunk column of the numpy dtype; None for other columns, and for a column
         with no value at all (Arrow's null type: a feature no item has)."""
         if name not in self._views:
-            column = self.table.column(name).combine_chunks()
+            column = self.table.column(name)
+            # combine_chunks copies even a single chunk: take that chunk as it is (a view)
+            column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
             kind = column.type
             valid = column.is_valid().to_numpy(zero_copy_only=False)
             if pa.types.is_null(kind):
@@ -208,15 +210,13 @@ class ItemColumns(Mapping[str, np.ndarray]):
         if view is None:
             return column.to_pylist()
         values, valid, offsets = view
-        return _list_rows(values, offsets, np.arange(len(valid)), valid, none=True)
+        return _list_rows(values, offsets, np.arange(len(valid)), valid)
 
 
-def _list_rows(
-    values: np.ndarray, offsets: np.ndarray, rows: np.ndarray, ok: np.ndarray, none: bool = False
-) -> list:
+def _list_rows(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray, ok: np.ndarray) -> list:
     """Rows `rows` of a numeric list column (flat `values`, Arrow `offsets`) as numpy arrays:
-    one gather when the rows have one width (embeddings), else a slice each; rows not `ok`
-    are None when `none`, else left for the caller (empty arrays)."""
+    one gather when the rows have one width (embeddings), else a slice each; None where not
+    `ok` (a null value or an unknown item)."""
     starts, ends = offsets[rows], offsets[rows + 1]
     widths = ends - starts
     width = int(widths[ok][0]) if ok.any() else 0
@@ -225,7 +225,6 @@ def _list_rows(
         out = list(gathered)
     else:
         out = [values[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
-    if none:
-        for row in np.flatnonzero(~ok):
-            out[row] = None
+    for row in np.flatnonzero(~ok):
+        out[row] = None
     return out
