@@ -35,31 +35,36 @@ from serving.bento_process import BentoServer, build_bento, workspace_env
 from serving.snapshot_files import snapshots_root
 
 
-def measure(workspace: Path, workers: int, requests: int) -> dict:
-    """Start-up to /readyz and per-worker memory of the bento serving `workspace`."""
+def measure(workspace: Path, workers: int, requests: int, repeats: int) -> list[dict]:
+    """Start-up to /readyz and per-worker memory of the bento serving `workspace`, for each of
+    `repeats` starts of one bento build."""
     settings = Settings.from_env(workspace)
     env = {**workspace_env(settings), "MMREC_SERVING_WORKERS": str(workers)}
     users = pd.read_parquet(settings.raw_dir / "users.parquet", columns=["user_id"]).user_id
     users = users.sample(min(len(users), 500), random_state=0).tolist()
     catalog = len(pd.read_parquet(settings.raw_dir / "items.parquet", columns=["item_id"]))
     tag = build_bento(env)
+    rows = []
     with LiteServer(settings.index_uri) as lite:
         log = RESULTS / f"serving-memory-{workspace.name}.log"
         if not any(snapshots_root(settings).glob("*/manifest.json")):
             with BentoServer(tag, {**env, **lite.environment()}, log):
-                pass  # the first start writes the item snapshot's files; time the next one
-        started = time.monotonic()
-        with BentoServer(tag, {**env, **lite.environment()}, log) as server:
-            startup_s = round(time.monotonic() - started, 1)
-            level = asyncio.run(run_level(server.url, users, 4, requests, 120, 20))
-            memory = worker_memory_mb(server)
-    row = {
-        "workspace": str(workspace), "catalog_items": catalog, "workers": workers,
-        "startup_s": startup_s, **memory, "requests": level["requests"],
-        "status_counts": level["status_counts"], "load_avg_1m": round(os.getloadavg()[0], 2),
-    }  # fmt: skip
-    print(row)
-    return row
+                pass  # the first start writes the item snapshot's files; time the next ones
+        for _ in range(repeats):
+            started = time.monotonic()
+            with BentoServer(tag, {**env, **lite.environment()}, log) as server:
+                startup_s = round(time.monotonic() - started, 1)
+                level = asyncio.run(run_level(server.url, users, 4, requests, 120, 20))
+                memory = worker_memory_mb(server)
+            row = {
+                "workspace": str(workspace), "catalog_items": catalog, "workers": workers,
+                "startup_s": startup_s, **memory, "requests": level["requests"],
+                "status_counts": level["status_counts"],
+                "load_avg_1m": round(os.getloadavg()[0], 2),
+            }  # fmt: skip
+            print(row)
+            rows.append(row)
+    return rows
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -90,9 +95,7 @@ def main() -> None:
     if len(workspaces) != 2:
         raise SystemExit("--workspaces takes two workspaces: the small one, then the large one")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    runs = [
-        [measure(w, args.workers, args.requests) for _ in range(args.repeats)] for w in workspaces
-    ]
+    runs = [measure(w, args.workers, args.requests, args.repeats) for w in workspaces]
     sizes = [median_run(size_runs) for size_runs in runs]
     small, large = sizes
     result = {
