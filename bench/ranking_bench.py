@@ -1,8 +1,8 @@
 """Ranking benchmark (issue #5), on a workspace with a built ranking set and content.
 
 (a) Training throughput, samples/s on `--threads` CPU threads: timed train steps (the data
-    gather included) of the plain ID-only MMoE (baseline), + raw multimodal, and the full
-    GMF model (DSN + MIN + CDR + timeliness); median and p99 step time, and the cost of GMF
+    gather included) of the plain ID-only MMoE (baseline), + raw multimodal, and the default
+    model (MIN + CDR + timeliness + popularity); median and p99 step time, and the cost of it
     as the ratio of the full model's median step time to the baseline's.
 (b) Scoring latency: `score_candidates` for one user and 500 candidates in one forward pass,
     p50 / p99 over `--reps` requests, baseline vs full, and the ratio.

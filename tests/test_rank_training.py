@@ -4,6 +4,7 @@ are computed as documented, bad input exits 2."""
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from pathlib import Path
 
@@ -22,7 +23,14 @@ from models.ranking_config import RankingConfig
 from models.ranking_inputs import require_content
 from models.store import load_model, save_model
 from tests.conftest import data_workspace
-from training.rank_ablation import VARIANT_NAMES, VARIANTS, run_ablation, variant_switches
+from training import cli as training_cli
+from training.rank_ablation import (
+    VARIANT_NAMES,
+    VARIANTS,
+    plot_ablation,
+    run_ablation,
+    variant_switches,
+)
 from training.rank_eval import PREFERENCES, gauc, oracle_scores, oracle_summary, truth_groups
 from training.rank_gbdt import TABULAR_COLUMNS
 from training.rank_train import (
@@ -142,7 +150,7 @@ def test_exported_model_scores_500_candidates_like_the_trained_one(
     loaded, stored = load_model(settings, tag, RankingModel, RankingConfig)
     assert stored["feature_service"] == "ranking_v1"
     assert stored["encoder_version"] == small_splits.content.versions["encoder_version"]
-    opt_in = ("use_user_id", "use_popularity", "use_recall_vector", "dsn_in_min")
+    opt_in = ("use_user_id", "use_recall_vector", "dsn_in_min")
     assert stored["switches"] == {name: name not in opt_in for name in SWITCHES}
 
     test = small_splits.test
@@ -286,16 +294,19 @@ def test_ablation_variants_add_one_block_at_a_time() -> None:
     for earlier, later in itertools.pairwise(VARIANT_NAMES):
         assert all(VARIANTS[later][s] for s, v in VARIANTS[earlier].items() if v)
         RankingConfig(**VARIANTS[later])  # every variant is a valid config
-    for block in ("dsn", "min", "history_category"):  # leave one out: the full model less one
-        off = [s for s, v in VARIANTS[f"full-{block}"].items() if not v]
-        assert off == [f"use_{block}"]
+    defaults = RankingConfig()
+    assert all(getattr(defaults, s) == v for s, v in VARIANTS["full"].items())  # what rank trains
+    for block in ("dsn", "min", "history_category", "popularity"):  # leave one out
+        assert VARIANTS[f"full-{block}"] == {**VARIANTS["full"], f"use_{block}": False}
     assert VARIANTS["full+user_id"] == {**VARIANTS["full"], "use_user_id": True}
+    cli_default = inspect.signature(training_cli.rank_ablation).parameters["variants"].default
+    assert cli_default.split(",") == list(VARIANT_NAMES)
 
 
 def test_full_with_blocks_added_or_removed_names_its_switches() -> None:
     assert variant_switches("full-dsn") == VARIANTS["full-dsn"]
-    got = variant_switches("full-dsn+popularity+recall_vector")
-    assert got == {**VARIANTS["full"], "use_dsn": False, "use_popularity": True,
+    got = variant_switches("full-dsn-popularity+recall_vector")
+    assert got == {**VARIANTS["full"], "use_dsn": False, "use_popularity": False,
                    "use_recall_vector": True}  # fmt: skip
     assert variant_switches("full+dsn_in_min")["dsn_in_min"]
     for bad in ("full+colour", "half-dsn", "+nothing"):
@@ -325,3 +336,15 @@ def test_rank_cli_without_a_training_set_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train", "rank", "--workspace", str(tmp_path)])
     assert result.exit_code == 2
     assert "mmrec train build-sets" in result.output
+
+
+def test_the_ablation_plot_draws_data_with_one_task(tmp_path: Path) -> None:
+    """MovieLens has click only: one column of axes."""
+    stats = {"mean": 0.7, "std": 0.01}
+    metrics = {f"click_{s}_{m}": 0.7 for s in ("all", "warm", "cold") for m in ("auc", "gauc")}
+    summary = {
+        "runs": [{"variant": "full", "metrics": metrics}],
+        "summary": {"full": {name: stats for name in metrics}},
+    }
+    path = plot_ablation(summary, tmp_path / "ablation.png")
+    assert path.stat().st_size > 0

@@ -11,7 +11,7 @@ import torch
 
 from mmrec.settings import Settings
 from models.ranking import RankingModel
-from models.ranking_config import RankingConfig
+from models.ranking_config import CONFIG_VERSION, RankingConfig
 from models.store import (
     CONFIG_FILE,
     LoadedModel,
@@ -58,8 +58,8 @@ SAVED_UNVERSIONED = json.loads(
     '"pos_weight": {"share": 10.0, "comment": 10.0, "cart": 10.0, "favorite": 5.0}, '
     '"task_weights": {}, "adversarial_weight": 0.1, "seed": 0}'
 )
-# The fields whose default changed in config version 2 (off before, on now).
-VERSION_1_OFF = ("use_history_category", "log_rates", "min_match")
+# The fields whose default changed in config version 2 (off before, on now) or 3.
+VERSION_1_OFF = ("use_history_category", "log_rates", "min_match", "use_popularity")
 
 
 def _stored_ranker(settings: Settings) -> tuple[RankingModel, Path, str]:
@@ -73,7 +73,7 @@ def _stored_ranker(settings: Settings) -> tuple[RankingModel, Path, str]:
 def test_a_config_saved_without_a_version_loads_as_it_was_saved(tmp_path: Path) -> None:
     settings = Settings(workspace=tmp_path)
     model, config_file, tag = _stored_ranker(settings)
-    assert json.loads(config_file.read_text())["config_version"] == 2
+    assert json.loads(config_file.read_text())["config_version"] == CONFIG_VERSION
     config_file.write_text(json.dumps(SAVED_UNVERSIONED))
     loaded, _ = load_model(settings, tag, RankingModel, RankingConfig)
     config = loaded.config
@@ -82,7 +82,7 @@ def test_a_config_saved_without_a_version_loads_as_it_was_saved(tmp_path: Path) 
         True,
         False,
     )  # its own fields stand, whatever today's defaults
-    assert config.expert_dims == (16,) and config.config_version == 2
+    assert config.expert_dims == (16,) and config.config_version == CONFIG_VERSION
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
@@ -97,6 +97,14 @@ def test_a_field_an_unversioned_config_lacks_takes_version_1_s_default(tmp_path:
     assert not any(getattr(loaded.config, name) for name in VERSION_1_OFF)
     today = RankingConfig()
     assert all(getattr(today, name) for name in VERSION_1_OFF)
+
+
+def test_a_version_2_config_without_popularity_taste_keeps_it_off() -> None:
+    """Popularity taste was off until version 3 (issue #32): a version 2 config saved before
+    the field existed was trained without it."""
+    upgraded = RankingConfig.upgrade_stored({**SAVED_UNVERSIONED, "config_version": 2})
+    assert not upgraded["use_popularity"] and upgraded["config_version"] == CONFIG_VERSION
+    assert RankingConfig().use_popularity
 
 
 def test_a_ranker_config_of_a_newer_version_is_refused() -> None:

@@ -9,6 +9,7 @@ import typer
 from mmrec.cli_common import OfflineStore, StageApp, Workspace, cli_settings, console
 from mmrec.errors import UserError
 from mmrec.vocab import LATEST_RECALL_MODEL
+from models.ranking_config import RankingConfig as Defaults  # the model switches' defaults
 
 app = StageApp(help="Training sets and models.")
 
@@ -115,42 +116,46 @@ def rank(
     seed: Annotated[int, typer.Option(help="Init, shuffling and ID-dropout seed.")] = 0,
     multimodal: Annotated[
         bool, typer.Option(help="Text + visual embeddings (needs `mmrec content encode`).")
-    ] = True,
-    dsn: Annotated[bool, typer.Option(help="GMF's DSN residual (needs --multimodal).")] = True,
+    ] = Defaults.use_multimodal,
+    dsn: Annotated[bool, typer.Option(help="GMF's DSN residual (needs --multimodal).")] = (
+        Defaults.use_dsn
+    ),
     min_: Annotated[
         bool, typer.Option("--min/--no-min", help="GMF's modality interest (needs --multimodal).")
-    ] = True,
+    ] = Defaults.use_min,
     cdr: Annotated[
         bool | None,
         typer.Option(
             help="Cross-domain (product) category interest (default: on when the data has SKUs)."
         ),
     ] = None,
-    timeliness: Annotated[bool, typer.Option(help="Item age and windowed CTRs.")] = True,
+    timeliness: Annotated[bool, typer.Option(help="Item age and windowed CTRs.")] = (
+        Defaults.use_timeliness
+    ),
     history_category: Annotated[
         bool, typer.Option(help="The click history's category shares (content-domain interest).")
-    ] = True,
+    ] = Defaults.use_history_category,
     user_id: Annotated[
         bool,
         typer.Option(
             help="A user-ID embedding crossed with the item's ID and modalities (off: it "
             "overfits on the small world)."
         ),
-    ] = False,
+    ] = Defaults.use_user_id,
     popularity: Annotated[
         bool,
         typer.Option(
             help="The user's taste for popular items: the candidate's impressions, the "
             "history's mean log impressions and their product."
         ),
-    ] = False,
+    ] = Defaults.use_popularity,
     recall_vector: Annotated[
         bool,
         typer.Option(
             help="The recall item tower's vectors (the index's, of --recall-model) as an "
             "input: the candidate's and its match with the history's."
         ),
-    ] = False,
+    ] = Defaults.use_recall_vector,
     recall_model: Annotated[
         str, typer.Option(help="The recall model whose vectors --recall-vector reads.")
     ] = LATEST_RECALL_MODEL,
@@ -160,7 +165,7 @@ def rank(
             help="DSN's residual matched with the user's history inside MIN instead of a raw "
             "input block (needs --dsn and --min)."
         ),
-    ] = False,
+    ] = Defaults.dsn_in_min,
     model_name: Annotated[
         str,
         typer.Option(
@@ -212,11 +217,11 @@ def rank_ablation(
         str,
         typer.Option(
             help="Comma-separated variants: the cumulative id_only,+multimodal,+dsn,+min,+cdr,"
-            "+timeliness,full (default), the leave-one-out full-dsn,full-min,"
-            "full-history_category, full with any +x/-x of the blocks (full+popularity, "
-            "full-dsn+recall_vector, full+dsn_in_min, full+user_id) and gbdt (LightGBM)."
+            "+timeliness,+history_category,full (default), the leave-one-out full-dsn,"
+            "full-min,full-history_category,full-popularity, full with any +x/-x of the "
+            "blocks (full+recall_vector, full+dsn_in_min, full+user_id) and gbdt (LightGBM)."
         ),
-    ] = "id_only,+multimodal,+dsn,+min,+cdr,+timeliness,full",
+    ] = "id_only,+multimodal,+dsn,+min,+cdr,+timeliness,+history_category,full",
     recall_model: Annotated[
         str, typer.Option(help="The recall model whose vectors the +recall_vector variants read.")
     ] = LATEST_RECALL_MODEL,

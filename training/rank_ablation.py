@@ -2,18 +2,17 @@
 
 Variants (switches of `RankingConfig`): cumulative ones, each adding one block to the previous
 one: ID-only MMoE -> + raw multimodal (text + visual projections) -> + DSN (GMF residual) ->
-+ MIN (GMF modality interest) -> + CDR -> + timeliness -> full (+ the click history's
-category shares), what `mmrec train rank` trains; "full+user_id" adds the opt-in user ID;
-and leave-one-out
-ones, the full model without one block ("full-dsn", ...), which say what a block adds when
-everything else is there. On the synthetic world every run is also scored per user group of
-the world's hidden modality preferences (rank_eval.truth_groups). Every run
-trains from scratch with the same `TrainConfig` but its own seed (init, shuffling, ID
-dropout) on the train split and is scored on the test split, which no run selects on.
-Further variants name the full model with blocks added or removed, "full" then any "+x" / "-x"
-of the switches (training.rank_train.SWITCHES, "use_" left out): "full+popularity",
-"full-dsn+recall_vector", "full+dsn_in_min". "gbdt" is the LightGBM baseline on the same
-rows, flattened (training/rank_gbdt.py).
++ MIN (GMF modality interest) -> + CDR -> + timeliness -> + the click history's category
+shares -> full (+ the user's popularity taste), what `mmrec train rank` trains; "full+user_id"
+adds the opt-in user ID; and leave-one-out ones, the full model without one block
+("full-dsn", ...), which say what a block adds when everything else is there. On the
+synthetic world every run is also scored per user group of the world's hidden modality
+preferences (rank_eval.truth_groups). Every run trains from scratch with the same
+`TrainConfig` but its own seed (init, shuffling, ID dropout) on the train split and is scored
+on the test split, which no run selects on. Further variants name the full model with blocks
+added or removed, "full" then any "+x" / "-x" of the switches (training.rank_train.SWITCHES,
+"use_" left out): "full+recall_vector", "full-dsn-popularity", "full+dsn_in_min". "gbdt" is
+the LightGBM baseline on the same rows, flattened (training/rank_gbdt.py).
 Output under `artifacts/ranking/`: ablation.json (every run and mean +- std per variant),
 report.md (tables per task: AUC / GAUC on all, warm and cold items) and ablation.png.
 """
@@ -55,16 +54,20 @@ log = logging.getLogger(__name__)
 
 _ADDED = (
     "use_multimodal", "use_dsn", "use_min", "use_cdr", "use_timeliness", "use_history_category",
+    "use_popularity",
 )  # fmt: skip
-VARIANT_NAMES = ("id_only", "+multimodal", "+dsn", "+min", "+cdr", "+timeliness", "full")
-# id_only has every switch off; each later variant turns on one more block, in _ADDED order.
+VARIANT_NAMES = (
+    "id_only", "+multimodal", "+dsn", "+min", "+cdr", "+timeliness", "+history_category", "full"
+)  # fmt: skip
+# id_only has every switch off; each later variant turns on one more block, in _ADDED order;
+# "full" (all of them) is RankingConfig's defaults: what `mmrec train rank` trains.
 VARIANTS: dict[str, dict[str, bool]] = {
     name: {switch: i > j for j, switch in enumerate(_ADDED)} for i, name in enumerate(VARIANT_NAMES)
 }
-# leave one out: the full model without DSN, MIN or the history categories
+# leave one out: the full model without DSN, MIN, the history categories or popularity taste
 VARIANTS |= {
     f"full-{switch.removeprefix('use_')}": {**VARIANTS["full"], switch: False}
-    for switch in ("use_dsn", "use_min", "use_history_category")
+    for switch in ("use_dsn", "use_min", "use_history_category", "use_popularity")
 }
 VARIANTS["full+user_id"] = {**VARIANTS["full"], "use_user_id": True}  # opt-in, see rank_train
 GBDT = "gbdt"  # the LightGBM baseline (training/rank_gbdt.py)
@@ -343,7 +346,9 @@ def plot_ablation(summary: dict[str, Any], path: Path) -> Path:
 
     variants = list(summary["summary"])
     tasks = sorted({k.split("_")[0] for k in summary["runs"][0]["metrics"]}, key=_task_order)
-    fig, axes = plt.subplots(2, len(tasks), figsize=(3.2 * len(tasks), 6.5), sharey="row")
+    fig, axes = plt.subplots(
+        2, len(tasks), figsize=(3.2 * len(tasks), 6.5), sharey="row", squeeze=False
+    )  # 2-D even with one task (MovieLens: click only)
     width = 0.8 / len(variants)
     for row, metric in enumerate(METRICS):
         for col, task in enumerate(tasks):
