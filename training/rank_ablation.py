@@ -347,7 +347,7 @@ def plot_ablation(summary: dict[str, Any], path: Path) -> Path:
     variants = list(summary["summary"])
     tasks = sorted({k.split("_")[0] for k in summary["runs"][0]["metrics"]}, key=_task_order)
     fig, axes = plt.subplots(
-        2, len(tasks), figsize=(3.2 * len(tasks), 6.5), sharey="row", squeeze=False
+        2, len(tasks), figsize=(max(3.2 * len(tasks), 7.0), 6.5), sharey="row", squeeze=False
     )  # 2-D even with one task (MovieLens: click only)
     width = 0.8 / len(variants)
     for row, metric in enumerate(METRICS):
@@ -364,7 +364,7 @@ def plot_ablation(summary: dict[str, Any], path: Path) -> Path:
             ax.set_title(f"{task} {metric.upper()}")
             ax.set_ylim(0.3, 1.0)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(variants), fontsize=8)
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(variants), 4), fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
