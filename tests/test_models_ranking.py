@@ -438,7 +438,7 @@ def test_multimodal_beats_id_only_on_cold_items_auc() -> None:
 
 def test_bad_config_raises_value_error_naming_the_field() -> None:
     with pytest.raises(ValueError, match="use_dsn needs use_multimodal"):
-        RankingConfig(use_multimodal=False, use_min=False, use_dsn=True)
+        RankingConfig(use_multimodal=False, use_min=False)
     with pytest.raises(ValueError, match="pos_weight names unknown tasks"):
         RankingConfig(pos_weight={"purchase": 3.0})
     with pytest.raises(ValueError, match="id_dropout"):
