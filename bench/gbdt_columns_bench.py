@@ -27,9 +27,8 @@ import logging
 import time
 from dataclasses import asdict
 
-import numpy as np
-
 from mmrec.settings import REPO_ROOT, Settings
+from training.rank_ablation import seed_stat
 from training.rank_eval import auc
 from training.rank_gbdt import (
     TABULAR_COLUMNS,
@@ -52,6 +51,9 @@ TOP = 12  # columns listed per group, by gain
 
 def column_groups(columns: list[str]) -> dict[str, list[str]]:
     """The column groups refit, by name (module docstring)."""
+    renamed = set(NOT_MMOE_INPUTS) - set(columns)
+    if renamed:  # a column renamed in rank_gbdt would otherwise stay in "mmoe_inputs"
+        raise SystemExit(f"NOT_MMOE_INPUTS names columns the GBDT lacks: {sorted(renamed)}")
     cosines = {c for c in columns if c.endswith("_history_cosine")}
     return {
         "all": columns,
@@ -102,16 +104,16 @@ def main() -> None:
                     "top_gain_share": {c: round(float(share), 3) for c, share in top[:TOP]},
                 }
             )
-        aucs = np.array([run["click_auc"] for run in runs])
+        stat = seed_stat([run["click_auc"] for run in runs])
         groups[name] = {
             "columns": len(columns),
             "left_out": sorted(set(frames["train"].columns) - set(columns)),
-            "click_auc_mean": round(float(aucs.mean()), 4),
-            "click_auc_std": round(float(aucs.std(ddof=1)) if len(aucs) > 1 else 0.0, 4),
+            "click_auc_mean": round(stat["mean"], 4),
+            "click_auc_std": round(stat["std"] or 0.0, 4),
             "runs": runs,
         }
         print(
-            f"{name:>24}: click AUC {aucs.mean():.3f} ± {groups[name]['click_auc_std']:.3f} "
+            f"{name:>24}: click AUC {stat['mean']:.3f} ± {groups[name]['click_auc_std']:.3f} "
             f"({len(columns)} columns); top {list(runs[0]['top_gain_share'])[:5]}"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)

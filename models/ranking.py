@@ -67,6 +67,13 @@ from models.layers import (
 from models.ranking_config import RankingConfig
 from models.ranking_tensors import CandidateInputs, ItemEncoding, UserInputs, check_inputs
 
+# The MMoE input blocks computed from the data alone (no learned parameter): `standardize`
+# shifts and scales them by their train-split mean and std.
+SCALAR_BLOCKS = (
+    "affinity", "category_affinity", "age", "ctr", "history_categories",
+    "history_category_share", "popularity", "popularity_taste", "popularity_match",
+)  # fmt: skip
+
 # ---------------------------------------------------------------------------------------------
 # Blocks
 
@@ -242,7 +249,12 @@ class RankingModel(nn.Module):
             self.user_id_embedding = None
             if c.use_user_id:
                 self.user_id_embedding = HashEmbedding(c.n_user_buckets, d)
-            in_dim = sum(width for _, width, _ in self.input_layout())
+            layout = self.input_layout()
+            for name, width, _ in layout:
+                if c.standardize and name in SCALAR_BLOCKS:
+                    self.register_buffer(f"shift_{name}", torch.zeros(width))
+                    self.register_buffer(f"scale_{name}", torch.ones(width))
+            in_dim = sum(width for _, width, _ in layout)
             self.mmoe = MMoE(in_dim, c.tasks, c.n_experts, c.expert_dims, c.tower_dims, c.dropout)
 
     def discriminator_parameters(self) -> Iterator[nn.Parameter]:
@@ -369,7 +381,42 @@ class RankingModel(nn.Module):
             blocks["popularity"] = enc.popularity
         if c.use_recall_vector:
             blocks["recall_vector"] = enc.recall_vector
-        return blocks
+        return self._standardized(blocks)
+
+    def _standardized(self, blocks: dict[str, Tensor]) -> dict[str, Tensor]:
+        """`blocks` with each scalar block shifted and scaled by its train-split mean and std
+        (`standardize`; identity until `fit_standardization`)."""
+        if not self.config.standardize:
+            return blocks
+        return {
+            name: (x - getattr(self, f"shift_{name}")) / getattr(self, f"scale_{name}")
+            if name in SCALAR_BLOCKS
+            else x
+            for name, x in blocks.items()
+        }
+
+    @torch.no_grad()
+    def fit_standardization(self, user: UserInputs, items: CandidateInputs) -> None:
+        """Set the scalar blocks' shifts and scales to their means and stds over a sample of
+        training rows (one row per impression, B = N); a constant column keeps scale 1."""
+        if not self.config.standardize:
+            return
+        for name in SCALAR_BLOCKS:
+            if hasattr(self, f"shift_{name}"):
+                getattr(self, f"shift_{name}").zero_()
+                getattr(self, f"scale_{name}").fill_(1.0)
+        was_training = self.training
+        self.eval()
+        enc = self.encode_items(items)
+        blocks, _ = self.input_blocks(
+            user, enc, self.project_history(user), items.age_hours, items.ctr_windows
+        )
+        self.train(was_training)
+        for name, x in blocks.items():
+            if name in SCALAR_BLOCKS:
+                std = x.std(0)
+                getattr(self, f"shift_{name}").copy_(x.mean(0))
+                getattr(self, f"scale_{name}").copy_(torch.where(std > 1e-6, std, 1.0))
 
     @staticmethod
     def residual(enc: ItemEncoding, modality: str) -> Tensor:
@@ -462,7 +509,9 @@ class RankingModel(nn.Module):
             blocks["user_x_item_id"] = user_emb * enc.id_emb  # (N, d)
             for m in c.content_modalities if c.use_multimodal else ():
                 blocks[f"user_x_{m}"] = user_emb * getattr(enc, m)
-        return blocks, out
+        item = {name for name, _, kind in self.input_layout() if kind == "item"}
+        scaled = self._standardized({k: v for k, v in blocks.items() if k not in item})
+        return {**blocks, **scaled}, out  # item_blocks standardized its own
 
 
 def category_shares(

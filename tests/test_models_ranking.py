@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from mmrec.vocab import RANKING_TASKS
 from models.ranking import (
+    SCALAR_BLOCKS,
     ModalityInterest,
     RankingModel,
     category_shares,
@@ -46,6 +47,7 @@ ALL_OFF = {
     "use_popularity": False,
     "use_recall_vector": False,
     "dsn_in_min": False,
+    "standardize": False,
 }
 ID_ONLY = replace(TINY, **ALL_OFF)
 SWITCH_CASES = {
@@ -62,6 +64,13 @@ SWITCH_CASES = {
     "popularity": {"use_popularity": True},
     "recall_vector": {"use_recall_vector": True},
     "dsn_in_min": {"use_multimodal": True, "use_dsn": True, "use_min": True, "dsn_in_min": True},
+    "standardize": {
+        "use_cdr": True,
+        "use_timeliness": True,
+        "use_history_category": True,
+        "use_popularity": True,
+        "standardize": True,
+    },
     "all": {k: True for k in ALL_OFF},
 }
 
@@ -338,6 +347,8 @@ def test_precomputed_item_side_scores_as_the_full_forward_pass(switches: dict) -
     model = RankingModel(replace(TINY, **{**ALL_OFF, **switches}))
     user, candidates = random_user(1, length=6, config=model.config), random_candidates(300)
     candidates.is_cold = torch.rand(300) < 0.2
+    training = random_candidates(64, seed=5)
+    model.fit_standardization(random_user(64, 6, model.config, seed=4), training)
     want = score_candidates(model, user, candidates)
     model.eval()
     split = split_first_layers(model)
@@ -470,3 +481,47 @@ def test_mismatched_dims_raise_value_error_with_the_shapes() -> None:
         RankingLoss(model)(user, items, {"click": torch.ones(5)})
     with pytest.raises(ValueError, match="one user"):
         score_candidates(model, user, items)
+
+
+def test_standardize_puts_each_scalar_input_at_mean_0_and_std_1_over_the_fitted_rows() -> None:
+    """`standardize`: after `fit_standardization` on training rows, every scalar block of the
+    MMoE input has mean 0 and std 1 per column over those rows (a constant column is left at
+    scale 1), the learned blocks are untouched, and the shifts are saved with the weights."""
+    switches = {k: True for k in ALL_OFF if k not in ("use_user_id", "use_recall_vector")}
+    model = RankingModel(replace(TINY, **{**ALL_OFF, **switches}))
+    user, items = random_user(256, 6, model.config, seed=3), random_candidates(256, seed=3)
+    items.is_cold = torch.zeros(256, dtype=torch.bool)
+    model.eval()
+
+    def blocks() -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            enc = model.encode_items(items)
+            got, _ = model.input_blocks(
+                user, enc, model.project_history(user), items.age_hours, items.ctr_windows
+            )
+        return got
+
+    before = blocks()
+    model.fit_standardization(user, items)
+    after = blocks()
+    scalar = [name for name, _, _ in model.input_layout() if name in SCALAR_BLOCKS]
+    assert {"age", "ctr", "popularity", "popularity_match", "history_category_share"} <= set(scalar)
+    for name in scalar:
+        x = after[name]
+        varying = before[name].std(0) > 1e-6
+        torch.testing.assert_close(x.mean(0), torch.zeros(x.shape[1]), atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            x.std(0)[varying], torch.ones(int(varying.sum())), atol=1e-4, rtol=0
+        )
+        assert not torch.equal(x, before[name]), name
+    for name in ("item_id", "text", "min_fused"):
+        torch.testing.assert_close(after[name], before[name])
+    state = model.state_dict()
+    assert "shift_age" in state and "scale_popularity" in state
+    fresh = RankingModel(model.config)
+    fresh.load_state_dict(state)
+    fresh.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            fresh(user, items)["logits_click"], model(user, items)["logits_click"]
+        )

@@ -4,6 +4,7 @@ are computed as documented, bad input exits 2."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import itertools
 from pathlib import Path
@@ -112,8 +113,11 @@ def test_multimodal_configs_are_refused_without_content() -> None:
     )  # ID-only trains without content
 
 
-def test_sparse_tasks_get_rate_ratio_pos_weights(splits: RankingSplits) -> None:
-    config = model_config(splits, TrainConfig(max_pos_weight=50.0))
+def test_sparse_tasks_get_rate_ratio_pos_weights_and_their_loss_weight(
+    splits: RankingSplits,
+) -> None:
+    config = model_config(splits, TrainConfig(max_pos_weight=50.0, sparse_task_weight=0.3))
+    assert config.task_weights == dict.fromkeys(("share", "comment", "cart", "favorite"), 0.3)
     rates = {
         t: float(splits.train.labels[t][splits.train.label_masks[t]].mean())
         for t in ("click", "share", "cart")
@@ -348,3 +352,15 @@ def test_the_ablation_plot_draws_data_with_one_task(tmp_path: Path) -> None:
     }
     path = plot_ablation(summary, tmp_path / "ablation.png")
     assert path.stat().st_size > 0
+
+
+def test_train_rank_options_default_to_the_train_config() -> None:
+    """`mmrec train rank` and `rank-ablation` default every TrainConfig option to TrainConfig's
+    own default (the CLI module does not import the trainer, so it repeats them)."""
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for command in (training_cli.rank, training_cli.rank_ablation):
+        options = inspect.signature(command).parameters
+        shared = set(options) & set(fields)
+        assert {"epochs", "patience", "lr", "sparse_task_weight"} <= shared
+        for name in shared:
+            assert options[name].default == fields[name], (command.__name__, name)

@@ -78,6 +78,7 @@ def _switches(
     popularity: bool,
     recall_vector: bool,
     dsn_in_min: bool,
+    standardize: bool,
 ) -> dict[str, bool]:
     """The model switches; CDR unset = on exactly when the data has a product domain."""
     switches = {
@@ -91,6 +92,7 @@ def _switches(
         "use_popularity": popularity,
         "use_recall_vector": recall_vector,
         "dsn_in_min": dsn_in_min,
+        "standardize": standardize,
     }
     return {name: value for name, value in switches.items() if value is not None}
 
@@ -104,6 +106,13 @@ Patience = Annotated[
 BatchSize = Annotated[int, typer.Option(help="Impressions per optimisation step.")]
 LearningRate = Annotated[float, typer.Option(help="Adam learning rate of the ranker.")]
 MaxSeqLen = Annotated[int, typer.Option(help="Newest clicked items kept per user sequence.")]
+SparseTaskWeight = Annotated[
+    float,
+    typer.Option(
+        help="Each sparse task's weight in the loss (share, comment, cart, favorite); click and "
+        "watch weigh 1."
+    ),
+]
 
 
 @app.command("rank")
@@ -113,6 +122,7 @@ def rank(
     batch_size: BatchSize = 512,
     lr: LearningRate = 2e-3,
     max_seq_len: MaxSeqLen = 20,
+    sparse_task_weight: SparseTaskWeight = 0.2,
     seed: Annotated[int, typer.Option(help="Init, shuffling and ID-dropout seed.")] = 0,
     multimodal: Annotated[
         bool, typer.Option(help="Text + visual embeddings (needs `mmrec content encode`).")
@@ -166,6 +176,13 @@ def rank(
             "input block (needs --dsn and --min)."
         ),
     ] = Defaults.dsn_in_min,
+    standardize: Annotated[
+        bool,
+        typer.Option(
+            help="The scalar inputs (rates, shares, counts, age) scaled to mean 0 and std 1 "
+            "over the train split."
+        ),
+    ] = Defaults.standardize,
     model_name: Annotated[
         str,
         typer.Option(
@@ -182,13 +199,13 @@ def rank(
 
     config = TrainConfig(
         epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, max_seq_len=max_seq_len,
-        seed=seed, model_name=model_name,
+        sparse_task_weight=sparse_task_weight, seed=seed, model_name=model_name,
     )  # fmt: skip
     settings = cli_settings(workspace)
     torch.set_num_threads(settings.torch_threads)
     switches = _switches(
         multimodal, dsn, min_, cdr, timeliness, history_category, user_id, popularity,
-        recall_vector, dsn_in_min,
+        recall_vector, dsn_in_min, standardize,
     )  # fmt: skip
     report = train_ranking(settings, config, switches, recall_model=recall_model)
     test = report["metrics"]["test"]
@@ -213,6 +230,7 @@ def rank_ablation(
     batch_size: BatchSize = 512,
     lr: LearningRate = 2e-3,
     max_seq_len: MaxSeqLen = 20,
+    sparse_task_weight: SparseTaskWeight = 0.2,
     variants: Annotated[
         str,
         typer.Option(
@@ -236,8 +254,9 @@ def rank_ablation(
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
     config = TrainConfig(
-        epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, max_seq_len=max_seq_len
-    )
+        epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, max_seq_len=max_seq_len,
+        sparse_task_weight=sparse_task_weight,
+    )  # fmt: skip
     settings = cli_settings(workspace)
     torch.set_num_threads(settings.torch_threads)
     chosen = tuple(name.strip() for name in variants.split(",") if name.strip())

@@ -212,17 +212,17 @@ def summarize(runs: list[dict], variants: tuple[str, ...]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for variant in variants:
         mine = [r for r in runs if r["variant"] == variant]
-        stats = {key: _stat([r["metrics"][key] for r in mine]) for key in mine[0]["metrics"]}
+        stats = {key: seed_stat([r["metrics"][key] for r in mine]) for key in mine[0]["metrics"]}
         for group in mine[0].get("groups", {}):
-            stats[f"group:{group}"] = _stat([r["groups"][group]["auc"] for r in mine])
+            stats[f"group:{group}"] = seed_stat([r["groups"][group]["auc"] for r in mine])
         for cost in ("train_seconds", "epochs", "score_ms_per_1k_rows"):
-            stats[cost] = _stat([r.get(cost) for r in mine])
+            stats[cost] = seed_stat([r.get(cost) for r in mine])
         out[variant] = stats
     return out
 
 
-def _stat(values: list[float | None]) -> dict[str, float | int | None]:
-    """Mean, std (ddof 1) and count of the defined values."""
+def seed_stat(values: list[float | None]) -> dict[str, float | int | None]:
+    """Mean, std (ddof 1) and count of the defined values (one per seed); None where undefined."""
     array = np.array([v for v in values if v is not None], dtype=float)
     return {
         "mean": float(array.mean()) if len(array) else None,
