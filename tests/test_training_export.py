@@ -58,8 +58,8 @@ SAVED_UNVERSIONED = json.loads(
     '"pos_weight": {"share": 10.0, "comment": 10.0, "cart": 10.0, "favorite": 5.0}, '
     '"task_weights": {}, "adversarial_weight": 0.1, "seed": 0}'
 )
-# The fields whose default changed in config version 2 (off before, on now), 3 or 4.
-VERSION_1_OFF = ("use_history_category", "log_rates", "min_match", "use_popularity", "standardize")
+# The fields whose default changed in config version 2 (off before, on now) or 3.
+VERSION_1_OFF = ("use_history_category", "log_rates", "min_match", "use_popularity")
 
 
 def _stored_ranker(settings: Settings) -> tuple[RankingModel, Path, str]:
@@ -105,14 +105,6 @@ def test_a_version_2_config_without_popularity_taste_keeps_it_off() -> None:
     upgraded = RankingConfig.upgrade_stored({**SAVED_UNVERSIONED, "config_version": 2})
     assert not upgraded["use_popularity"] and upgraded["config_version"] == CONFIG_VERSION
     assert RankingConfig().use_popularity
-
-
-def test_a_version_3_config_without_standardize_keeps_its_scalar_inputs_raw() -> None:
-    """Standardized scalar inputs were off until version 4: a version 3 model has no shifts and
-    scales to load."""
-    upgraded = RankingConfig.upgrade_stored({**SAVED_UNVERSIONED, "config_version": 3})
-    assert not upgraded["standardize"] and upgraded["config_version"] == CONFIG_VERSION
-    assert RankingConfig().standardize
 
 
 def test_a_ranker_config_of_a_newer_version_is_refused() -> None:

@@ -13,7 +13,7 @@ weights shift those tasks' probabilities upward (not calibrated), which ranking 
 they are written into the model's metadata. Each sparse task then weighs
 `TrainConfig.sparse_task_weight` (0.2) in the loss, click and watch 1: at full weight the four
 pos-weighted sparse losses pulled the shared experts away from click (issue #32: small world
-click AUC 0.728 -> 0.733 over 3 seeds, and the sparse tasks' own AUCs rose too).
+click AUC 0.727 -> 0.732 over 3 seeds, and the sparse tasks' own AUCs rose too).
 
 Export: the BentoML model store of the workspace (models/store.py) under
 `TrainConfig.model_name`, with the feature service name, the content encoder and fusion
