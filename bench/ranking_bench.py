@@ -2,8 +2,9 @@
 
 (a) Training throughput, samples/s on `--threads` CPU threads: timed train steps (the data
     gather included) of the plain ID-only MMoE (baseline), + raw multimodal, and the default
-    model (MIN + CDR + timeliness + popularity); median and p99 step time, and the cost of it
-    as the ratio of the full model's median step time to the baseline's.
+    model (DSN + MIN + CDR + timeliness + history categories + popularity); median and p99
+    step time, and the cost of it as the ratio of the full model's median step time to the
+    baseline's.
 (b) Scoring latency: `score_candidates` for one user and 500 candidates in one forward pass,
     p50 / p99 over `--reps` requests, baseline vs full, and the ratio.
 

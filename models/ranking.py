@@ -468,8 +468,6 @@ class RankingModel(nn.Module):
             "source": self.source_embedding(user.source),
             "id_interest": id_interest,
         }
-        if item_side:
-            blocks.update(self.item_blocks(enc, ctr_windows))
         if self.min is not None:
             modalities = c.content_modalities
             real = {m: getattr(enc, m) for m in modalities}  # (N, d)
@@ -509,9 +507,10 @@ class RankingModel(nn.Module):
             blocks["user_x_item_id"] = user_emb * enc.id_emb  # (N, d)
             for m in c.content_modalities if c.use_multimodal else ():
                 blocks[f"user_x_{m}"] = user_emb * getattr(enc, m)
-        item = {name for name, _, kind in self.input_layout() if kind == "item"}
-        scaled = self._standardized({k: v for k, v in blocks.items() if k not in item})
-        return {**blocks, **scaled}, out  # item_blocks standardized its own
+        blocks = self._standardized(blocks)
+        if item_side:  # standardized by item_blocks itself (serving calls it alone)
+            blocks.update(self.item_blocks(enc, ctr_windows))
+        return blocks, out
 
 
 def category_shares(
