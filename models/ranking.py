@@ -31,8 +31,8 @@ Feature blocks, each switched by `RankingConfig` (all off = the ID-only MMoE bas
 - `use_recall_vector` (the talk's shared encoder): the recall item tower's vector of the
   candidate (the one the vector index holds) and its dot product with the history's mean
   vector: recall and ranking read one item space.
-- `dsn_in_min`: DSN's residuals are matched with the user's pools inside MIN instead of
-  entering the MMoE as raw item blocks.
+- `dsn_in_min` (with DSN, MIN and min_match; the default): DSN's residuals are matched with
+  the user's pools inside MIN instead of entering the MMoE as raw item blocks.
 
 Cold start: a candidate with `is_cold` True gets an all-zero ID embedding, so it is ranked by
 its modality projections (and DSN residuals, which become real - G(0)). During training
@@ -333,12 +333,12 @@ class RankingModel(nn.Module):
         layout += [("item_id", d, "item"), ("id_interest", d, "pair")]
         layout += [("material", c.context_dim, "item")]
         layout += [(m, d, "item") for m in modalities]
-        if c.use_dsn and not c.dsn_in_min:
+        if c.use_dsn and not c.residual_in_min:
             layout += [(f"{m}_residual", d, "item") for m in modalities]
         if c.use_min:
             layout.append(("min_fused", d, "pair"))
             if c.min_match:
-                width = 1 + len(modalities) + (len(modalities) if c.dsn_in_min else 0)
+                width = 1 + len(modalities) + (len(modalities) if c.residual_in_min else 0)
                 layout.append(("min_match", width, "pair"))
         if c.use_cdr:
             layout.append(("category_affinity", 1, "pair"))
@@ -373,7 +373,7 @@ class RankingModel(nn.Module):
         blocks = {"item_id": enc.id_emb, "material": enc.material_emb}
         for m in c.content_modalities if c.use_multimodal else ():
             blocks[m] = getattr(enc, m)
-            if self.dsn is not None and not c.dsn_in_min:
+            if self.dsn is not None and not c.residual_in_min:
                 blocks[f"{m}_residual"] = self.residual(enc, m)
         if c.use_timeliness:
             blocks["ctr"] = log_rate(ctr_windows) if c.log_rates else ctr_windows
@@ -477,7 +477,9 @@ class RankingModel(nn.Module):
             if c.use_cdr:
                 user_parts.append(user.category_affinity)
             user_vec = torch.cat(user_parts, dim=1)  # (B, (1 + M) d [+ n_categories])
-            residuals = {m: self.residual(enc, m) for m in modalities} if c.dsn_in_min else None
+            residuals = (
+                {m: self.residual(enc, m) for m in modalities} if c.residual_in_min else None
+            )
             blocks["min_fused"], out["min_weights"], blocks["min_match"] = self.min(
                 user_vec, enc.id_emb, id_interest, real, histories, user.seq_mask, residuals
             )

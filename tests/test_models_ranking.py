@@ -299,6 +299,22 @@ def test_min_match_is_the_interest_weighted_dot_product_with_each_pool() -> None
     assert "min_match" not in [name for name, _, _ in without_min.input_layout()]
 
 
+@pytest.mark.parametrize("off", [{"use_dsn": False}, {"use_min": False}, {"min_match": False}])
+def test_dsn_in_min_falls_back_to_raw_residual_blocks_without_what_it_needs(
+    off: dict[str, bool],
+) -> None:
+    """`dsn_in_min` without DSN, MIN or MIN's match scores is ignored (the model is the one
+    built without it and scores), so `--no-dsn` needs no `--no-dsn-in-min`."""
+    config = replace(TINY, dsn_in_min=True, **off)
+    assert not config.residual_in_min
+    with_switch, without = RankingModel(config), RankingModel(replace(config, dsn_in_min=False))
+    assert with_switch.input_layout() == without.input_layout()
+    with torch.no_grad():
+        out = with_switch.eval()(random_user(4), random_candidates(4))
+    assert torch.isfinite(out["logits_click"]).all()
+    assert replace(TINY, dsn_in_min=True).residual_in_min
+
+
 def test_history_category_shares_count_known_clicks_only() -> None:
     seq_category = torch.tensor([[0, 0, 2, -1, 1], [-1, -1, 3, 3, 3]])
     mask = torch.tensor([[True, True, True, True, False], [False, False, False, False, False]])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +155,7 @@ def test_exported_model_scores_500_candidates_like_the_trained_one(
     loaded, stored = load_model(settings, tag, RankingModel, RankingConfig)
     assert stored["feature_service"] == "ranking_v1"
     assert stored["encoder_version"] == small_splits.content.versions["encoder_version"]
-    opt_in = ("use_user_id", "use_recall_vector", "dsn_in_min", "standardize")
+    opt_in = ("use_user_id", "use_recall_vector", "standardize")
     assert stored["switches"] == {name: name not in opt_in for name in SWITCHES}
 
     test = small_splits.test
@@ -260,13 +261,18 @@ def test_the_oracle_scores_rows_by_the_worlds_hidden_click_utility(
     assert oracle_summary(tmp_path, tmp_path, test, {}) is None  # imported data: no truth
 
 
+def _ablation_workspace(tiny_world: Settings, folder: Path) -> Settings:
+    """Settings whose artifacts go to `folder`, with the tiny world's truth and raw data."""
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    for name in ("truth", "raw"):
+        (folder / "data" / name).symlink_to(getattr(tiny_world, f"{name}_dir"))
+    return tiny_world.replace(workspace=folder)
+
+
 def test_the_ablation_reports_groups_the_oracle_and_costs(
     tiny_world: Settings, small_splits: RankingSplits, tmp_path: Path
 ) -> None:
-    settings = tiny_world.replace(workspace=tmp_path)  # its artifacts, the tiny world's truth
-    for name in ("truth", "raw"):
-        (tmp_path / "data").mkdir(exist_ok=True)
-        (tmp_path / "data" / name).symlink_to(getattr(tiny_world, f"{name}_dir"))
+    settings = _ablation_workspace(tiny_world, tmp_path)
     train_config = TrainConfig(epochs=1, batch_size=256)
     variants = ("full", "full-min+popularity", "gbdt")
     summary = run_ablation(settings, train_config, (0,), variants, small_splits)
@@ -281,6 +287,38 @@ def test_the_ablation_reports_groups_the_oracle_and_costs(
     assert set(gbdt["metrics"]) == set(summary["runs"][0]["metrics"])  # every task scored
     # 1,200 training rows: above chance, far from the small world's figures
     assert gbdt["metrics"]["click_all_auc"] > 0.55 and gbdt["features"] > 40
+
+
+def test_an_ablation_split_over_processes_merges_into_one_report(
+    tiny_world: Settings, small_splits: RankingSplits, tmp_path: Path
+) -> None:
+    """Seeds run apart (`--first-seed`) merge with `--merge` into the report one process would
+    write; runs of another training setup, or the same run twice, are refused with exit 2."""
+    train_config = TrainConfig(epochs=1, batch_size=256)
+    files = []
+    for seed in (0, 1):
+        settings = _ablation_workspace(tiny_world, tmp_path / f"seed{seed}")
+        run_ablation(settings, train_config, (seed,), ("full-dsn",), small_splits)
+        files.append(settings.artifacts_dir / "ranking" / "ablation.json")
+    merged = data_workspace(tmp_path / "merged")  # merging trains nothing
+    args = ["train", "rank-ablation", "-w", str(merged.workspace)]
+    result = CliRunner().invoke(app, [*args, "--merge", str(files[0]), "--merge", str(files[1])])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((merged.artifacts_dir / "ranking" / "ablation.json").read_text())
+    assert summary["seeds"] == [0, 1] and len(summary["runs"]) == 2
+    aucs = [run["metrics"]["click_all_auc"] for run in summary["runs"]]
+    stats = summary["summary"]["full-dsn"]["click_all_auc"]
+    assert stats["n"] == 2 and stats["mean"] == pytest.approx(float(np.mean(aucs)), abs=1e-3)
+    assert "over seeds [0, 1]" in (merged.artifacts_dir / "ranking" / "report.md").read_text()
+
+    other = json.loads(files[1].read_text())
+    other["train_config"]["epochs"] = 2
+    files[1].write_text(json.dumps(other))
+    for pair, message in (((0, 0), "ran twice"), ((0, 1), "another train_config")):
+        merge = [arg for i in pair for arg in ("--merge", str(files[i]))]
+        result = CliRunner().invoke(app, [*args, *merge])
+        assert result.exit_code == 2, result.output
+        assert message in result.output
 
 
 def test_gauc_weights_users_by_impressions_and_skips_one_class_users() -> None:

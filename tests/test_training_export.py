@@ -107,6 +107,15 @@ def test_a_version_2_config_without_popularity_taste_keeps_it_off() -> None:
     assert RankingConfig().use_popularity
 
 
+def test_a_version_3_config_keeps_dsn_residuals_as_raw_blocks() -> None:
+    """DSN's residuals entered the MMoE raw until version 4 (issue #32): a version 3 config
+    loads as trained, saved with the field or (older still) without it."""
+    for saved in ({}, {"dsn_in_min": False}):
+        fields = {**SAVED_UNVERSIONED, **saved, "config_version": 3}
+        assert not RankingConfig.upgrade_stored(fields)["dsn_in_min"]
+    assert RankingConfig().dsn_in_min and RankingConfig().residual_in_min
+
+
 def test_a_ranker_config_of_a_newer_version_is_refused() -> None:
     with pytest.raises(ValueError, match="upgrade mmrec"):
         RankingConfig.upgrade_stored({**SAVED_UNVERSIONED, "config_version": 99})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -172,8 +173,8 @@ def rank(
     dsn_in_min: Annotated[
         bool,
         typer.Option(
-            help="DSN's residual matched with the user's history inside MIN instead of a raw "
-            "input block (needs --dsn and --min)."
+            help="DSN's residual matched with the user's history inside MIN (with --dsn and "
+            "--min); --no-dsn-in-min: a raw input block, as before issue #32."
         ),
     ] = Defaults.dsn_in_min,
     standardize: Annotated[
@@ -224,7 +225,24 @@ def rank(
 
 @app.command("rank-ablation")
 def rank_ablation(
-    seeds: Annotated[int, typer.Option(help="Seeds per variant (0..N-1).")] = 3,
+    seeds: Annotated[
+        int, typer.Option(help="Seeds per variant (--first-seed and the next N-1).")
+    ] = 3,
+    first_seed: Annotated[
+        int,
+        typer.Option(
+            help="The first seed: split one ablation over processes (e.g. --seeds 1 "
+            "--first-seed 2 on a copy of the workspace), then --merge their ablation.json."
+        ),
+    ] = 0,
+    merge: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Instead of training: merge these ablation.json files (the same data and "
+            "training settings, other seeds or variants) into one report under "
+            "artifacts/ranking/.",
+        ),
+    ] = None,
     epochs: Epochs = 12,
     patience: Patience = 2,
     batch_size: BatchSize = 512,
@@ -237,7 +255,7 @@ def rank_ablation(
             help="Comma-separated variants: the cumulative id_only,+multimodal,+dsn,+min,+cdr,"
             "+timeliness,+history_category,full (default), the leave-one-out full-dsn,"
             "full-min,full-history_category,full-popularity, full with any +x/-x of the "
-            "blocks (full+recall_vector, full+dsn_in_min, full+user_id) and gbdt (LightGBM)."
+            "blocks (full+recall_vector, full-dsn_in_min, full+user_id) and gbdt (LightGBM)."
         ),
     ] = "id_only,+multimodal,+dsn,+min,+cdr,+timeliness,+history_category,full",
     recall_model: Annotated[
@@ -248,19 +266,25 @@ def rank_ablation(
     """What each ranking block buys: variants trained on the same split, over seeds."""
     import torch
 
-    from training.rank_ablation import run_ablation
+    from training.rank_ablation import merge_ablations, run_ablation
     from training.rank_train import TrainConfig
 
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
-    config = TrainConfig(
-        epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, max_seq_len=max_seq_len,
-        sparse_task_weight=sparse_task_weight,
-    )  # fmt: skip
+    if first_seed < 0:
+        raise UserError(f"--first-seed must be >= 0, got {first_seed}")
     settings = cli_settings(workspace)
-    torch.set_num_threads(settings.torch_threads)
-    chosen = tuple(name.strip() for name in variants.split(",") if name.strip())
-    summary = run_ablation(settings, config, tuple(range(seeds)), chosen, recall_model=recall_model)
+    if merge:
+        summary = merge_ablations(settings, merge)
+    else:
+        config = TrainConfig(
+            epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
+            max_seq_len=max_seq_len, sparse_task_weight=sparse_task_weight,
+        )  # fmt: skip
+        torch.set_num_threads(settings.torch_threads)
+        chosen = tuple(name.strip() for name in variants.split(",") if name.strip())
+        chosen_seeds = tuple(range(first_seed, first_seed + seeds))
+        summary = run_ablation(settings, config, chosen_seeds, chosen, recall_model=recall_model)
     for variant, stats in summary["summary"].items():
         console.print(
             f"{variant:>12}: click AUC {_num(stats['click_all_auc']['mean'])} "

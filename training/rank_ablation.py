@@ -11,7 +11,7 @@ preferences (rank_eval.truth_groups). Every run trains from scratch with the sam
 `TrainConfig` but its own seed (init, shuffling, ID dropout) on the train split and is scored
 on the test split, which no run selects on. Further variants name the full model with blocks
 added or removed, "full" then any "+x" / "-x" of the switches (training.rank_train.SWITCHES,
-"use_" left out): "full+recall_vector", "full-dsn-popularity", "full+dsn_in_min". "gbdt" is
+"use_" left out): "full+recall_vector", "full-dsn-popularity", "full-dsn_in_min". "gbdt" is
 the LightGBM baseline on the same rows, flattened (training/rank_gbdt.py).
 Output under `artifacts/ranking/`: ablation.json (every run and mean +- std per variant),
 report.md (tables per task: AUC / GAUC on all, warm and cold items) and ablation.png.
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mmrec.errors import UserError
-from mmrec.io import write_json
+from mmrec.io import read_json, write_json
 from mmrec.settings import Settings
 from mmrec.vocab import LATEST_RECALL_MODEL, RANKING_TASKS
 from training.rank_eval import (
@@ -160,11 +160,64 @@ def run_ablation(
         "oracle": oracle,
         "elapsed_seconds": round(time.perf_counter() - started, 1),
     }
+    _write_report(settings, summary)
+    return summary
+
+
+# what must agree for runs of several ablation.json files to be compared in one report
+_SHARED = ("train_config", "data_stats", "content_versions", "recall_model", "oracle")
+
+
+def merge_ablations(settings: Settings, paths: list[Path]) -> dict[str, Any]:
+    """One report from the ablation.json files of an ablation split over processes (other
+    seeds or variants, on copies of one workspace): their runs, summarized together; written
+    and returned like `run_ablation`'s. The files must share the data and training settings."""
+    parts = []
+    for path in paths:
+        try:
+            part = read_json(path)
+        except (OSError, ValueError) as e:
+            raise UserError(f"--merge: {path} is not a readable JSON file ({e})") from e
+        missing = {"runs", "variants", "switch_order", *_SHARED} - set(part)
+        if missing:
+            raise UserError(
+                f"--merge: {path} lacks {sorted(missing)}: not an ablation.json of rank-ablation"
+            )
+        parts.append(part)
+    first = parts[0]
+    for path, part in zip(paths[1:], parts[1:], strict=True):
+        for key in _SHARED:
+            if part.get(key) != first.get(key):
+                raise UserError(
+                    f"--merge: {path} has another {key} than {paths[0]}: merge only runs of "
+                    "one ablation (same workspace data and training options)"
+                )
+    runs = [run for part in parts for run in part["runs"]]
+    seen: set[tuple[str, int]] = set()
+    for run in runs:
+        if (run["variant"], run["seed"]) in seen:
+            raise UserError(f"--merge: variant {run['variant']} seed {run['seed']} ran twice")
+        seen.add((run["variant"], run["seed"]))
+    variants = {name: v for part in parts for name, v in part["variants"].items()}
+    summary = {
+        **{key: first[key] for key in ("switch_order", *_SHARED)},
+        "variants": variants,
+        "seeds": sorted({run["seed"] for run in runs}),
+        "runs": runs,
+        "summary": summarize(runs, tuple(variants)),
+        "elapsed_seconds": [part["elapsed_seconds"] for part in parts],
+        "merged_from": [str(path) for path in paths],
+    }
+    _write_report(settings, summary)
+    return summary
+
+
+def _write_report(settings: Settings, summary: dict[str, Any]) -> None:
+    """ablation.json, report.md and ablation.png under artifacts/ranking/."""
     out = settings.artifacts_dir / "ranking"
     write_json(summary, out / "ablation.json")
     (out / "report.md").write_text(markdown_report(summary))
     plot_ablation(summary, out / "ablation.png")
-    return summary
 
 
 def _mmoe_run(
