@@ -75,8 +75,8 @@ class Settings(BaseSettings):
         description=f"Feast offline store, the engine of point-in-time joins and "
         f"materialization: {' or '.join(OFFLINE_STORES)}.",
     )
-    # toPandas() gathers a joined chunk in the driver: 1g holds the tiny world's training sets,
-    # not 14k ranking rows of 1,664 embedding floats each (Java heap OOM, bench/spark_offline_bench.py)
+    # toPandas() gathers a joined chunk in the driver: the tiny world's sets need 512m-700m under
+    # feature_store.spark*.yaml's batch and broadcast settings (docs/scaling-out.md)
     spark_driver_memory: str = Field(
         "1g", description="JVM size of the Spark driver, which holds a joined chunk (e.g. 4g)."
     )
