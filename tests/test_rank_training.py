@@ -311,12 +311,22 @@ def test_an_ablation_split_over_processes_merges_into_one_report(
     assert stats["n"] == 2 and stats["mean"] == pytest.approx(float(np.mean(aucs)), abs=1e-3)
     assert "over seeds [0, 1]" in (merged.artifacts_dir / "ranking" / "report.md").read_text()
 
-    other = json.loads(files[1].read_text())
-    other["train_config"]["epochs"] = 2
-    files[1].write_text(json.dumps(other))
-    for pair, message in (((0, 0), "ran twice"), ((0, 1), "another train_config")):
-        merge = [arg for i in pair for arg in ("--merge", str(files[i]))]
-        result = CliRunner().invoke(app, [*args, *merge])
+    original = json.loads(files[1].read_text())
+    assert original["variants"]["full-dsn"] == variant_switches("full-dsn")  # every switch
+    other_default = {**original["variants"]["full-dsn"], "dsn_in_min": False}
+    no_elapsed = {k: v for k, v in original.items() if k != "elapsed_seconds"}
+    no_seed = {**original, "runs": [{"variant": "full-dsn", "metrics": {}}]}
+    broken = {
+        "another train_config": {**original, "train_config": {**original["train_config"], "epochs": 2}},
+        "has other switches": {**original, "variants": {"full-dsn": other_default}},
+        "lacks ['elapsed_seconds']": no_elapsed,
+        "lacks runs with variant, seed and metrics": no_seed,
+    }  # fmt: skip
+    for message, changed in [("ran twice", None), *broken.items()]:
+        if changed is not None:
+            files[1].write_text(json.dumps(changed))
+        second = files[0] if changed is None else files[1]
+        result = CliRunner().invoke(app, [*args, "--merge", str(files[0]), "--merge", str(second)])
         assert result.exit_code == 2, result.output
         assert message in result.output
 
@@ -346,9 +356,12 @@ def test_ablation_variants_add_one_block_at_a_time() -> None:
 
 
 def test_full_with_blocks_added_or_removed_names_its_switches() -> None:
-    assert variant_switches("full-dsn") == VARIANTS["full-dsn"]
+    full = variant_switches("full")
+    assert set(full) == set(SWITCHES)  # every switch, so ablation.json says what ran
+    assert all(getattr(RankingConfig(), s) == v for s, v in full.items())
+    assert variant_switches("full-dsn") == {**full, **VARIANTS["full-dsn"]}
     got = variant_switches("full-dsn-popularity+recall_vector")
-    assert got == {**VARIANTS["full"], "use_dsn": False, "use_popularity": False,
+    assert got == {**full, "use_dsn": False, "use_popularity": False,
                    "use_recall_vector": True}  # fmt: skip
     assert variant_switches("full+dsn_in_min")["dsn_in_min"]
     for bad in ("full+colour", "half-dsn", "+nothing"):

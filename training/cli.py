@@ -285,9 +285,10 @@ def rank_ablation(
         chosen = tuple(name.strip() for name in variants.split(",") if name.strip())
         chosen_seeds = tuple(range(first_seed, first_seed + seeds))
         summary = run_ablation(settings, config, chosen_seeds, chosen, recall_model=recall_model)
+    width = max(map(len, summary["summary"]))
     for variant, stats in summary["summary"].items():
         console.print(
-            f"{variant:>12}: click AUC {_num(stats['click_all_auc']['mean'])} "
+            f"{variant:>{width}}: click AUC {_num(stats['click_all_auc']['mean'])} "
             f"GAUC {_num(stats['click_all_gauc']['mean'])} "
             f"cold AUC {_num(stats['click_cold_auc']['mean'])}"
         )

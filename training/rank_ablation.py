@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from mmrec.errors import UserError
 from mmrec.io import read_json, write_json
 from mmrec.settings import Settings
 from mmrec.vocab import LATEST_RECALL_MODEL, RANKING_TASKS
+from models.ranking_config import RankingConfig
 from training.rank_eval import (
     SLICES,
     evaluate,
@@ -71,21 +72,25 @@ VARIANTS |= {
 }
 VARIANTS["full+user_id"] = {**VARIANTS["full"], "use_user_id": True}  # opt-in, see rank_train
 GBDT = "gbdt"  # the LightGBM baseline (training/rank_gbdt.py)
+# RankingConfig's default of every switch: what a variant that leaves one out trains with
+_DEFAULT_SWITCHES = {f.name: f.default for f in fields(RankingConfig) if f.name in SWITCHES}
 METRICS = ("auc", "gauc")
 
 
 def variant_switches(name: str) -> dict[str, bool]:
-    """The switches of a variant: a named one (VARIANTS), or "full" with "+x" / "-x" of the
-    switches (`use_` left out), e.g. "full-dsn+popularity"."""
+    """Every switch (SWITCHES) of a variant: a named one (VARIANTS), or "full" with "+x" / "-x"
+    of the switches (`use_` left out), e.g. "full-dsn+popularity"; RankingConfig's defaults
+    for the switches the name leaves out. All of them, so that ablation.json says what a
+    variant trained even after a default changes."""
     if name in VARIANTS:
-        return VARIANTS[name]
+        return {**_DEFAULT_SWITCHES, **VARIANTS[name]}
     base, *changes = re.split(r"(?=[+-])", name)
     if base != "full" or not changes:
         raise UserError(
             f"unknown variant {name!r}; known: {[*VARIANTS, GBDT]} or full with +x / -x of "
             f"{[s.removeprefix('use_') for s in SWITCHES]}"
         )
-    switches = dict(VARIANTS["full"])
+    switches = variant_switches("full")
     for change in changes:
         block = change[1:]
         switch = f"use_{block}" if f"use_{block}" in SWITCHES else block
@@ -178,11 +183,14 @@ def merge_ablations(settings: Settings, paths: list[Path]) -> dict[str, Any]:
             part = read_json(path)
         except (OSError, ValueError) as e:
             raise UserError(f"--merge: {path} is not a readable JSON file ({e})") from e
-        missing = {"runs", "variants", "switch_order", *_SHARED} - set(part)
-        if missing:
-            raise UserError(
-                f"--merge: {path} lacks {sorted(missing)}: not an ablation.json of rank-ablation"
-            )
+        missing = {"runs", "variants", "switch_order", "elapsed_seconds", *_SHARED} - set(part)
+        runs_ok = isinstance(part.get("runs"), list) and all(
+            isinstance(run, dict) and {"variant", "seed", "metrics"} <= set(run)
+            for run in part["runs"]
+        )
+        if missing or not runs_ok:
+            lacks = sorted(missing) if missing else "runs with variant, seed and metrics"
+            raise UserError(f"--merge: {path} lacks {lacks}: not an ablation.json of rank-ablation")
         parts.append(part)
     first = parts[0]
     for path, part in zip(paths[1:], parts[1:], strict=True):
@@ -192,13 +200,20 @@ def merge_ablations(settings: Settings, paths: list[Path]) -> dict[str, Any]:
                     f"--merge: {path} has another {key} than {paths[0]}: merge only runs of "
                     "one ablation (same workspace data and training options)"
                 )
+    variants: dict[str, Any] = {}
+    for path, part in zip(paths, parts, strict=True):
+        for name, switches in part["variants"].items():
+            if variants.setdefault(name, switches) != switches:
+                raise UserError(
+                    f"--merge: variant {name} in {path} has other switches than in an earlier "
+                    "file (a default changed between them?): rerun one of them"
+                )
     runs = [run for part in parts for run in part["runs"]]
     seen: set[tuple[str, int]] = set()
     for run in runs:
         if (run["variant"], run["seed"]) in seen:
             raise UserError(f"--merge: variant {run['variant']} seed {run['seed']} ran twice")
         seen.add((run["variant"], run["seed"]))
-    variants = {name: v for part in parts for name, v in part["variants"].items()}
     summary = {
         **{key: first[key] for key in ("switch_order", *_SHARED)},
         "variants": variants,
