@@ -250,10 +250,14 @@ class RankingModel(nn.Module):
             if c.use_user_id:
                 self.user_id_embedding = HashEmbedding(c.n_user_buckets, d)
             layout = self.input_layout()
-            for name, width, _ in layout:
+            for name, width, _ in self._raw_layout():
                 if c.standardize and name in SCALAR_BLOCKS:
                     self.register_buffer(f"shift_{name}", torch.zeros(width))
                     self.register_buffer(f"scale_{name}", torch.ones(width))
+                if c.bin_scalars and name in SCALAR_BLOCKS:  # set by fit_standardization
+                    edges = torch.linspace(-1.0, 1.0, c.scalar_bins + 1).repeat(width, 1)
+                    self.register_buffer(f"edges_{name}", edges)  # (width, bins + 1)
+            self._raw_scalars = False  # fit_standardization reads the blocks unencoded
             in_dim = sum(width for _, width, _ in layout)
             self.mmoe = MMoE(in_dim, c.tasks, c.n_experts, c.expert_dims, c.tower_dims, c.dropout)
 
@@ -324,7 +328,20 @@ class RankingModel(nn.Module):
         """The MMoE input's column blocks in order, as (name, width, kind). Kind "user": one
         row per user, broadcast to the candidates; "item": the candidate alone (serving
         precomputes its share of the first layers per catalog, serving/ranker_split.py); "pair":
-        the user x candidate part or the request time."""
+        the user x candidate part or the request time. With `bin_scalars` a scalar block has
+        one column per input column and bin."""
+        c = self.config
+        return [
+            (
+                name,
+                width * c.scalar_bins if c.bin_scalars and name in SCALAR_BLOCKS else width,
+                kind,
+            )
+            for name, width, kind in self._raw_layout()
+        ]
+
+    def _raw_layout(self) -> list[tuple[str, int, str]]:
+        """`input_layout` before the scalar blocks' piecewise-linear encoding."""
         c, d = self.config, self.config.embed_dim
         modalities = c.content_modalities if c.use_multimodal else ()
         layout = [("position", c.context_dim, "user"), ("source", c.context_dim, "user")]
@@ -385,38 +402,50 @@ class RankingModel(nn.Module):
 
     def _standardized(self, blocks: dict[str, Tensor]) -> dict[str, Tensor]:
         """`blocks` with each scalar block shifted and scaled by its train-split mean and std
-        (`standardize`; identity until `fit_standardization`)."""
-        if not self.config.standardize:
+        (`standardize`; identity until `fit_standardization`), then piecewise-linear encoded
+        (`bin_scalars`)."""
+        c = self.config
+        if not (c.standardize or c.bin_scalars) or self._raw_scalars:
             return blocks
-        return {
-            name: (x - getattr(self, f"shift_{name}")) / getattr(self, f"scale_{name}")
-            if name in SCALAR_BLOCKS
-            else x
-            for name, x in blocks.items()
-        }
+        out = {}
+        for name, x in blocks.items():
+            if name in SCALAR_BLOCKS and c.standardize:
+                x = (x - getattr(self, f"shift_{name}")) / getattr(self, f"scale_{name}")
+            if name in SCALAR_BLOCKS and c.bin_scalars:
+                x = piecewise_linear(x, getattr(self, f"edges_{name}"))
+            out[name] = x
+        return out
 
     @torch.no_grad()
     def fit_standardization(self, user: UserInputs, items: CandidateInputs) -> None:
         """Set the scalar blocks' shifts and scales to their means and stds over a sample of
-        training rows (one row per impression, B = N); a constant column keeps scale 1."""
-        if not self.config.standardize:
+        training rows (one row per impression, B = N; a constant column keeps scale 1), and
+        with `bin_scalars` their bin edges to the sample's quantiles (after the scaling)."""
+        c = self.config
+        if not (c.standardize or c.bin_scalars):
             return
-        for name in SCALAR_BLOCKS:
-            if hasattr(self, f"shift_{name}"):
-                getattr(self, f"shift_{name}").zero_()
-                getattr(self, f"scale_{name}").fill_(1.0)
         was_training = self.training
         self.eval()
-        enc = self.encode_items(items)
-        blocks, _ = self.input_blocks(
-            user, enc, self.project_history(user), items.age_hours, items.ctr_windows
-        )
-        self.train(was_training)
+        self._raw_scalars = True
+        try:
+            enc = self.encode_items(items)
+            blocks, _ = self.input_blocks(
+                user, enc, self.project_history(user), items.age_hours, items.ctr_windows
+            )
+        finally:
+            self._raw_scalars = False
+            self.train(was_training)
+        levels = torch.linspace(0.0, 1.0, c.scalar_bins + 1)
         for name, x in blocks.items():
-            if name in SCALAR_BLOCKS:
+            if name not in SCALAR_BLOCKS:
+                continue
+            if c.standardize:
                 std = x.std(0)
                 getattr(self, f"shift_{name}").copy_(x.mean(0))
                 getattr(self, f"scale_{name}").copy_(torch.where(std > 1e-6, std, 1.0))
+                x = (x - x.mean(0)) / torch.where(std > 1e-6, std, 1.0)
+            if c.bin_scalars:
+                getattr(self, f"edges_{name}").copy_(torch.quantile(x.float(), levels, dim=0).T)
 
     @staticmethod
     def residual(enc: ItemEncoding, modality: str) -> Tensor:
@@ -526,6 +555,21 @@ def category_shares(
     prior = 0.5 if smoothed else 0.0
     total = valid.sum(1, keepdim=True) + prior * n_categories
     return (one_hot.sum(1) + prior) / total.clamp(min=1)
+
+
+def piecewise_linear(x: Tensor, edges: Tensor) -> Tensor:
+    """(N, W) -> (N, W * T): each column over its T bins (`edges` (W, T + 1), ascending), per
+    bin (x - lower) / width clipped to [0, 1], the first bin unclipped below and the last
+    above (so values outside the fitted range extrapolate); columns major, bins minor. A bin
+    of zero width (a repeated quantile: a flag, a mode) is a step at its edge. Hand-written:
+    PyTorch has no such layer."""
+    lower, width = edges[:, :-1], edges[:, 1:] - edges[:, :-1]  # (W, T)
+    ratio = (x.unsqueeze(-1) - lower) / width.clamp(min=1e-6)  # (N, W, T)
+    bins = torch.arange(width.shape[1], device=x.device)
+    real = width > 1e-6  # a step is clipped on both sides
+    low = torch.where((bins == 0) & real, -torch.inf, 0.0).to(x.dtype)
+    high = torch.where((bins == bins[-1]) & real, torch.inf, 1.0).to(x.dtype)
+    return torch.maximum(torch.minimum(ratio, high), low).flatten(1)
 
 
 def log_rate(rate: Tensor) -> Tensor:

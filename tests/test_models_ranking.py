@@ -15,6 +15,7 @@ from models.ranking import (
     RankingModel,
     category_shares,
     log_rate,
+    piecewise_linear,
     score_candidates,
 )
 from models.ranking_config import RankingConfig
@@ -48,6 +49,7 @@ ALL_OFF = {
     "use_recall_vector": False,
     "dsn_in_min": False,
     "standardize": False,
+    "bin_scalars": False,
 }
 ID_ONLY = replace(TINY, **ALL_OFF)
 SWITCH_CASES = {
@@ -70,6 +72,14 @@ SWITCH_CASES = {
         "use_history_category": True,
         "use_popularity": True,
         "standardize": True,
+    },
+    "scalar_bins": {
+        "use_cdr": True,
+        "use_timeliness": True,
+        "use_history_category": True,
+        "use_popularity": True,
+        "bin_scalars": True,
+        "scalar_bins": 4,
     },
     "all": {k: True for k in ALL_OFF},
 }
@@ -503,7 +513,9 @@ def test_standardize_puts_each_scalar_input_at_mean_0_and_std_1_over_the_fitted_
     """`standardize`: after `fit_standardization` on training rows, every scalar block of the
     MMoE input has mean 0 and std 1 per column over those rows (a constant column is left at
     scale 1), the learned blocks are untouched, and the shifts are saved with the weights."""
-    switches = {k: True for k in ALL_OFF if k not in ("use_user_id", "use_recall_vector")}
+    switches = {
+        k: True for k in ALL_OFF if k not in ("use_user_id", "use_recall_vector", "bin_scalars")
+    }
     model = RankingModel(replace(TINY, **{**ALL_OFF, **switches}))
     user, items = random_user(256, 6, model.config, seed=3), random_candidates(256, seed=3)
     items.is_cold = torch.zeros(256, dtype=torch.bool)
@@ -536,6 +548,57 @@ def test_standardize_puts_each_scalar_input_at_mean_0_and_std_1_over_the_fitted_
     assert "shift_age" in state and "scale_popularity" in state
     fresh = RankingModel(model.config)
     fresh.load_state_dict(state)
+    fresh.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            fresh(user, items)["logits_click"], model(user, items)["logits_click"]
+        )
+
+
+def test_piecewise_linear_encodes_each_column_over_its_bins_and_decodes_back() -> None:
+    """Each bin reads 0 below it, 1 above it and the position inside it; the first and last bins
+    extrapolate; a zero-width bin is a step. Summing bin x width gives the value back."""
+    edges = torch.tensor([[0.0, 1.0, 3.0], [1.0, 1.0, 4.0]])  # column 2: a step at 1, then 1-4
+    x = torch.tensor([[-2.0, 0.5], [0.5, 1.0], [2.0, 2.5], [5.0, 6.0]])
+    got = piecewise_linear(x, edges).view(4, 2, 2)
+    want = torch.tensor(
+        [
+            [[-2.0, 0.0], [0.0, 0.0]],
+            [[0.5, 0.0], [0.0, 0.0]],
+            [[1.0, 0.5], [1.0, 0.5]],
+            [[1.0, 2.0], [1.0, 5 / 3]],
+        ]
+    )
+    torch.testing.assert_close(got, want)
+    first = got[:, 0] * (edges[0, 1:] - edges[0, :-1])  # column 1 has no step
+    torch.testing.assert_close(first.sum(1) + edges[0, 0], x[:, 0])
+
+
+def test_scalar_bins_fit_quantile_edges_and_widen_only_the_scalar_blocks() -> None:
+    """`bin_scalars`: `fit_standardization` sets each scalar column's edges to its quantiles over
+    the fitted rows; the MMoE then reads bins columns per scalar column, each in [0, 1] over
+    those rows but the outer bins' extrapolation; the edges are saved with the weights."""
+    bins = 4
+    model = RankingModel(replace(TINY, **{**ALL_OFF, **SWITCH_CASES["scalar_bins"]}))
+    plain = RankingModel(replace(model.config, bin_scalars=False))
+    widths = {name: width for name, width, _ in plain.input_layout()}
+    for name, width, _ in model.input_layout():
+        assert width == (widths[name] * bins if name in SCALAR_BLOCKS else widths[name]), name
+    user, items = random_user(256, 6, model.config, seed=3), random_candidates(256, seed=3)
+    model.fit_standardization(user, items)
+    model.eval()
+    with torch.no_grad():
+        enc = model.encode_items(items)
+        blocks, _ = model.input_blocks(
+            user, enc, model.project_history(user), items.age_hours, items.ctr_windows
+        )
+    age = torch.log1p(items.age_hours.clamp(min=0))
+    levels = torch.linspace(0, 1, bins + 1)
+    torch.testing.assert_close(model.edges_age[0], torch.quantile(age, levels))
+    inner = blocks["age"][:, 1:-1]
+    assert blocks["age"].shape == (256, bins) and inner.min() >= 0 and inner.max() <= 1
+    fresh = RankingModel(model.config)
+    fresh.load_state_dict(model.state_dict())
     fresh.eval()
     with torch.no_grad():
         torch.testing.assert_close(

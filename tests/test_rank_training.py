@@ -155,7 +155,7 @@ def test_exported_model_scores_500_candidates_like_the_trained_one(
     loaded, stored = load_model(settings, tag, RankingModel, RankingConfig)
     assert stored["feature_service"] == "ranking_v1"
     assert stored["encoder_version"] == small_splits.content.versions["encoder_version"]
-    opt_in = ("use_user_id", "use_recall_vector", "standardize")
+    opt_in = ("use_user_id", "use_recall_vector", "standardize", "bin_scalars")
     assert stored["switches"] == {name: name not in opt_in for name in SWITCHES}
 
     test = small_splits.test

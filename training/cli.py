@@ -80,6 +80,7 @@ def _switches(
     recall_vector: bool,
     dsn_in_min: bool,
     standardize: bool,
+    bin_scalars: bool,
 ) -> dict[str, bool]:
     """The model switches; CDR unset = on exactly when the data has a product domain."""
     switches = {
@@ -94,6 +95,7 @@ def _switches(
         "use_recall_vector": recall_vector,
         "dsn_in_min": dsn_in_min,
         "standardize": standardize,
+        "bin_scalars": bin_scalars,
     }
     return {name: value for name, value in switches.items() if value is not None}
 
@@ -184,6 +186,13 @@ def rank(
             "over the train split."
         ),
     ] = Defaults.standardize,
+    bin_scalars: Annotated[
+        bool,
+        typer.Option(
+            help="Each scalar input as a piecewise-linear encoding over bins between its "
+            "train-split quantiles (8 bins)."
+        ),
+    ] = Defaults.bin_scalars,
     model_name: Annotated[
         str,
         typer.Option(
@@ -206,7 +215,7 @@ def rank(
     torch.set_num_threads(settings.torch_threads)
     switches = _switches(
         multimodal, dsn, min_, cdr, timeliness, history_category, user_id, popularity,
-        recall_vector, dsn_in_min, standardize,
+        recall_vector, dsn_in_min, standardize, bin_scalars,
     )  # fmt: skip
     report = train_ranking(settings, config, switches, recall_model=recall_model)
     test = report["metrics"]["test"]

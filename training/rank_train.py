@@ -64,10 +64,11 @@ from training_sets.build import read_split
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-STANDARDIZE_ROWS = 4096  # train rows the scalar inputs' means and stds are taken over
+STANDARDIZE_ROWS = 4096  # train rows the scalar inputs' means, stds and quantiles are taken over
 SWITCHES = (
     "use_multimodal", "use_dsn", "use_min", "use_cdr", "use_timeliness", "use_history_category",
     "use_user_id", "use_popularity", "use_recall_vector", "dsn_in_min", "standardize",
+    "bin_scalars",
 )  # fmt: skip
 
 
@@ -247,7 +248,7 @@ def fit(
     shuffle = torch.Generator().manual_seed(train_config.seed)
     model = RankingModel(config)
     content = splits.content if config.use_multimodal else None
-    if config.standardize:  # the scalar inputs' means and stds over a sample of the train split
+    if config.standardize or config.bin_scalars:  # scalar inputs over a sample of the train split
         sample = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))
         batch = splits.train.batch(sample[:STANDARDIZE_ROWS], content, config.use_min, vectors)
         model.fit_standardization(batch.user, batch.items)
