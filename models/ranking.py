@@ -254,10 +254,10 @@ class RankingModel(nn.Module):
                 if c.standardize and name in SCALAR_BLOCKS:
                     self.register_buffer(f"shift_{name}", torch.zeros(width))
                     self.register_buffer(f"scale_{name}", torch.ones(width))
-                if c.bin_scalars and name in SCALAR_BLOCKS:  # set by fit_standardization
+                if c.bin_scalars and name in SCALAR_BLOCKS:  # set by fit_scalar_inputs
                     edges = torch.linspace(-1.0, 1.0, c.scalar_bins + 1).repeat(width, 1)
                     self.register_buffer(f"edges_{name}", edges)  # (width, bins + 1)
-            self._raw_scalars = False  # fit_standardization reads the blocks unencoded
+            self._raw_scalars = False  # fit_scalar_inputs reads the blocks unencoded
             in_dim = sum(width for _, width, _ in layout)
             self.mmoe = MMoE(in_dim, c.tasks, c.n_experts, c.expert_dims, c.tower_dims, c.dropout)
 
@@ -398,11 +398,11 @@ class RankingModel(nn.Module):
             blocks["popularity"] = enc.popularity
         if c.use_recall_vector:
             blocks["recall_vector"] = enc.recall_vector
-        return self._standardized(blocks)
+        return self._encoded_scalars(blocks)
 
-    def _standardized(self, blocks: dict[str, Tensor]) -> dict[str, Tensor]:
+    def _encoded_scalars(self, blocks: dict[str, Tensor]) -> dict[str, Tensor]:
         """`blocks` with each scalar block shifted and scaled by its train-split mean and std
-        (`standardize`; identity until `fit_standardization`), then piecewise-linear encoded
+        (`standardize`; identity until `fit_scalar_inputs`), then piecewise-linear encoded
         (`bin_scalars`)."""
         c = self.config
         if not (c.standardize or c.bin_scalars) or self._raw_scalars:
@@ -417,7 +417,7 @@ class RankingModel(nn.Module):
         return out
 
     @torch.no_grad()
-    def fit_standardization(self, user: UserInputs, items: CandidateInputs) -> None:
+    def fit_scalar_inputs(self, user: UserInputs, items: CandidateInputs) -> None:
         """Set the scalar blocks' shifts and scales to their means and stds over a sample of
         training rows (one row per impression, B = N; a constant column keeps scale 1), and
         with `bin_scalars` their bin edges to the sample's quantiles (after the scaling)."""
@@ -441,9 +441,10 @@ class RankingModel(nn.Module):
                 continue
             if c.standardize:
                 std = x.std(0)
-                getattr(self, f"shift_{name}").copy_(x.mean(0))
-                getattr(self, f"scale_{name}").copy_(torch.where(std > 1e-6, std, 1.0))
-                x = (x - x.mean(0)) / torch.where(std > 1e-6, std, 1.0)
+                shift, scale = x.mean(0), torch.where(std > 1e-6, std, 1.0)
+                getattr(self, f"shift_{name}").copy_(shift)
+                getattr(self, f"scale_{name}").copy_(scale)
+                x = (x - shift) / scale  # the edges are fitted where `_encoded_scalars` bins
             if c.bin_scalars:
                 getattr(self, f"edges_{name}").copy_(torch.quantile(x.float(), levels, dim=0).T)
 
@@ -538,7 +539,7 @@ class RankingModel(nn.Module):
             blocks["user_x_item_id"] = user_emb * enc.id_emb  # (N, d)
             for m in c.content_modalities if c.use_multimodal else ():
                 blocks[f"user_x_{m}"] = user_emb * getattr(enc, m)
-        blocks = self._standardized(blocks)
+        blocks = self._encoded_scalars(blocks)
         if item_side:  # standardized by item_blocks itself (serving calls it alone)
             blocks.update(self.item_blocks(enc, ctr_windows))
         return blocks, out

@@ -99,7 +99,7 @@ class RankingConfig:
     # 0.703 either way (0.697 without DSN), the small world 0.732 -> 0.734 (within noise).
     dsn_in_min: bool = True
     # The scalar inputs (rates, shares, counts, age) shifted and scaled by their train-split
-    # mean and std (RankingModel.fit_standardization), so each enters the MMoE at unit scale.
+    # mean and std (RankingModel.fit_scalar_inputs), so each enters the MMoE at unit scale.
     # Opt-in: measured within noise (issue #32, 3 seeds: small world click AUC +0.001,
     # MovieLens-100k -0.001 and cold items 0.685 -> 0.660).
     standardize: bool = False

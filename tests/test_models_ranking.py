@@ -374,7 +374,7 @@ def test_precomputed_item_side_scores_as_the_full_forward_pass(switches: dict) -
     user, candidates = random_user(1, length=6, config=model.config), random_candidates(300)
     candidates.is_cold = torch.rand(300) < 0.2
     training = random_candidates(64, seed=5)
-    model.fit_standardization(random_user(64, 6, model.config, seed=4), training)
+    model.fit_scalar_inputs(random_user(64, 6, model.config, seed=4), training)
     want = score_candidates(model, user, candidates)
     model.eval()
     split = split_first_layers(model)
@@ -510,7 +510,7 @@ def test_mismatched_dims_raise_value_error_with_the_shapes() -> None:
 
 
 def test_standardize_puts_each_scalar_input_at_mean_0_and_std_1_over_the_fitted_rows() -> None:
-    """`standardize`: after `fit_standardization` on training rows, every scalar block of the
+    """`standardize`: after `fit_scalar_inputs` on training rows, every scalar block of the
     MMoE input has mean 0 and std 1 per column over those rows (a constant column is left at
     scale 1), the learned blocks are untouched, and the shifts are saved with the weights."""
     switches = {
@@ -530,7 +530,7 @@ def test_standardize_puts_each_scalar_input_at_mean_0_and_std_1_over_the_fitted_
         return got
 
     before = blocks()
-    model.fit_standardization(user, items)
+    model.fit_scalar_inputs(user, items)
     after = blocks()
     scalar = [name for name, _, _ in model.input_layout() if name in SCALAR_BLOCKS]
     assert {"age", "ctr", "popularity", "popularity_match", "history_category_share"} <= set(scalar)
@@ -575,7 +575,7 @@ def test_piecewise_linear_encodes_each_column_over_its_bins_and_decodes_back() -
 
 
 def test_scalar_bins_fit_quantile_edges_and_widen_only_the_scalar_blocks() -> None:
-    """`bin_scalars`: `fit_standardization` sets each scalar column's edges to its quantiles over
+    """`bin_scalars`: `fit_scalar_inputs` sets each scalar column's edges to its quantiles over
     the fitted rows; the MMoE then reads bins columns per scalar column, each in [0, 1] over
     those rows but the outer bins' extrapolation; the edges are saved with the weights."""
     bins = 4
@@ -585,7 +585,7 @@ def test_scalar_bins_fit_quantile_edges_and_widen_only_the_scalar_blocks() -> No
     for name, width, _ in model.input_layout():
         assert width == (widths[name] * bins if name in SCALAR_BLOCKS else widths[name]), name
     user, items = random_user(256, 6, model.config, seed=3), random_candidates(256, seed=3)
-    model.fit_standardization(user, items)
+    model.fit_scalar_inputs(user, items)
     model.eval()
     with torch.no_grad():
         enc = model.encode_items(items)

@@ -190,7 +190,7 @@ def rank(
         bool,
         typer.Option(
             help="Each scalar input as a piecewise-linear encoding over bins between its "
-            "train-split quantiles (8 bins)."
+            f"train-split quantiles ({Defaults.scalar_bins} bins)."
         ),
     ] = Defaults.bin_scalars,
     model_name: Annotated[

@@ -64,7 +64,7 @@ from training_sets.build import read_split
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-STANDARDIZE_ROWS = 4096  # train rows the scalar inputs' means, stds and quantiles are taken over
+SCALAR_FIT_ROWS = 4096  # train rows the scalar inputs' means, stds and quantiles are taken over
 SWITCHES = (
     "use_multimodal", "use_dsn", "use_min", "use_cdr", "use_timeliness", "use_history_category",
     "use_user_id", "use_popularity", "use_recall_vector", "dsn_in_min", "standardize",
@@ -250,8 +250,8 @@ def fit(
     content = splits.content if config.use_multimodal else None
     if config.standardize or config.bin_scalars:  # scalar inputs over a sample of the train split
         sample = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))
-        batch = splits.train.batch(sample[:STANDARDIZE_ROWS], content, config.use_min, vectors)
-        model.fit_standardization(batch.user, batch.items)
+        batch = splits.train.batch(sample[:SCALAR_FIT_ROWS], content, config.use_min, vectors)
+        model.fit_scalar_inputs(batch.user, batch.items)
     loss_fn = RankingLoss(model)
     ranker_params, disc_params = ranking_parameter_groups(model)
     optimizer = torch.optim.Adam(ranker_params, lr=train_config.lr)
