@@ -14,9 +14,16 @@ If the GBDT keeps its lead with only the MMoE's inputs, the gap is the learner, 
 columns. Prints test click AUC (mean and std over seeds) and the gain share of the top
 columns per group.
 
-    python -m bench.gbdt_columns_bench --workspace DIR [--seeds 3]
+`--learner mlp` fits a plain MLP on the same columns instead (the MMoE's expert and tower
+widths, its optimiser settings and early stopping; categoricals one-hot, numbers scaled to
+mean 0 and std 1 over train and, with `--bins`, piecewise-linear over that many quantile
+bins as `mmrec train rank --bin-scalars` does): the MMoE's kind of learner without its ID
+embeddings and content projections, so that the tree's lead splits into what the learner
+family costs and what the MMoE's other inputs cost.
 
-Writes bench/results/gbdt-columns.json.
+    python -m bench.gbdt_columns_bench --workspace DIR [--seeds 3] [--learner mlp --bins 8]
+
+Writes bench/results/{gbdt,mlp}-columns.json.
 """
 
 from __future__ import annotations
@@ -27,7 +34,15 @@ import logging
 import time
 from dataclasses import asdict
 
+import numpy as np
+import pandas as pd
+import torch
+
 from mmrec.settings import REPO_ROOT, Settings
+from models.layers import MLP
+from models.ranking import piecewise_linear
+from models.ranking_config import RankingConfig
+from models.ranking_inputs import RankingData
 from training.rank_ablation import seed_stat
 from training.rank_eval import auc
 from training.rank_gbdt import (
@@ -37,7 +52,7 @@ from training.rank_gbdt import (
     fit_pca,
     tabular_features,
 )
-from training.rank_train import load_splits
+from training.rank_train import TrainConfig, load_splits
 
 RESULTS = REPO_ROOT / "bench" / "results"
 # The GBDT's columns the MMoE does not read (rank_gbdt.tabular_features' names).
@@ -65,11 +80,102 @@ def column_groups(columns: list[str]) -> dict[str, list[str]]:
     }
 
 
+def mlp_inputs(
+    frames: dict[str, pd.DataFrame], columns: list[str], bins: int
+) -> dict[str, torch.Tensor]:
+    """Each split's `columns` as the MLP reads them (module docstring): numbers scaled by the
+    train split's mean and std (missing: the mean), then with `bins` >= 2 piecewise-linear
+    between their train quantiles; categoricals one-hot."""
+    train = frames["train"][columns]
+    categorical = [c for c in columns if isinstance(train[c].dtype, pd.CategoricalDtype)]
+    numeric = [c for c in columns if c not in categorical]
+    mean, std = train[numeric].mean(), train[numeric].std().replace(0.0, 1.0)
+    edges = None
+    if bins >= 2:
+        scaled = ((train[numeric] - mean) / std).fillna(0.0).to_numpy()
+        quantiles = np.quantile(scaled, np.linspace(0.0, 1.0, bins + 1), axis=0)
+        edges = torch.tensor(quantiles.T, dtype=torch.float32)  # (columns, bins + 1)
+    out = {}
+    for name, frame in frames.items():
+        x = torch.tensor(((frame[numeric] - mean) / std).fillna(0.0).to_numpy(np.float32))
+        if edges is not None:
+            x = piecewise_linear(x, edges)
+        one_hot = [torch.tensor(pd.get_dummies(frame[c]).to_numpy(np.float32)) for c in categorical]
+        out[name] = torch.cat([x, *one_hot], dim=1)
+    return out
+
+
+def fit_mlp(inputs: dict[str, torch.Tensor], splits, seed: int) -> tuple[np.ndarray, list[float]]:
+    """Test click scores of an MLP fit on the train rows' clicks with the ranker's widths and
+    optimiser settings, kept at its best valid epoch; and the valid AUC per epoch."""
+    train_config, ranking = TrainConfig(), RankingConfig()
+
+    def clicks(data: RankingData) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = data.label_masks["click"]
+        return mask, (data.labels["click"][mask] >= 0.5).float()
+
+    torch.manual_seed(seed)
+    net = MLP(inputs["train"].shape[1], (*ranking.expert_dims, *ranking.tower_dims), 1)
+    optimiser = torch.optim.Adam(net.parameters(), lr=train_config.lr)
+    mask, y = clicks(splits.train)
+    x = inputs["train"][mask]
+    valid_mask, valid_y = clicks(splits.valid)
+    history: list[float] = []
+    best_state = None
+    for _ in range(train_config.epochs):
+        net.train()
+        for batch in torch.randperm(len(x)).split(train_config.batch_size):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                net(x[batch]).squeeze(1), y[batch]
+            )
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        net.eval()
+        with torch.no_grad():
+            scores = net(inputs["valid"][valid_mask]).squeeze(1).numpy()
+        history.append(auc(valid_y.numpy() >= 0.5, scores))
+        if history[-1] >= max(history):
+            best_state = {k: v.clone() for k, v in net.state_dict().items()}
+        elif len(history) - 1 - int(np.argmax(history)) >= train_config.patience:
+            break
+    net.load_state_dict(best_state)
+    with torch.no_grad():
+        return net(inputs["test"]).squeeze(1).numpy(), history
+
+
+def gbdt_run(frames, splits, columns: list[str], seed: int, config: GbdtConfig) -> dict:
+    """One GBDT fit on `columns`: test click scores, rounds and the top columns by gain."""
+    boosters, rounds = fit_gbdt(
+        frames["train"][columns], splits.train, frames["valid"][columns], splits.valid,
+        ("click",), seed, config,
+    )  # fmt: skip
+    booster = boosters["click"]
+    gain = booster.feature_importance("gain")
+    top = sorted(zip(columns, gain / gain.sum(), strict=True), key=lambda kv: -kv[1])
+    return {
+        "scores": booster.predict(frames["test"][columns], num_iteration=rounds["click"]),
+        "rounds": rounds["click"],
+        "top_gain_share": {c: round(float(share), 3) for c, share in top[:TOP]},
+    }
+
+
+def mlp_run(frames, splits, columns: list[str], seed: int, bins: int) -> dict:
+    """One MLP fit on `columns`: test click scores and the valid click AUC per epoch."""
+    scores, history = fit_mlp(mlp_inputs(frames, columns, bins), splits, seed)
+    return {"scores": scores, "valid_click_auc": [round(v, 4) for v in history]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--learner", choices=("gbdt", "mlp"), default="gbdt")
+    parser.add_argument("--bins", type=int, default=0, help="mlp: quantile bins (0: none)")
+    parser.add_argument("--groups", default="", help="comma list of column groups (all of them)")
     args = parser.parse_args()
+    if args.seeds < 1 or args.bins < 0 or args.bins == 1:
+        parser.error("--seeds must be >= 1 and --bins 0 or >= 2")
     logging.basicConfig(level=logging.WARNING)
     settings = Settings(workspace=args.workspace)
     splits = load_splits(settings, keep_columns=TABULAR_COLUMNS)
@@ -80,28 +186,30 @@ def main() -> None:
         name: tabular_features(splits[name], splits.content, pca, categories)
         for name in ("train", "valid", "test")
     }
+    all_groups = column_groups(list(frames["train"].columns))
+    chosen = args.groups.split(",") if args.groups else list(all_groups)
+    unknown = set(chosen) - set(all_groups)
+    if unknown:
+        parser.error(f"--groups: unknown {sorted(unknown)}; choose from {list(all_groups)}")
     mask = splits.test.label_masks["click"].numpy()
     labels = splits.test.labels["click"].numpy()[mask] >= 0.5
     groups = {}
-    for name, columns in column_groups(list(frames["train"].columns)).items():
+    for name in chosen:
+        columns = all_groups[name]
         runs = []
         for seed in range(args.seeds):
             started = time.perf_counter()
-            boosters, rounds = fit_gbdt(
-                frames["train"][columns], splits.train, frames["valid"][columns], splits.valid,
-                ("click",), seed, config,
-            )  # fmt: skip
-            booster = boosters["click"]
-            scores = booster.predict(frames["test"][columns], num_iteration=rounds["click"])
-            gain = booster.feature_importance("gain")
-            top = sorted(zip(columns, gain / gain.sum(), strict=True), key=lambda kv: -kv[1])
+            if args.learner == "gbdt":
+                run = gbdt_run(frames, splits, columns, seed, config)
+            else:
+                run = mlp_run(frames, splits, columns, seed, args.bins)
+            scores = run.pop("scores")
             runs.append(
                 {
                     "seed": seed,
                     "click_auc": auc(labels, scores[mask]),
-                    "rounds": rounds["click"],
                     "seconds": round(time.perf_counter() - started, 1),
-                    "top_gain_share": {c: round(float(share), 3) for c, share in top[:TOP]},
+                    **run,
                 }
             )
         stat = seed_stat([run["click_auc"] for run in runs])
@@ -113,13 +221,19 @@ def main() -> None:
             "runs": runs,
         }
         print(
-            f"{name:>24}: click AUC {stat['mean']:.3f} ± {groups[name]['click_auc_std']:.3f} "
-            f"({len(columns)} columns); top {list(runs[0]['top_gain_share'])[:5]}"
+            f"{name:>24}: {args.learner} click AUC {stat['mean']:.3f} ± "
+            f"{groups[name]['click_auc_std']:.3f} ({len(columns)} columns, "
+            f"per seed {[round(run['click_auc'], 4) for run in runs]})"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "gbdt-columns.json"
+    out = RESULTS / f"{args.learner}-columns.json"
     result = {"workspace": str(settings.workspace), "seeds": args.seeds, "groups": groups,
-              "test_rows": int(mask.sum()), "gbdt_config": asdict(config)}  # fmt: skip
+              "test_rows": int(mask.sum()), "learner": args.learner}  # fmt: skip
+    if args.learner == "gbdt":
+        result["gbdt_config"] = asdict(config)
+    else:
+        result.update(bins=args.bins, train_config=asdict(TrainConfig()))
+        result["hidden"] = [*RankingConfig().expert_dims, *RankingConfig().tower_dims]
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")
 

@@ -347,9 +347,11 @@ class RankingModel(nn.Module):
         layout = [("position", c.context_dim, "user"), ("source", c.context_dim, "user")]
         if c.use_cdr:
             layout.append(("affinity", c.n_categories, "user"))
-        layout += [("item_id", d, "item"), ("id_interest", d, "pair")]
-        layout += [("material", c.context_dim, "item")]
-        layout += [(m, d, "item") for m in modalities]
+        if c.candidate_id:
+            layout.append(("item_id", d, "item"))
+        layout += [("id_interest", d, "pair"), ("material", c.context_dim, "item")]
+        if c.candidate_content:
+            layout += [(m, d, "item") for m in modalities]
         if c.use_dsn and not c.residual_in_min:
             layout += [(f"{m}_residual", d, "item") for m in modalities]
         if c.use_min:

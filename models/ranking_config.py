@@ -109,6 +109,12 @@ class RankingConfig:
     # NeurIPS 2022): the step-like response a GBDT fits, within one layer's reach.
     bin_scalars: bool = False
     scalar_bins: int = 8
+    # The candidate's ID embedding (`candidate_id`) and per-modality content projections
+    # (`candidate_content`) as MMoE inputs of their own. ID attention and MIN read them either
+    # way; off, the experts see that part of the candidate only through its match with the
+    # user's history, and cannot memorize the candidate by it.
+    candidate_id: bool = True
+    candidate_content: bool = True
     # Training-only probability of zeroing a candidate's ID embedding (the cold path).
     id_dropout: float = 0.1
     # Training-only probability of zeroing a user's embedding (the path of users unseen in

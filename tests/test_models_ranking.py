@@ -81,6 +81,15 @@ SWITCH_CASES = {
         "bin_scalars": True,
         "scalar_bins": 4,
     },
+    "no_candidate_id_or_content": {
+        "use_multimodal": True,
+        "use_dsn": True,
+        "use_min": True,
+        "min_match": True,
+        "dsn_in_min": True,
+        "candidate_id": False,
+        "candidate_content": False,
+    },
     "all": {k: True for k in ALL_OFF},
 }
 
@@ -604,3 +613,22 @@ def test_scalar_bins_fit_quantile_edges_and_widen_only_the_scalar_blocks() -> No
         torch.testing.assert_close(
             fresh(user, items)["logits_click"], model(user, items)["logits_click"]
         )
+
+
+@pytest.mark.parametrize("switch", ["candidate_id", "candidate_content"])
+@pytest.mark.parametrize("on", [True, False])
+def test_candidate_switches_leave_the_candidates_own_vectors_out_of_the_mmoe(
+    switch: str, on: bool
+) -> None:
+    """`candidate_id` / `candidate_content` off: no item_id / modality block in the MMoE input
+    (ID attention still reads the ID); so without MIN a candidate's text vector cannot move its
+    score. On, it does."""
+    own = {"item_id"} if switch == "candidate_id" else {"text", "visual"}
+    model = RankingModel(replace(TINY, **{**ALL_OFF, "use_multimodal": True, switch: on})).eval()
+    names = {name for name, _, _ in model.input_layout()}
+    assert names & own == (own if on else set())
+    user, items = random_user(1, 5, model.config), random_candidates(8)
+    other = replace(items, text_emb=torch.randn_like(items.text_emb))
+    with torch.no_grad():
+        moved = model(user, items)["logits_click"] != model(user, other)["logits_click"]
+    assert bool(moved.all()) is (on or switch == "candidate_id")

@@ -81,6 +81,8 @@ def _switches(
     dsn_in_min: bool,
     standardize: bool,
     bin_scalars: bool,
+    candidate_id: bool,
+    candidate_content: bool,
 ) -> dict[str, bool]:
     """The model switches; CDR unset = on exactly when the data has a product domain."""
     switches = {
@@ -96,6 +98,8 @@ def _switches(
         "dsn_in_min": dsn_in_min,
         "standardize": standardize,
         "bin_scalars": bin_scalars,
+        "candidate_id": candidate_id,
+        "candidate_content": candidate_content,
     }
     return {name: value for name, value in switches.items() if value is not None}
 
@@ -193,6 +197,20 @@ def rank(
             f"train-split quantiles ({Defaults.scalar_bins} bins)."
         ),
     ] = Defaults.bin_scalars,
+    candidate_id: Annotated[
+        bool,
+        typer.Option(
+            help="The candidate's ID embedding as an MMoE input of its own (ID attention and "
+            "MIN read it either way)."
+        ),
+    ] = Defaults.candidate_id,
+    candidate_content: Annotated[
+        bool,
+        typer.Option(
+            help="The candidate's content projections as MMoE inputs of their own (MIN reads "
+            "them either way)."
+        ),
+    ] = Defaults.candidate_content,
     model_name: Annotated[
         str,
         typer.Option(
@@ -215,7 +233,7 @@ def rank(
     torch.set_num_threads(settings.torch_threads)
     switches = _switches(
         multimodal, dsn, min_, cdr, timeliness, history_category, user_id, popularity,
-        recall_vector, dsn_in_min, standardize, bin_scalars,
+        recall_vector, dsn_in_min, standardize, bin_scalars, candidate_id, candidate_content,
     )  # fmt: skip
     report = train_ranking(settings, config, switches, recall_model=recall_model)
     test = report["metrics"]["test"]

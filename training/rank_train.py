@@ -68,7 +68,7 @@ SCALAR_FIT_ROWS = 4096  # train rows the scalar inputs' means, stds and quantile
 SWITCHES = (
     "use_multimodal", "use_dsn", "use_min", "use_cdr", "use_timeliness", "use_history_category",
     "use_user_id", "use_popularity", "use_recall_vector", "dsn_in_min", "standardize",
-    "bin_scalars",
+    "bin_scalars", "candidate_id", "candidate_content",
 )  # fmt: skip
 
 
