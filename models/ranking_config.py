@@ -112,7 +112,9 @@ class RankingConfig:
     # The candidate's ID embedding (`candidate_id`) and per-modality content projections
     # (`candidate_content`) as MMoE inputs of their own. ID attention and MIN read them either
     # way; off, the experts see that part of the candidate only through its match with the
-    # user's history, and cannot memorize the candidate by it.
+    # user's history, and cannot memorize the candidate by it. Both on (issue #32, 3 seeds:
+    # without the ID block MovieLens-100k 0.703 -> 0.688 click AUC; without the content blocks
+    # one strong-taste seed of three stays on the plateau).
     candidate_id: bool = True
     candidate_content: bool = True
     # Training-only probability of zeroing a candidate's ID embedding (the cold path).
