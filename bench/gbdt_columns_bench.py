@@ -15,7 +15,8 @@ columns. Prints test click AUC (mean and std over seeds) and the gain share of t
 columns per group.
 
 `--learner mlp` fits a plain MLP on the same columns instead (the MMoE's expert and tower
-widths, its optimiser settings and early stopping; categoricals one-hot, numbers scaled to
+widths, its Adam learning rate, batch size and early stopping, without its learning-rate
+halving; categoricals one-hot, numbers scaled to
 mean 0 and std 1 over train and, with `--bins`, piecewise-linear over that many quantile
 bins as `mmrec train rank --bin-scalars` does): the MMoE's kind of learner without its ID
 embeddings and content projections, so that the tree's lead splits into what the learner
@@ -42,7 +43,6 @@ from mmrec.settings import REPO_ROOT, Settings
 from models.layers import MLP
 from models.ranking import piecewise_linear
 from models.ranking_config import RankingConfig
-from models.ranking_inputs import RankingData
 from training.rank_ablation import seed_stat
 from training.rank_eval import auc
 from training.rank_gbdt import (
@@ -51,6 +51,7 @@ from training.rank_gbdt import (
     fit_gbdt,
     fit_pca,
     tabular_features,
+    task_labels,
 )
 from training.rank_train import TrainConfig, load_splits
 
@@ -62,6 +63,7 @@ NOT_MMOE_INPUTS = (
     "sku_click_seq_length", "sku_cart_seq_length", "sku_purchase_seq_length", "history_length",
 )  # fmt: skip
 TOP = 12  # columns listed per group, by gain
+MLP_HIDDEN = (*RankingConfig().expert_dims, *RankingConfig().tower_dims)  # the MMoE's, stacked
 
 
 def column_groups(columns: list[str]) -> dict[str, list[str]]:
@@ -93,6 +95,7 @@ def mlp_inputs(
     edges = None
     if bins >= 2:
         scaled = ((train[numeric] - mean) / std).fillna(0.0).to_numpy()
+        # numpy, not torch.quantile (as fit_scalar_inputs): every train row, beyond its size limit
         quantiles = np.quantile(scaled, np.linspace(0.0, 1.0, bins + 1), axis=0)
         edges = torch.tensor(quantiles.T, dtype=torch.float32)  # (columns, bins + 1)
     out = {}
@@ -106,20 +109,16 @@ def mlp_inputs(
 
 
 def fit_mlp(inputs: dict[str, torch.Tensor], splits, seed: int) -> tuple[np.ndarray, list[float]]:
-    """Test click scores of an MLP fit on the train rows' clicks with the ranker's widths and
-    optimiser settings, kept at its best valid epoch; and the valid AUC per epoch."""
-    train_config, ranking = TrainConfig(), RankingConfig()
-
-    def clicks(data: RankingData) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = data.label_masks["click"]
-        return mask, (data.labels["click"][mask] >= 0.5).float()
-
+    """Test click scores of an MLP fit on the train rows' clicks with the ranker's widths,
+    learning rate, batch size and patience (module docstring), kept at its best valid epoch;
+    and the valid AUC per epoch."""
+    train_config = TrainConfig()
     torch.manual_seed(seed)
-    net = MLP(inputs["train"].shape[1], (*ranking.expert_dims, *ranking.tower_dims), 1)
+    net = MLP(inputs["train"].shape[1], MLP_HIDDEN, 1)
     optimiser = torch.optim.Adam(net.parameters(), lr=train_config.lr)
-    mask, y = clicks(splits.train)
-    x = inputs["train"][mask]
-    valid_mask, valid_y = clicks(splits.valid)
+    mask, labels = task_labels(splits.train, "click")
+    x, y = inputs["train"][torch.from_numpy(mask)], torch.from_numpy(labels).float()
+    valid_mask, valid_y = task_labels(splits.valid, "click")
     history: list[float] = []
     best_state = None
     for _ in range(train_config.epochs):
@@ -133,8 +132,8 @@ def fit_mlp(inputs: dict[str, torch.Tensor], splits, seed: int) -> tuple[np.ndar
             optimiser.step()
         net.eval()
         with torch.no_grad():
-            scores = net(inputs["valid"][valid_mask]).squeeze(1).numpy()
-        history.append(auc(valid_y.numpy() >= 0.5, scores))
+            scores = net(inputs["valid"][torch.from_numpy(valid_mask)]).squeeze(1).numpy()
+        history.append(auc(valid_y, scores))
         if history[-1] >= max(history):
             best_state = {k: v.clone() for k, v in net.state_dict().items()}
         elif len(history) - 1 - int(np.argmax(history)) >= train_config.patience:
@@ -191,8 +190,7 @@ def main() -> None:
     unknown = set(chosen) - set(all_groups)
     if unknown:
         parser.error(f"--groups: unknown {sorted(unknown)}; choose from {list(all_groups)}")
-    mask = splits.test.label_masks["click"].numpy()
-    labels = splits.test.labels["click"].numpy()[mask] >= 0.5
+    mask, labels = task_labels(splits.test, "click")
     groups = {}
     for name in chosen:
         columns = all_groups[name]
@@ -232,8 +230,7 @@ def main() -> None:
     if args.learner == "gbdt":
         result["gbdt_config"] = asdict(config)
     else:
-        result.update(bins=args.bins, train_config=asdict(TrainConfig()))
-        result["hidden"] = [*RankingConfig().expert_dims, *RankingConfig().tower_dims]
+        result.update(bins=args.bins, train_config=asdict(TrainConfig()), hidden=list(MLP_HIDDEN))
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")
 

@@ -187,7 +187,8 @@ def tabular_features(
     return frame
 
 
-def _labels(data: RankingData, task: str) -> tuple[np.ndarray, np.ndarray]:
+def task_labels(data: RankingData, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """The rows that define `task` (a mask) and their labels there (0 / 1)."""
     mask = data.label_masks[task].numpy()
     return mask, (data.labels[task].numpy()[mask] >= 0.5).astype(np.int8)
 
@@ -219,8 +220,8 @@ def fit_gbdt(
     }
     boosters, rounds = {}, {}
     for task in tasks:
-        train_mask, y_train = _labels(train_data, task)
-        valid_mask, y_valid = _labels(valid_data, task)
+        train_mask, y_train = task_labels(train_data, task)
+        valid_mask, y_valid = task_labels(valid_data, task)
         if len(set(y_train)) < 2 or len(set(y_valid)) < 2:
             continue
         train_set = lgb.Dataset(train[train_mask], y_train)
