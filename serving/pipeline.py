@@ -9,6 +9,11 @@ serving/policies.py), and for the ids of the candidates it recalled (`include_ca
 Degraded paths, flagged in the response instead of failing: the online store failing gives
 the cold-start path (no history: context SKU, popular, fresh); Milvus failing gives the
 in-process channels (term, fresh, popular). An unknown user is the cold-start path, unflagged.
+
+The "world" clock (the data's end) is read once per item snapshot version and kept in its files
+(serving/snapshot_files.py), like the ranker's item side: every worker serving a version answers
+at one clock, also one started after /events logged a day past the end (which moves
+`world_end` one day on). `models.item_snapshot` in an answer is that version's key.
 """
 
 from __future__ import annotations
@@ -35,12 +40,18 @@ from serving.policies import RANKED, baseline_items
 from serving.ranker import OnlineRanker, RankedCandidates, load_ranking_model
 from serving.recall import RecallResult, RecallStage, Seeds
 from serving.schemas import RecommendedItem, RecommendRequest, RecommendResponse
-from serving.snapshot_files import SnapshotFiles, snapshots_root
+from serving.snapshot_files import Persisted, SnapshotFiles, snapshots_root
 
 log = logging.getLogger(__name__)
 
 ONLINE_STORE = "online_store"  # the degraded part named in responses
 SKU_CATEGORY_REF = "sku_attributes:sku_category"  # in the `recall` service (S2V seeds)
+WORLD_CLOCK = "world_clock"  # the reader's snapshot.derived key of the "world" clock
+# the clock (unix seconds) as a snapshot version's files hold it
+CLOCK_FILES = Persisted(
+    to_arrays=lambda unix: {"unix": np.asarray([unix], dtype=np.int64)},
+    from_arrays=lambda arrays: int(arrays["unix"][0]),
+)
 
 
 @dataclass(frozen=True)
@@ -85,9 +96,19 @@ class RecommendationPipeline:
             ranking_model.feature_service,
             self.recall.catalog.item_id.to_numpy(np.int64),
             self.config.snapshot_refresh_s,
-            # one snapshot version for every worker: the ranker's item side depends on its model
-            files=SnapshotFiles(snapshots_root(settings), depends_on=str(ranking_model.tag)),
+            # one snapshot version for every worker: the ranker's item side depends on its
+            # model; under the "world" clock the version's files hold the clock too
+            files=SnapshotFiles(
+                snapshots_root(settings),
+                depends_on=f"{ranking_model.tag} clock:{self.config.clock}",
+            ),
         )
+        if self.config.clock == "world":  # the data's end when the version is first loaded
+            self.reader.on_load(
+                WORLD_CLOCK,
+                lambda snapshot: int(world_end(settings).timestamp()),
+                persisted=CLOCK_FILES,
+            )
         # the popular fallback follows each snapshot's clicks (ranked on the reload's thread)
         self.reader.on_load(
             "popularity",
@@ -95,9 +116,6 @@ class RecommendationPipeline:
         )
         self.ranker = OnlineRanker(ranking_model, self.reader, self.recall_model)
         self.reader.snapshot()  # load the items (and the ranker's item side) now, not in a request
-        self._world_now = (
-            int(world_end(settings).timestamp()) if self.config.clock == "world" else None
-        )
         self.models = {
             "recall": self.recall_model.tag,
             "ranking": self.ranker.tag,
@@ -105,8 +123,11 @@ class RecommendationPipeline:
         }
 
     def now(self) -> int:
-        """Request time in unix seconds (the end of the data under the "world" clock)."""
-        return self._world_now or int(datetime.now(UTC).timestamp())
+        """Request time in unix seconds: under the "world" clock the current item snapshot's
+        (the data's end when its version was first loaded), else the wall clock."""
+        if self.config.clock == "world":
+            return self.reader.snapshot().derived[WORLD_CLOCK]
+        return int(datetime.now(UTC).timestamp())
 
     def user_features(self, user_id: int) -> tuple[dict[str, list], bool]:
         """The user's online features and whether the online store answered."""
@@ -206,13 +227,19 @@ class RecommendationPipeline:
             cold_start=not seeds.clicked_items,
             candidates=len(recalled.candidates),
             timings_ms=timings,
-            models={**self.models, "item_snapshot": str(self.reader.snapshot_version)},
+            models={**self.models, "item_snapshot": self._snapshot_name()},
             candidate_ids=(
                 [c.item_id for c in recalled.candidates] if request.include_candidates else None
             ),
         )
         channels = Counter(c.channel for c in recalled.candidates)
         return Recommendation(response, ranked, request_ts, dict(channels))
+
+    def _snapshot_name(self) -> str:
+        """What names the current item snapshot's content: its version's key, the same in every
+        worker serving those features (and clock); its load count where it has no files."""
+        snapshot = self.reader.snapshot()
+        return snapshot.key or str(snapshot.version)
 
     def _mixed(self, request: RecommendRequest, candidates, ranked: RankedCandidates) -> list:
         """Mixed ranking over the candidates the ranker scored, as response items."""

@@ -89,7 +89,8 @@ class RecommendResponse(BaseModel):
     timings_ms: dict[str, float]
     models: dict[str, str] = Field(
         description="What served the answer: the recall and ranking models' tags, the index "
-        "collection, and the item snapshot's version (item_snapshot)."
+        "collection, and the item snapshot version's key (item_snapshot: the same in every worker "
+        "serving the same item features and clock)."
     )
     candidate_ids: list[int | str] | None = Field(
         None,

@@ -3,6 +3,7 @@ filters, pushed events, and degraded answers when a backend fails."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 
 import numpy as np
@@ -12,11 +13,13 @@ from index.build import build_index, v2v_queries
 from index.server import LiteServer
 from mmrec.settings import Settings
 from mmrec.vocab import FRESH, MATERIALS, POPULAR, S2V, TERM, U2V, V2V
+from mmrec.world_manifest import world_end
 from serving.config import ServingConfig
-from serving.events import updated_sequences
+from serving.events import EventIntake, updated_sequences
 from serving.pipeline import ONLINE_STORE, RecommendationPipeline
 from serving.recall import VECTOR_INDEX
 from serving.schemas import BehaviourEvent, RecommendRequest
+from serving.snapshot_files import snapshots_root
 from tests.analysis_fixtures import copy_world
 
 CHANNELS = {U2V, V2V, S2V, TERM, FRESH, POPULAR}
@@ -175,3 +178,28 @@ def test_a_bug_reading_features_raises_instead_of_answering_degraded(
         monkeypatch.setattr(pipeline, "_sku_categories", bug)
     with pytest.raises(TypeError, match="a bug"):
         pipeline.recommend(RecommendRequest(user_id=user_id, scene="home", k=5, context_sku_id=3))
+
+
+def test_a_worker_started_after_events_were_logged_answers_at_the_same_clock(
+    serving_world: Settings, serving_config: ServingConfig, index_server: LiteServer, tmp_path
+) -> None:
+    """/events stamps events at the world clock, the day after the data, and that day in the
+    event log moves `world_end` one day on. A second worker of the same service started after
+    that (late, or restarted by BentoML) used to read its clock then: a day later, other item
+    ages, other scores under the same `item_snapshot`. The clock is kept with the snapshot
+    version's files instead, so every worker serving that version answers at it."""
+    world = copy_world(serving_world, tmp_path / "ws")
+    shutil.rmtree(snapshots_root(world), ignore_errors=True)  # the first worker writes them
+    first = RecommendationPipeline(world, serving_config, milvus_uri=index_server.uri)
+    user_id, _ = active_user(first)
+    item = int(first.recall.catalog.item_id.iloc[0])
+    EventIntake(world, first.store, first.now).accept(
+        [BehaviourEvent(user_id=user_id, event_type="click", item_id=item)]
+    )
+    assert world_end(world).timestamp() > first.now()  # the data's end moved on
+    second = RecommendationPipeline(world, serving_config, milvus_uri=index_server.uri)
+    assert second.now() == first.now()
+    request = RecommendRequest(user_id=user_id, scene="home", k=10)
+    a, b = (p.recommend(request).response for p in (first, second))
+    assert a.models["item_snapshot"] == b.models["item_snapshot"] == first.reader.snapshot().key
+    assert [(i.item_id, i.score) for i in a.items] == [(i.item_id, i.score) for i in b.items]
