@@ -359,6 +359,15 @@ class CandidateFeatureReader:
         """The version of the current snapshot; 0 before the first load."""
         return 0 if self._snapshot is None else self._snapshot.version
 
+    @property
+    def snapshot_name(self) -> str:
+        """What names the current snapshot's content: its files' version key, the same in every
+        process serving those features; its load count (`snapshot_version`) without files."""
+        current = self._snapshot
+        if current is None:
+            return "0"
+        return current.key or str(current.version)
+
     def read_user(self, user_id: int) -> dict[str, list]:
         """The service's user features of one user, as get_online_features().to_dict()."""
         return self.store.get_online_features(

@@ -227,19 +227,13 @@ class RecommendationPipeline:
             cold_start=not seeds.clicked_items,
             candidates=len(recalled.candidates),
             timings_ms=timings,
-            models={**self.models, "item_snapshot": self._snapshot_name()},
+            models={**self.models, "item_snapshot": self.reader.snapshot_name},
             candidate_ids=(
                 [c.item_id for c in recalled.candidates] if request.include_candidates else None
             ),
         )
         channels = Counter(c.channel for c in recalled.candidates)
         return Recommendation(response, ranked, request_ts, dict(channels))
-
-    def _snapshot_name(self) -> str:
-        """What names the current item snapshot's content: its version's key, the same in every
-        worker serving those features (and clock); its load count where it has no files."""
-        snapshot = self.reader.snapshot()
-        return snapshot.key or str(snapshot.version)
 
     def _mixed(self, request: RecommendRequest, candidates, ranked: RankedCandidates) -> list:
         """Mixed ranking over the candidates the ranker scored, as response items."""
