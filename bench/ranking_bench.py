@@ -50,8 +50,8 @@ def bench_training(splits: RankingSplits, switches: dict, batch_size: int, steps
     config = model_config(splits, TrainConfig(batch_size=batch_size), switches)
     model = RankingModel(config).train()
     loss_fn = RankingLoss(model)
-    ranker, disc = ranking_parameter_groups(model)
-    optimizer = torch.optim.Adam(ranker, lr=1e-3)
+    ranker, disc = ranking_parameter_groups(model, lr=1e-3)
+    optimizer = torch.optim.Adam(ranker)
     disc_optimizer = torch.optim.Adam(disc, lr=1e-3) if disc else None
     content = splits.content if config.use_multimodal else None
     order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))

@@ -18,6 +18,8 @@ masks leave undefined labels out (e.g. watch for shop pages).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -129,11 +131,20 @@ class RankingLoss(nn.Module):
         return result
 
 
-def ranking_parameter_groups(model: RankingModel) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(ranker parameters, discriminator parameters), for two optimizers in `train_step`."""
+def ranking_parameter_groups(
+    model: RankingModel, lr: float
+) -> tuple[list[dict[str, Any]], list[nn.Parameter]]:
+    """(the ranker's Adam parameter groups at learning rate `lr`, the discriminators'
+    parameters), for two optimizers in `train_step`. With slow_item_ids the item-ID table is a
+    group of its own at lr * item_id_lr_scale; the first group is always the rest's."""
     disc_ids = {id(p) for p in model.discriminator_parameters()}
-    ranker = [p for p in model.parameters() if id(p) not in disc_ids]
-    return ranker, list(model.discriminator_parameters())
+    slow = list(model.item_id_embedding.parameters()) if model.config.slow_item_ids else []
+    slow_ids = {id(p) for p in slow}
+    rest = [p for p in model.parameters() if id(p) not in disc_ids | slow_ids]
+    groups: list[dict[str, Any]] = [{"params": rest, "lr": lr}]
+    if slow:
+        groups.append({"params": slow, "lr": lr * model.config.item_id_lr_scale})
+    return groups, list(model.discriminator_parameters())
 
 
 def train_step(

@@ -260,10 +260,11 @@ def test_dsn_losses_are_finite_and_each_moves_only_its_own_player() -> None:
 
 def test_adversarial_train_step_changes_generator_and_discriminator() -> None:
     model = RankingModel(TINY)
-    ranker_params, disc_params = ranking_parameter_groups(model)
+    ranker_groups, disc_params = ranking_parameter_groups(model, lr=1e-2)
     assert {id(p) for p in disc_params} == {id(p) for p in model.discriminator_parameters()}
-    assert len(ranker_params) + len(disc_params) == len(list(model.parameters()))
-    optimizer = torch.optim.Adam(ranker_params, lr=1e-2)
+    n_ranker = sum(len(g["params"]) for g in ranker_groups)
+    assert n_ranker + len(disc_params) == len(list(model.parameters()))
+    optimizer = torch.optim.Adam(ranker_groups)
     disc_optimizer = torch.optim.Adam(disc_params, lr=1e-3)
     before = {k: v.clone() for k, v in model.dsn.state_dict().items()}
     user, items = random_user(8), random_candidates(8)
@@ -275,6 +276,33 @@ def test_adversarial_train_step_changes_generator_and_discriminator() -> None:
     for prefix in ("generators.text", "generators.visual", "discriminators.text"):
         changed = [not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix)]
         assert changed and all(changed), prefix
+
+
+def test_slow_item_ids_train_the_id_table_at_the_scaled_rate_and_the_rest_at_the_full_one() -> None:
+    """Adam's first step moves each parameter by about its group's lr: the ID table's rows a
+    batch touched by lr * item_id_lr_scale, the other layers by lr."""
+    lr, scale = 1e-2, 0.1
+    model = RankingModel(replace(TINY, slow_item_ids=True, item_id_lr_scale=scale))
+    groups, disc_params = ranking_parameter_groups(model, lr)
+    table = model.item_id_embedding.table.weight
+    assert [g["lr"] for g in groups] == [lr, lr * scale]
+    assert [id(p) for p in groups[1]["params"]] == [id(table)]
+    n_grouped = sum(len(g["params"]) for g in groups) + len(disc_params)
+    assert n_grouped == len(list(model.parameters()))
+    params = [table, *groups[0]["params"]]
+    before = [p.detach().clone() for p in params]
+    user, items = random_user(8), random_candidates(8)
+    train_step(
+        RankingLoss(model), user, items, random_labels(8), torch.optim.Adam(groups),
+        torch.optim.Adam(disc_params, lr=1e-3),
+    )  # fmt: skip
+    steps = [(p.detach() - b).abs().max() for p, b in zip(params, before, strict=True)]
+    torch.testing.assert_close(steps[0], torch.tensor(lr * scale), rtol=0.05, atol=0)
+    torch.testing.assert_close(max(steps[1:]), torch.tensor(lr), rtol=0.05, atol=0)
+    with pytest.raises(ValueError, match="item_id_lr_scale"):
+        replace(TINY, item_id_lr_scale=0.0)
+    plain, _ = ranking_parameter_groups(RankingModel(replace(TINY, slow_item_ids=False)), lr)
+    assert [g["lr"] for g in plain] == [lr]  # one group: the ID table learns at lr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -116,6 +116,12 @@ def test_a_version_3_config_keeps_dsn_residuals_as_raw_blocks() -> None:
     assert RankingConfig().dsn_in_min and RankingConfig().residual_in_min
 
 
+def test_a_version_4_config_trained_its_item_ids_at_the_full_learning_rate() -> None:
+    """The item-ID table learned at the ranker's learning rate until version 5 (issue #32)."""
+    upgraded = RankingConfig.upgrade_stored({**SAVED_UNVERSIONED, "config_version": 4})
+    assert not upgraded["slow_item_ids"] and RankingConfig().slow_item_ids
+
+
 def test_a_ranker_config_of_a_newer_version_is_refused() -> None:
     with pytest.raises(ValueError, match="upgrade mmrec"):
         RankingConfig.upgrade_stored({**SAVED_UNVERSIONED, "config_version": 99})

@@ -83,6 +83,7 @@ def _switches(
     bin_scalars: bool,
     candidate_id: bool,
     candidate_content: bool,
+    slow_item_ids: bool,
 ) -> dict[str, bool]:
     """The model switches; CDR unset = on exactly when the data has a product domain."""
     switches = {
@@ -100,6 +101,7 @@ def _switches(
         "bin_scalars": bin_scalars,
         "candidate_id": candidate_id,
         "candidate_content": candidate_content,
+        "slow_item_ids": slow_item_ids,
     }
     return {name: value for name, value in switches.items() if value is not None}
 
@@ -211,6 +213,14 @@ def rank(
             "them either way)."
         ),
     ] = Defaults.candidate_content,
+    slow_item_ids: Annotated[
+        bool,
+        typer.Option(
+            help=f"The item-ID table trained at {Defaults.item_id_lr_scale:g} times --lr (an "
+            "Adam group of its own), so it does not memorize the train days' items before "
+            "the other blocks learn."
+        ),
+    ] = Defaults.slow_item_ids,
     model_name: Annotated[
         str,
         typer.Option(
@@ -234,6 +244,7 @@ def rank(
     switches = _switches(
         multimodal, dsn, min_, cdr, timeliness, history_category, user_id, popularity,
         recall_vector, dsn_in_min, standardize, bin_scalars, candidate_id, candidate_content,
+        slow_item_ids,
     )  # fmt: skip
     report = train_ranking(settings, config, switches, recall_model=recall_model)
     test = report["metrics"]["test"]

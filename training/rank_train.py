@@ -68,7 +68,7 @@ SCALAR_FIT_ROWS = 4096  # train rows the scalar inputs' means, stds and quantile
 SWITCHES = (
     "use_multimodal", "use_dsn", "use_min", "use_cdr", "use_timeliness", "use_history_category",
     "use_user_id", "use_popularity", "use_recall_vector", "dsn_in_min", "standardize",
-    "bin_scalars", "candidate_id", "candidate_content",
+    "bin_scalars", "candidate_id", "candidate_content", "slow_item_ids",
 )  # fmt: skip
 
 
@@ -253,8 +253,8 @@ def fit(
         batch = splits.train.batch(sample[:SCALAR_FIT_ROWS], content, config.use_min, vectors)
         model.fit_scalar_inputs(batch.user, batch.items)
     loss_fn = RankingLoss(model)
-    ranker_params, disc_params = ranking_parameter_groups(model)
-    optimizer = torch.optim.Adam(ranker_params, lr=train_config.lr)
+    ranker_groups, disc_params = ranking_parameter_groups(model, train_config.lr)
+    optimizer = torch.optim.Adam(ranker_groups)
     disc_optimizer = torch.optim.Adam(disc_params, lr=train_config.disc_lr) if disc_params else None
     schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=0.5, patience=0
