@@ -24,7 +24,9 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +49,11 @@ from mmrec.settings import DEFAULT_SNAPSHOT_REFRESH_S
 from serving.snapshot_files import ItemColumns, Persisted, SnapshotFiles
 
 log = logging.getLogger(__name__)
+# The item snapshot a request reads throughout (`CandidateFeatureReader.pinned`), with its reader:
+# a module-level variable, as contextvars asks, for any number of readers.
+_PINNED: ContextVar[tuple[Any, ItemSnapshot] | None] = ContextVar(
+    "pinned_item_snapshot", default=None
+)
 
 SNAPSHOT_CHUNK = 2_000
 OLD_SNAPSHOT_WAIT_S = 5.0  # how long a reload waits for requests to let go of the old one
@@ -304,10 +311,28 @@ class CandidateFeatureReader:
             self._snapshot.derived[name] = hook(self._snapshot)
             self._snapshot.columns.drop(consumes)
 
+    @contextmanager
+    def pinned(self) -> Iterator[ItemSnapshot]:
+        """Inside, `snapshot()` (and so every read, hook result and `snapshot_name`) answers
+        with the snapshot current on entry, in this thread or task only: one request's clock,
+        item features and ranker item side come from one version even when a reload swaps
+        in the next one meanwhile."""
+        token = _PINNED.set((self, self.snapshot()))
+        try:
+            yield _PINNED.get()[1]
+        finally:
+            _PINNED.reset(token)
+
+    def _pinned(self) -> ItemSnapshot | None:
+        """This reader's snapshot pinned by `pinned()` in this context, if any."""
+        pinned = _PINNED.get()
+        return pinned[1] if pinned is not None and pinned[0] is self else None
+
     def snapshot(self) -> ItemSnapshot:
-        """The current item snapshot: loaded now if there is none; when it is older than
-        refresh_seconds a background reload starts and this one is returned meanwhile."""
-        current = self._snapshot
+        """The current item snapshot (the pinned one inside `pinned()`): loaded now if there
+        is none; when it is older than refresh_seconds a background reload starts and this one
+        is returned meanwhile."""
+        current = self._pinned() or self._snapshot
         if current is None:
             with self._first_load:
                 if self._snapshot is None:
@@ -363,7 +388,7 @@ class CandidateFeatureReader:
     def snapshot_name(self) -> str:
         """What names the current snapshot's content: its files' version key, the same in every
         process serving those features; its load count (`snapshot_version`) without files."""
-        current = self._snapshot
+        current = self._pinned() or self._snapshot
         if current is None:
             return "0"
         return current.key or str(current.version)

@@ -172,7 +172,12 @@ class RecommendationPipeline:
         return seeds, ok
 
     def recommend(self, request: RecommendRequest) -> Recommendation:
-        """Answer one request (already validated by its pydantic model)."""
+        """Answer one request (already validated by its pydantic model), from one item
+        snapshot throughout: its clock, item features and ranker item side."""
+        with self.reader.pinned():
+            return self._recommend(request)
+
+    def _recommend(self, request: RecommendRequest) -> Recommendation:
         timings: dict[str, float] = {}
         started = clock = time.perf_counter()
 

@@ -4,6 +4,7 @@ the same (user, item, request) rows, on SQLite and Redis, unknown ids included."
 from __future__ import annotations
 
 import sqlite3
+import threading
 import weakref
 
 import numpy as np
@@ -79,6 +80,31 @@ def test_a_stale_snapshot_reloads_in_the_background(tiny_world: Settings, featur
     assert set(second.columns) == set(first.columns)
     for name in ("clicks_7d", "category", "text_emb"):
         assert list(map(str, second.column(name))) == list(map(str, first.column(name)))
+
+
+def test_a_pinned_snapshot_answers_until_the_pin_ends_while_a_reload_swaps_in_the_next(
+    tiny_world: Settings, feature_store
+) -> None:
+    """One request's reads come from one version: inside `pinned()` a reload that finished
+    meanwhile is not seen there, while another thread (another request) sees it."""
+    reader = CandidateFeatureReader(
+        feature_store, "ranking_v1", _catalog(tiny_world), refresh_seconds=0.0
+    )
+    items = _catalog(tiny_world)[:3].tolist()
+    now = {"request_ts": int(world_end(tiny_world).timestamp())}
+    first = reader.snapshot()
+    with reader.pinned() as pinned:
+        assert pinned is first
+        reader.wait_for_reload(timeout=120)  # the pin's own snapshot() call started one
+        elsewhere: list = []
+        thread = threading.Thread(target=lambda: elsewhere.append(reader.snapshot()))
+        thread.start()
+        thread.join()
+        assert elsewhere[0].version == 2
+        assert reader.snapshot() is first and reader.snapshot_name == "1"
+        assert reader.read(1, items, now)["clicks_7d"] is not None
+    reader.wait_for_reload(timeout=120)
+    assert reader.snapshot().version >= 2 and reader.snapshot_name != "1"
 
 
 def test_a_reload_returns_memory_once_the_old_snapshot_is_freed(
