@@ -51,7 +51,7 @@ from serving.snapshot_files import ItemColumns, Persisted, SnapshotFiles
 log = logging.getLogger(__name__)
 # The item snapshot a request reads throughout (`CandidateFeatureReader.pinned`), with its reader:
 # a module-level variable, as contextvars asks, for any number of readers.
-_PINNED: ContextVar[tuple[Any, ItemSnapshot] | None] = ContextVar(
+_PINNED: ContextVar[tuple[CandidateFeatureReader, ItemSnapshot] | None] = ContextVar(
     "pinned_item_snapshot", default=None
 )
 
@@ -317,13 +317,14 @@ class CandidateFeatureReader:
         with the snapshot current on entry, in this thread or task only: one request's clock,
         item features and ranker item side come from one version even when a reload swaps
         in the next one meanwhile."""
-        token = _PINNED.set((self, self.snapshot()))
+        snapshot = self.snapshot()
+        token = _PINNED.set((self, snapshot))
         try:
-            yield _PINNED.get()[1]
+            yield snapshot
         finally:
             _PINNED.reset(token)
 
-    def _pinned(self) -> ItemSnapshot | None:
+    def _pinned_snapshot(self) -> ItemSnapshot | None:
         """This reader's snapshot pinned by `pinned()` in this context, if any."""
         pinned = _PINNED.get()
         return pinned[1] if pinned is not None and pinned[0] is self else None
@@ -332,7 +333,7 @@ class CandidateFeatureReader:
         """The current item snapshot (the pinned one inside `pinned()`): loaded now if there
         is none; when it is older than refresh_seconds a background reload starts and this one
         is returned meanwhile."""
-        current = self._pinned() or self._snapshot
+        current = self._pinned_snapshot() or self._snapshot
         if current is None:
             with self._first_load:
                 if self._snapshot is None:
@@ -388,7 +389,7 @@ class CandidateFeatureReader:
     def snapshot_name(self) -> str:
         """What names the current snapshot's content: its files' version key, the same in every
         process serving those features; its load count (`snapshot_version`) without files."""
-        current = self._pinned() or self._snapshot
+        current = self._pinned_snapshot() or self._snapshot
         if current is None:
             return "0"
         return current.key or str(current.version)
