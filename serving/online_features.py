@@ -333,7 +333,10 @@ class CandidateFeatureReader:
         """The current item snapshot (the pinned one inside `pinned()`): loaded now if there
         is none; when it is older than refresh_seconds a background reload starts and this one
         is returned meanwhile."""
-        current = self._pinned_snapshot() or self._snapshot
+        pinned = self._pinned_snapshot()
+        if pinned is not None:  # a reload is for the next request to start
+            return pinned
+        current = self._snapshot
         if current is None:
             with self._first_load:
                 if self._snapshot is None:
