@@ -137,10 +137,9 @@ def ranking_parameter_groups(
     """(the ranker's Adam parameter groups at learning rate `lr`, the discriminators'
     parameters), for two optimizers in `train_step`. With slow_item_ids the item-ID table is a
     group of its own at lr * item_id_lr_scale; the first group is always the rest's."""
-    disc_ids = {id(p) for p in model.discriminator_parameters()}
     slow = list(model.item_id_embedding.parameters()) if model.config.slow_item_ids else []
-    slow_ids = {id(p) for p in slow}
-    rest = [p for p in model.parameters() if id(p) not in disc_ids | slow_ids]
+    apart = {id(p) for p in [*model.discriminator_parameters(), *slow]}
+    rest = [p for p in model.parameters() if id(p) not in apart]
     groups: list[dict[str, Any]] = [{"params": rest, "lr": lr}]
     if slow:
         groups.append({"params": slow, "lr": lr * model.config.item_id_lr_scale})
